@@ -1,0 +1,892 @@
+// Package cachetest is the conformance suite for cachekit.Cache
+// implementations. Every backend and every wrapper in cachekit passes it, and
+// so should yours:
+//
+//	func TestConformance(t *testing.T) {
+//		cachetest.Run(t, func(t *testing.T, namespace string) cachekit.Cache {
+//			return mybackend.New(client, &mybackend.Options{Namespace: namespace})
+//		}, nil)
+//	}
+//
+// Each rule of the contract in cachekit.Cache's documentation is one subtest,
+// named after the rule, so a failure says which promise was broken. Subtests
+// run in parallel, each in a namespace of its own, so the suite can share one
+// server. The suite closes every cache it is given.
+package cachetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cachekit/cachekit"
+)
+
+// NewCacheFunc returns a new cache whose keys live in namespace. Caches made
+// for different namespaces must share storage where the backend has shared
+// storage (one server, one cluster), so that the suite can check that Clear
+// and keys in one namespace leave the others alone.
+type NewCacheFunc func(t *testing.T, namespace string) cachekit.Cache
+
+// Options tunes the suite to a backend. The zero value (or nil) runs every
+// rule that applies to all backends.
+type Options struct {
+	// MaxValueSize is the largest value the backend stores. When it is
+	// positive, the suite checks that a value one byte larger fails with
+	// ErrTooLarge and leaves the cache usable. Zero skips that rule.
+	MaxValueSize int
+}
+
+// expiryWait bounds how long the suite waits for a TTL to take effect. It
+// leaves room for backends with one-second resolution (Memcached).
+const expiryWait = 4 * time.Second
+
+// Run runs the conformance suite against the caches newCache makes.
+func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	s := &suite{newCache: newCache, opts: *opts, run: randomID()}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T)
+	}{
+		{"Miss", s.testMiss},
+		{"RoundTrip", s.testRoundTrip},
+		{"EmptyValueIsAHit", s.testEmptyValue},
+		{"LargeValue", s.testLargeValue},
+		{"Overwrite", s.testOverwrite},
+		{"DeleteCounts", s.testDeleteCounts},
+		{"DeleteMissingKey", s.testDeleteMissing},
+		{"SubSecondTTLExpires", s.testSubSecondTTL},
+		{"ZeroTTLPersists", s.testZeroTTL},
+		{"NegativeTTL", s.testNegativeTTL},
+		{"SetReplacesTTL", s.testSetReplacesTTL},
+		{"Add", s.testAdd},
+		{"AddAfterExpiry", s.testAddAfterExpiry},
+		{"IncrementMissingStartsAtZero", s.testIncrementMissing},
+		{"IncrementNegativeDelta", s.testIncrementNegative},
+		{"IncrementStoresDecimal", s.testIncrementDecimal},
+		{"IncrementNotInteger", s.testIncrementNotInteger},
+		{"IncrementOverflow", s.testIncrementOverflow},
+		{"IncrementKeepsTTL", s.testIncrementKeepsTTL},
+		{"IncrementConcurrent", s.testIncrementConcurrent},
+		{"ExpireMissingKey", s.testExpireMissing},
+		{"ExpireZeroPersists", s.testExpirePersists},
+		{"ExpireShortens", s.testExpireShortens},
+		{"Exists", s.testExists},
+		{"GetManyHitsOnly", s.testGetMany},
+		{"SetManyTTLOnEveryKey", s.testSetManyTTL},
+		{"ClearOwnNamespaceOnly", s.testClear},
+		{"NamespaceIsolation", s.testNamespaceIsolation},
+		{"WeirdKeys", s.testWeirdKeys},
+		{"InvalidKeys", s.testInvalidKeys},
+		{"TooLarge", s.testTooLarge},
+		{"NoAliasing", s.testNoAliasing},
+		{"Concurrency", s.testConcurrency},
+		{"CancelledContext", s.testCancelled},
+		{"ExpiredDeadline", s.testDeadline},
+		{"UseAfterClose", s.testClosed},
+		{"ErrorsCarryOpAndKey", s.testErrorShape},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t)
+		})
+	}
+}
+
+type suite struct {
+	newCache NewCacheFunc
+	opts     Options
+	run      string // distinguishes this run's namespaces from earlier runs on a shared server
+
+	mu  sync.Mutex
+	seq int
+}
+
+func randomID() string {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// namespace returns a namespace no other subtest or run uses.
+func (s *suite) namespace(t *testing.T, suffix string) string {
+	s.mu.Lock()
+	s.seq++
+	n := s.seq
+	s.mu.Unlock()
+	return fmt.Sprintf("cachetest-%s-%d%s", s.run, n, suffix)
+}
+
+// cache returns a new cache in a fresh namespace, closed when t ends.
+func (s *suite) cache(t *testing.T) cachekit.Cache {
+	return s.cacheIn(t, s.namespace(t, ""))
+}
+
+func (s *suite) cacheIn(t *testing.T, ns string) cachekit.Cache {
+	t.Helper()
+	c := s.newCache(t, ns)
+	if c == nil {
+		t.Fatal("NewCacheFunc returned nil")
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+var bg = context.Background()
+
+func mustSet(t *testing.T, c cachekit.Cache, key string, value []byte, ttl time.Duration) {
+	t.Helper()
+	if err := c.Set(bg, key, value, ttl); err != nil {
+		t.Fatalf("Set(%q, %d bytes, %v): %v", key, len(value), ttl, err)
+	}
+}
+
+func wantValue(t *testing.T, c cachekit.Cache, key string, want []byte) {
+	t.Helper()
+	got, err := c.Get(bg, key)
+	if err != nil {
+		t.Fatalf("Get(%q): %v; want %q", key, err, abbrev(want))
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Get(%q) = %q; want %q", key, abbrev(got), abbrev(want))
+	}
+}
+
+func wantMiss(t *testing.T, c cachekit.Cache, key string) {
+	t.Helper()
+	got, err := c.Get(bg, key)
+	if !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get(%q) = %q, %v; want ErrNotFound", key, abbrev(got), err)
+	}
+}
+
+func wantErrIs(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: error %v; want errors.Is(err, %v)", what, err, target)
+	}
+}
+
+func abbrev(b []byte) []byte {
+	if len(b) > 40 {
+		return append(append([]byte{}, b[:40]...), "..."...)
+	}
+	return b
+}
+
+// eventuallyMiss polls until key is a miss, failing after expiryWait.
+func eventuallyMiss(t *testing.T, c cachekit.Cache, key string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		_, err := c.Get(bg, key)
+		if errors.Is(err, cachekit.ErrNotFound) {
+			return time.Since(start)
+		}
+		if err != nil {
+			t.Fatalf("Get(%q) while waiting for expiry: %v", key, err)
+		}
+		if time.Since(start) > expiryWait {
+			t.Fatalf("Get(%q) still hits %v after its TTL should have ended", key, expiryWait)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (s *suite) testMiss(t *testing.T) {
+	c := s.cache(t)
+	wantMiss(t, c, "absent")
+	if ok, err := c.Exists(bg, "absent"); err != nil || ok {
+		t.Fatalf("Exists(absent) = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func (s *suite) testRoundTrip(t *testing.T) {
+	c := s.cache(t)
+	for i, v := range [][]byte{[]byte("v"), []byte("hello, world"), {0, 1, 2, 0xff, 0xfe, '\r', '\n'}, []byte("END\r\n")} {
+		key := "k" + strconv.Itoa(i)
+		mustSet(t, c, key, v, 0)
+		wantValue(t, c, key, v)
+	}
+}
+
+func (s *suite) testEmptyValue(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "empty", []byte{}, 0)
+	got, err := c.Get(bg, "empty")
+	if err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Get(empty) = %#v, %v; want a non-nil empty slice, nil", got, err)
+	}
+	mustSet(t, c, "nil", nil, 0)
+	got, err = c.Get(bg, "nil")
+	if err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Get(nil value) = %#v, %v; want a non-nil empty slice, nil", got, err)
+	}
+	if ok, err := c.Exists(bg, "empty"); err != nil || !ok {
+		t.Fatalf("Exists(empty) = %v, %v; want true, nil", ok, err)
+	}
+}
+
+func (s *suite) testLargeValue(t *testing.T) {
+	c := s.cache(t)
+	v := make([]byte, 512<<10)
+	if _, err := rand.Read(v); err != nil {
+		t.Fatal(err)
+	}
+	mustSet(t, c, "big", v, 0)
+	wantValue(t, c, "big", v)
+}
+
+func (s *suite) testOverwrite(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("first, and longer"), 0)
+	mustSet(t, c, "k", []byte("second"), 0)
+	wantValue(t, c, "k", []byte("second"))
+}
+
+func (s *suite) testDeleteCounts(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "a", []byte("1"), 0)
+	mustSet(t, c, "b", []byte("2"), 0)
+	n, err := c.Delete(bg, "a", "b", "never-set")
+	if err != nil || n != 2 {
+		t.Fatalf("Delete(a, b, never-set) = %d, %v; want 2, nil", n, err)
+	}
+	wantMiss(t, c, "a")
+	wantMiss(t, c, "b")
+	n, err = c.Delete(bg)
+	if err != nil || n != 0 {
+		t.Fatalf("Delete() = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func (s *suite) testDeleteMissing(t *testing.T) {
+	c := s.cache(t)
+	n, err := c.Delete(bg, "missing")
+	if err != nil || n != 0 {
+		t.Fatalf("Delete(missing) = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func (s *suite) testSubSecondTTL(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "short", []byte("v"), 300*time.Millisecond)
+	// Rounding must go up, never to "forever" or to "already expired".
+	wantValue(t, c, "short", []byte("v"))
+	eventuallyMiss(t, c, "short")
+	if ok, err := c.Exists(bg, "short"); err != nil || ok {
+		t.Fatalf("Exists(expired) = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func (s *suite) testZeroTTL(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "forever", []byte("v"), 0)
+	mustSet(t, c, "short", []byte("v"), 200*time.Millisecond)
+	eventuallyMiss(t, c, "short")
+	time.Sleep(time.Second) // past any one-second resolution boundary
+	wantValue(t, c, "forever", []byte("v"))
+}
+
+func (s *suite) testNegativeTTL(t *testing.T) {
+	c := s.cache(t)
+	wantErrIs(t, "Set with ttl -1s", c.Set(bg, "k", []byte("v"), -time.Second), cachekit.ErrInvalidTTL)
+	wantErrIs(t, "SetMany with ttl -1ns", c.SetMany(bg, map[string][]byte{"k": []byte("v")}, -1), cachekit.ErrInvalidTTL)
+	wantErrIs(t, "Add with ttl -1s", c.Add(bg, "k", []byte("v"), -time.Second), cachekit.ErrInvalidTTL)
+	wantMiss(t, c, "k")
+	mustSet(t, c, "k", []byte("v"), 0)
+	_, err := c.Expire(bg, "k", -time.Second)
+	wantErrIs(t, "Expire with ttl -1s", err, cachekit.ErrInvalidTTL)
+	wantValue(t, c, "k", []byte("v"))
+}
+
+func (s *suite) testSetReplacesTTL(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v1"), 200*time.Millisecond)
+	mustSet(t, c, "k", []byte("v2"), 0)
+	mustSet(t, c, "probe", []byte("p"), 200*time.Millisecond)
+	eventuallyMiss(t, c, "probe")
+	time.Sleep(time.Second)
+	wantValue(t, c, "k", []byte("v2"))
+}
+
+func (s *suite) testAdd(t *testing.T) {
+	c := s.cache(t)
+	if err := c.Add(bg, "k", []byte("first"), 0); err != nil {
+		t.Fatalf("Add(absent key): %v", err)
+	}
+	wantErrIs(t, "Add(present key)", c.Add(bg, "k", []byte("second"), 0), cachekit.ErrExists)
+	wantValue(t, c, "k", []byte("first"))
+
+	// Of many concurrent Adds, exactly one wins.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.Add(bg, "race", []byte(strconv.Itoa(i)), 0)
+			switch {
+			case err == nil:
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			case !errors.Is(err, cachekit.ErrExists):
+				t.Errorf("concurrent Add: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d concurrent Adds succeeded; want exactly 1", wins)
+	}
+}
+
+func (s *suite) testAddAfterExpiry(t *testing.T) {
+	c := s.cache(t)
+	if err := c.Add(bg, "k", []byte("old"), 200*time.Millisecond); err != nil {
+		t.Fatalf("Add: %v", err)
+	}
+	eventuallyMiss(t, c, "k")
+	if err := c.Add(bg, "k", []byte("new"), 0); err != nil {
+		t.Fatalf("Add after the old value expired: %v", err)
+	}
+	wantValue(t, c, "k", []byte("new"))
+}
+
+func (s *suite) testIncrementMissing(t *testing.T) {
+	c := s.cache(t)
+	n, err := c.Increment(bg, "counter", 5)
+	if err != nil || n != 5 {
+		t.Fatalf("Increment(missing, 5) = %d, %v; want 5, nil", n, err)
+	}
+	n, err = c.Increment(bg, "counter", 0)
+	if err != nil || n != 5 {
+		t.Fatalf("Increment(counter, 0) = %d, %v; want 5, nil", n, err)
+	}
+	n, err = c.Increment(bg, "zero", 0)
+	if err != nil || n != 0 {
+		t.Fatalf("Increment(missing, 0) = %d, %v; want 0, nil", n, err)
+	}
+}
+
+func (s *suite) testIncrementNegative(t *testing.T) {
+	c := s.cache(t)
+	n, err := c.Increment(bg, "c", -3)
+	if err != nil || n != -3 {
+		t.Fatalf("Increment(missing, -3) = %d, %v; want -3, nil", n, err)
+	}
+	mustSet(t, c, "d", []byte("10"), 0)
+	n, err = c.Increment(bg, "d", -25)
+	if err != nil || n != -15 {
+		t.Fatalf("Increment(10, -25) = %d, %v; want -15, nil", n, err)
+	}
+	n, err = c.Increment(bg, "d", 20)
+	if err != nil || n != 5 {
+		t.Fatalf("Increment(-15, 20) = %d, %v; want 5, nil", n, err)
+	}
+}
+
+func (s *suite) testIncrementDecimal(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "n", []byte("41"), 0)
+	if n, err := c.Increment(bg, "n", 1); err != nil || n != 42 {
+		t.Fatalf("Increment(41, 1) = %d, %v; want 42, nil", n, err)
+	}
+	wantValue(t, c, "n", []byte("42"))
+	if _, err := c.Increment(bg, "m", -7); err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, c, "m", []byte("-7"))
+}
+
+func (s *suite) testIncrementNotInteger(t *testing.T) {
+	c := s.cache(t)
+	for _, v := range []string{"abc", "1.5", "", "12abc", "99999999999999999999"} {
+		mustSet(t, c, "k", []byte(v), 0)
+		_, err := c.Increment(bg, "k", 1)
+		wantErrIs(t, fmt.Sprintf("Increment of %q", v), err, cachekit.ErrNotInteger)
+		wantValue(t, c, "k", []byte(v))
+	}
+}
+
+func (s *suite) testIncrementOverflow(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "max", []byte(strconv.FormatInt(1<<63-1, 10)), 0)
+	_, err := c.Increment(bg, "max", 1)
+	wantErrIs(t, "Increment past MaxInt64", err, cachekit.ErrNotInteger)
+	mustSet(t, c, "min", []byte(strconv.FormatInt(-1<<63, 10)), 0)
+	_, err = c.Increment(bg, "min", -1)
+	wantErrIs(t, "Increment past MinInt64", err, cachekit.ErrNotInteger)
+}
+
+func (s *suite) testIncrementKeepsTTL(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "n", []byte("1"), 500*time.Millisecond)
+	if n, err := c.Increment(bg, "n", 1); err != nil || n != 2 {
+		t.Fatalf("Increment = %d, %v; want 2, nil", n, err)
+	}
+	eventuallyMiss(t, c, "n")
+}
+
+func (s *suite) testIncrementConcurrent(t *testing.T) {
+	c := s.cache(t)
+	const workers, each = 100, 10
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := c.Increment(bg, "n", 1); err != nil {
+					t.Errorf("Increment: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wantValue(t, c, "n", []byte(strconv.Itoa(workers*each)))
+}
+
+func (s *suite) testExpireMissing(t *testing.T) {
+	c := s.cache(t)
+	ok, err := c.Expire(bg, "missing", time.Second)
+	if err != nil || ok {
+		t.Fatalf("Expire(missing) = %v, %v; want false, nil", ok, err)
+	}
+	ok, err = c.Expire(bg, "missing", 0)
+	if err != nil || ok {
+		t.Fatalf("Expire(missing, 0) = %v, %v; want false, nil", ok, err)
+	}
+	wantMiss(t, c, "missing")
+}
+
+func (s *suite) testExpirePersists(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v"), 300*time.Millisecond)
+	ok, err := c.Expire(bg, "k", 0)
+	if err != nil || !ok {
+		t.Fatalf("Expire(k, 0) = %v, %v; want true, nil", ok, err)
+	}
+	// A key that already has no expiry still exists: Expire reports true.
+	ok, err = c.Expire(bg, "k", 0)
+	if err != nil || !ok {
+		t.Fatalf("Expire(persistent k, 0) = %v, %v; want true, nil", ok, err)
+	}
+	mustSet(t, c, "probe", []byte("p"), 300*time.Millisecond)
+	eventuallyMiss(t, c, "probe")
+	time.Sleep(time.Second)
+	wantValue(t, c, "k", []byte("v"))
+}
+
+func (s *suite) testExpireShortens(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v"), 0)
+	ok, err := c.Expire(bg, "k", 300*time.Millisecond)
+	if err != nil || !ok {
+		t.Fatalf("Expire(k, 300ms) = %v, %v; want true, nil", ok, err)
+	}
+	wantValue(t, c, "k", []byte("v"))
+	eventuallyMiss(t, c, "k")
+}
+
+func (s *suite) testExists(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v"), 0)
+	if ok, err := c.Exists(bg, "k"); err != nil || !ok {
+		t.Fatalf("Exists(k) = %v, %v; want true, nil", ok, err)
+	}
+	if _, err := c.Delete(bg, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := c.Exists(bg, "k"); err != nil || ok {
+		t.Fatalf("Exists(deleted) = %v, %v; want false, nil", ok, err)
+	}
+}
+
+func (s *suite) testGetMany(t *testing.T) {
+	c := s.cache(t)
+	items := map[string][]byte{}
+	for i := range 50 {
+		items["k"+strconv.Itoa(i)] = []byte("v" + strconv.Itoa(i))
+	}
+	if err := c.SetMany(bg, items, 0); err != nil {
+		t.Fatalf("SetMany: %v", err)
+	}
+	keys := []string{"missing-1"}
+	for k := range items {
+		keys = append(keys, k)
+	}
+	keys = append(keys, "missing-2", "k0") // a duplicate is allowed
+	got, err := c.GetMany(bg, keys)
+	if err != nil {
+		t.Fatalf("GetMany: %v", err)
+	}
+	if len(got) != len(items) {
+		t.Fatalf("GetMany returned %d entries; want %d (hits only)", len(got), len(items))
+	}
+	for k, v := range items {
+		if !bytes.Equal(got[k], v) {
+			t.Fatalf("GetMany[%q] = %q; want %q", k, got[k], v)
+		}
+	}
+	got, err = c.GetMany(bg, nil)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("GetMany(nil) = %v, %v; want empty, nil", got, err)
+	}
+	got, err = c.GetMany(bg, []string{"nope"})
+	if err != nil || len(got) != 0 {
+		t.Fatalf("GetMany(all missing) = %v, %v; want empty, nil", got, err)
+	}
+	if err := c.SetMany(bg, nil, 0); err != nil {
+		t.Fatalf("SetMany(nil): %v", err)
+	}
+}
+
+func (s *suite) testSetManyTTL(t *testing.T) {
+	c := s.cache(t)
+	items := map[string][]byte{}
+	keys := []string{}
+	for i := range 20 {
+		k := "k" + strconv.Itoa(i)
+		items[k] = []byte("v")
+		keys = append(keys, k)
+	}
+	if err := c.SetMany(bg, items, 400*time.Millisecond); err != nil {
+		t.Fatalf("SetMany: %v", err)
+	}
+	got, err := c.GetMany(bg, keys)
+	if err != nil || len(got) != len(keys) {
+		t.Fatalf("GetMany right after SetMany = %d hits, %v; want %d", len(got), err, len(keys))
+	}
+	start := time.Now()
+	for {
+		got, err := c.GetMany(bg, keys)
+		if err != nil {
+			t.Fatalf("GetMany: %v", err)
+		}
+		if len(got) == 0 {
+			return
+		}
+		if time.Since(start) > expiryWait {
+			t.Fatalf("%d of %d keys outlived the TTL given to SetMany", len(got), len(keys))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (s *suite) testClear(t *testing.T) {
+	// A namespace holding glob characters must not match its neighbours
+	// (a SCAN pattern built from "x*" would match "xb").
+	base := s.namespace(t, "")
+	a := s.cacheIn(t, base+"*")
+	b := s.cacheIn(t, base+"b")
+	c := s.cacheIn(t, base+"[b]")
+	for _, x := range []cachekit.Cache{a, b, c} {
+		mustSet(t, x, "shared-key", []byte("v"), 0)
+		mustSet(t, x, "other", []byte("v"), 0)
+	}
+	if err := a.Clear(bg); err != nil {
+		t.Fatalf("Clear: %v", err)
+	}
+	wantMiss(t, a, "shared-key")
+	wantMiss(t, a, "other")
+	wantValue(t, b, "shared-key", []byte("v"))
+	wantValue(t, c, "other", []byte("v"))
+	// The cleared cache is still usable, and a second cache on the same
+	// namespace sees the clear too.
+	mustSet(t, a, "after", []byte("v"), 0)
+	wantValue(t, a, "after", []byte("v"))
+	if err := c.Clear(bg); err != nil {
+		t.Fatalf("Clear: %v", err)
+	}
+	wantValue(t, b, "other", []byte("v"))
+	wantValue(t, a, "after", []byte("v"))
+}
+
+func (s *suite) testNamespaceIsolation(t *testing.T) {
+	base := s.namespace(t, "")
+	a := s.cacheIn(t, base+"a")
+	b := s.cacheIn(t, base+"b")
+	same := s.cacheIn(t, base+"a")
+	mustSet(t, a, "k", []byte("from a"), 0)
+	wantMiss(t, b, "k")
+	wantValue(t, same, "k", []byte("from a"))
+	if _, err := b.Delete(bg, "k"); err != nil {
+		t.Fatal(err)
+	}
+	wantValue(t, a, "k", []byte("from a"))
+}
+
+// weirdKeys are keys a backend may be unable to hold as they are, and keys
+// that look like what an encoding of them might produce.
+func weirdKeys() []string {
+	long := make([]byte, 300)
+	for i := range long {
+		long[i] = 'a' + byte(i%26)
+	}
+	long2 := append(append([]byte{}, long[:299]...), 'z') // differs in the last byte only
+	return []string{
+		" ", "a b", "a%20b", "a+b", "a_b", "line\nbreak", "cr\r\nlf", "tab\tkey",
+		"nul\x00byte", "\x00", "\x7f", "\xff\xfe", "ünïcødé", "日本語", "emoji😀",
+		string(long), string(long2), string(long) + " ",
+		"YSBi", "b64:YSBi", "~YSBi", "_YSBi", "#a b", "%", "~", ":", "::", "a:b", "a:b:c",
+		"*", "?", "[a]", "\\", "{tag}", "key with {hash} tag",
+		"4c1b0ee0d4f6d3e8f5b7a6c2d9e1f0a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5",
+		string(make([]byte, cachekit.MaxKeySize)),
+	}
+}
+
+func (s *suite) testWeirdKeys(t *testing.T) {
+	c := s.cache(t)
+	keys := weirdKeys()
+	for i, k := range keys {
+		if err := c.Set(bg, k, []byte(strconv.Itoa(i)), 0); err != nil {
+			t.Fatalf("Set(%q): %v", k, err)
+		}
+	}
+	for i, k := range keys {
+		wantValue(t, c, k, []byte(strconv.Itoa(i)))
+	}
+	got, err := c.GetMany(bg, keys)
+	if err != nil {
+		t.Fatalf("GetMany(weird keys): %v", err)
+	}
+	for i, k := range keys {
+		if string(got[k]) != strconv.Itoa(i) {
+			t.Fatalf("GetMany[%q] = %q; want %q", k, got[k], strconv.Itoa(i))
+		}
+	}
+	k := keys[len(keys)-1]
+	if n, err := c.Increment(bg, "weird counter\n", 2); err != nil || n != 2 {
+		t.Fatalf("Increment(weird key) = %d, %v", n, err)
+	}
+	if ok, err := c.Exists(bg, k); err != nil || !ok {
+		t.Fatalf("Exists(%d-byte key) = %v, %v", len(k), ok, err)
+	}
+	n, err := c.Delete(bg, keys...)
+	if err != nil || n != len(keys) {
+		t.Fatalf("Delete(weird keys) = %d, %v; want %d", n, err, len(keys))
+	}
+}
+
+func (s *suite) testInvalidKeys(t *testing.T) {
+	c := s.cache(t)
+	tooLong := string(make([]byte, cachekit.MaxKeySize+1))
+	for _, k := range []string{"", tooLong} {
+		_, err := c.Get(bg, k)
+		wantErrIs(t, fmt.Sprintf("Get(%d-byte key)", len(k)), err, cachekit.ErrInvalidKey)
+		wantErrIs(t, "Set", c.Set(bg, k, []byte("v"), 0), cachekit.ErrInvalidKey)
+		wantErrIs(t, "Add", c.Add(bg, k, []byte("v"), 0), cachekit.ErrInvalidKey)
+		wantErrIs(t, "SetMany", c.SetMany(bg, map[string][]byte{"ok": []byte("v"), k: []byte("v")}, 0), cachekit.ErrInvalidKey)
+		_, err = c.GetMany(bg, []string{"ok", k})
+		wantErrIs(t, "GetMany", err, cachekit.ErrInvalidKey)
+		_, err = c.Delete(bg, k)
+		wantErrIs(t, "Delete", err, cachekit.ErrInvalidKey)
+		_, err = c.Exists(bg, k)
+		wantErrIs(t, "Exists", err, cachekit.ErrInvalidKey)
+		_, err = c.Increment(bg, k, 1)
+		wantErrIs(t, "Increment", err, cachekit.ErrInvalidKey)
+		_, err = c.Expire(bg, k, 0)
+		wantErrIs(t, "Expire", err, cachekit.ErrInvalidKey)
+	}
+	// A batch with one bad key stores nothing.
+	wantMiss(t, c, "ok")
+}
+
+func (s *suite) testTooLarge(t *testing.T) {
+	if s.opts.MaxValueSize <= 0 {
+		t.Skip("Options.MaxValueSize not set: the backend declares no value size limit")
+	}
+	c := s.cache(t)
+	big := make([]byte, s.opts.MaxValueSize+1)
+	wantErrIs(t, "Set of MaxValueSize+1 bytes", c.Set(bg, "big", big, 0), cachekit.ErrTooLarge)
+	wantErrIs(t, "Add of MaxValueSize+1 bytes", c.Add(bg, "big", big, 0), cachekit.ErrTooLarge)
+	wantErrIs(t, "SetMany with a MaxValueSize+1 value", c.SetMany(bg, map[string][]byte{"big": big}, 0), cachekit.ErrTooLarge)
+	wantMiss(t, c, "big")
+	// The cache is still usable, and the limit itself fits.
+	mustSet(t, c, "small", []byte("v"), 0)
+	wantValue(t, c, "small", []byte("v"))
+	mustSet(t, c, "max", big[:s.opts.MaxValueSize], 0)
+	wantValue(t, c, "max", big[:s.opts.MaxValueSize])
+}
+
+func (s *suite) testNoAliasing(t *testing.T) {
+	c := s.cache(t)
+	v := []byte("original")
+	mustSet(t, c, "k", v, 0)
+	copy(v, "XXXXXXXX")
+	wantValue(t, c, "k", []byte("original"))
+
+	got, err := c.Get(bg, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(got, "YYYYYYYY")
+	wantValue(t, c, "k", []byte("original"))
+
+	items := map[string][]byte{"m": []byte("many")}
+	if err := c.SetMany(bg, items, 0); err != nil {
+		t.Fatal(err)
+	}
+	copy(items["m"], "XXXX")
+	m, err := c.GetMany(bg, []string{"m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m["m"], "YYYY")
+	wantValue(t, c, "m", []byte("many"))
+
+	a := []byte("added")
+	if err := c.Add(bg, "a", a, 0); err != nil {
+		t.Fatal(err)
+	}
+	copy(a, "XXXXX")
+	wantValue(t, c, "a", []byte("added"))
+}
+
+func (s *suite) testConcurrency(t *testing.T) {
+	c := s.cache(t)
+	const workers, ops = 8, 150
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ops {
+				key := "k" + strconv.Itoa(i%10)
+				var err error
+				switch (w + i) % 6 {
+				case 0:
+					err = c.Set(bg, key, []byte(strconv.Itoa(i)), 0)
+				case 1:
+					_, err = c.Get(bg, key)
+					if errors.Is(err, cachekit.ErrNotFound) {
+						err = nil
+					}
+				case 2:
+					_, err = c.Delete(bg, key)
+				case 3:
+					_, err = c.GetMany(bg, []string{key, "k1", "k2"})
+				case 4:
+					_, err = c.Increment(bg, "counter-"+strconv.Itoa(w), 1)
+				case 5:
+					err = c.Add(bg, key, []byte("a"), time.Minute)
+					if errors.Is(err, cachekit.ErrExists) {
+						err = nil
+					}
+				}
+				if err != nil {
+					t.Errorf("worker %d op %d: %v", w, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for w := range workers {
+		// Each worker's own counter saw exactly its own increments.
+		want := 0
+		for i := range ops {
+			if (w+i)%6 == 4 {
+				want++
+			}
+		}
+		wantValue(t, c, "counter-"+strconv.Itoa(w), []byte(strconv.Itoa(want)))
+	}
+}
+
+// everyOp calls every Cache method that takes a context with ctx and
+// returns the errors by method name.
+func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
+	errs := map[string]error{}
+	_, errs["Get"] = c.Get(ctx, "k")
+	_, errs["GetMany"] = c.GetMany(ctx, []string{"k", "j"})
+	errs["Set"] = c.Set(ctx, "k", []byte("v"), 0)
+	errs["SetMany"] = c.SetMany(ctx, map[string][]byte{"k": []byte("v"), "j": []byte("w")}, 0)
+	errs["Add"] = c.Add(ctx, "new", []byte("v"), 0)
+	_, errs["Delete"] = c.Delete(ctx, "k")
+	_, errs["Exists"] = c.Exists(ctx, "k")
+	_, errs["Increment"] = c.Increment(ctx, "n", 1)
+	_, errs["Expire"] = c.Expire(ctx, "k", time.Second)
+	errs["Clear"] = c.Clear(ctx)
+	return errs
+}
+
+func (s *suite) testCancelled(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v"), 0)
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	for op, err := range everyOp(ctx, c) {
+		wantErrIs(t, op+" with a cancelled context", err, context.Canceled)
+	}
+	// Nothing was changed, and the cache still works.
+	wantValue(t, c, "k", []byte("v"))
+	wantMiss(t, c, "new")
+}
+
+func (s *suite) testDeadline(t *testing.T) {
+	c := s.cache(t)
+	mustSet(t, c, "k", []byte("v"), 0)
+	ctx, cancel := context.WithDeadline(bg, time.Now().Add(-time.Second))
+	defer cancel()
+	for op, err := range everyOp(ctx, c) {
+		wantErrIs(t, op+" past its deadline", err, context.DeadlineExceeded)
+	}
+	wantValue(t, c, "k", []byte("v"))
+}
+
+func (s *suite) testClosed(t *testing.T) {
+	c := s.newCache(t, s.namespace(t, ""))
+	mustSet(t, c, "k", []byte("v"), 0)
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v; want nil (Close is idempotent)", err)
+	}
+	for op, err := range everyOp(bg, c) {
+		wantErrIs(t, op+" after Close", err, cachekit.ErrClosed)
+	}
+}
+
+func (s *suite) testErrorShape(t *testing.T) {
+	c := s.cache(t)
+	_, err := c.Get(bg, "missing key")
+	var ce *cachekit.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Get miss returned %T (%v); want a *cachekit.Error", err, err)
+	}
+	if ce.Op != "Get" || ce.Key != "missing key" {
+		t.Fatalf("Get miss: Op=%q Key=%q; want Op=Get Key=%q", ce.Op, ce.Key, "missing key")
+	}
+	mustSet(t, c, "text", []byte("x"), 0)
+	_, err = c.Increment(bg, "text", 1)
+	if !errors.As(err, &ce) || ce.Op != "Increment" || ce.Key != "text" {
+		t.Fatalf("Increment of text: %v; want a *cachekit.Error with Op=Increment Key=text", err)
+	}
+	err = c.Add(bg, "text", []byte("y"), 0)
+	if !errors.As(err, &ce) || ce.Op != "Add" || ce.Key != "text" {
+		t.Fatalf("Add of a present key: %v; want a *cachekit.Error with Op=Add Key=text", err)
+	}
+}

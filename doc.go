@@ -1,0 +1,61 @@
+// Package cachekit is one cache API for Go with pluggable backends: an
+// in-process memory cache, Redis and Memcached, chosen by a URL.
+//
+// # Layers
+//
+// [Cache] is the byte-level contract. Every backend implements it, and so
+// does every wrapper; the cachetest package is its conformance suite, and
+// every backend in this module passes it against the real server. [Typed]
+// sits on top: it serializes values of one Go type (JSON by default, msgpack
+// or raw bytes from the serializer package), applies a default TTL and
+// loads missing values with [Typed.GetOrLoad], one load per key at a time.
+// The decorator package memoizes whole functions.
+//
+// # Choosing a backend
+//
+// A backend registers its URL schemes when imported, as database/sql drivers
+// do; [Open] then builds a cache from configuration:
+//
+//	import (
+//		"github.com/cachekit/cachekit"
+//		_ "github.com/cachekit/cachekit/backend/memory"
+//		_ "github.com/cachekit/cachekit/backend/redis"
+//	)
+//
+//	c, err := cachekit.Open(ctx, os.Getenv("CACHE_URL")) // e.g. mem:// in tests, redis://... in production
+//
+// The URL forms are:
+//
+//	mem://?max_bytes=64MiB&max_entries=0&namespace=app      (also memory://)
+//	redis://user:pass@host:6379/0?namespace=app&timeout=100ms
+//	rediss://...                                            (TLS)
+//	redis+cluster://h1:7000,h2:7001?namespace=app
+//	redis+sentinel://h1:26379,h2:26379?master_name=mymaster
+//	memcached://h1:11211,h2:11211?namespace=app&timeout=100ms
+//
+// Each backend's package documentation lists its parameters. Unknown
+// parameters are errors, and no error or log line shows a URL's password.
+// Backends can also be built in code from a client the program already has:
+// memory.New, redis.New and memcached.New.
+//
+// # Errors
+//
+// Failures are reported with sentinel errors, to be checked with errors.Is:
+// [ErrNotFound] for a miss, [ErrExists], [ErrNotInteger], [ErrClosed],
+// [ErrInvalidKey], [ErrTooLarge], [ErrInvalidTTL], [ErrDecode], [ErrEncode],
+// [ErrLoaderPanic] and [ErrInvalidURL]. They usually arrive inside an
+// [*Error] that names the operation and key. A backend client's own errors
+// stay reachable with errors.As, and context errors stay errors.Is-able as
+// context.Canceled and context.DeadlineExceeded, including deadlines that
+// fire inside a client.
+//
+// # Semantics every backend shares
+//
+// TTL 0 means no expiry, a negative TTL is an error, and a TTL shorter than a
+// backend's resolution rounds up, never down to "forever". Keys are any
+// non-empty string up to [MaxKeySize] bytes; backends that cannot hold some
+// keys natively encode them without collisions. Values are never aliased:
+// changing a slice after Set, or one returned by Get, changes nothing stored.
+// A namespace prefixes every key, and Clear removes that namespace's keys
+// only.
+package cachekit

@@ -1,0 +1,20 @@
+// Package serializer turns Go values into bytes and back for cachekit's
+// [github.com/cachekit/cachekit.Typed] layer.
+//
+// Every decoder here is written for hostile input: a cache is shared storage,
+// and a value may have been written by another version of the program, by
+// another program, or by an attacker. Decoding bounds lengths, nesting depth
+// and total allocation before or while it reads, and reports garbage as an
+// error, never as a panic, a stack overflow or an out-of-memory crash.
+package serializer
+
+// Serializer encodes values to bytes and decodes them back.
+//
+// Marshal receives the value itself (a V when used by Typed[V]); Unmarshal
+// receives a non-nil pointer to the destination (a *V). Implementations must
+// be safe for concurrent use and must not retain data after Unmarshal
+// returns.
+type Serializer interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
