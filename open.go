@@ -135,6 +135,9 @@ func Open(ctx context.Context, rawURL string) (Cache, error) {
 // to use in the error for a malformed URL.
 func RedactURL(rawURL string) string {
 	if u, err := url.Parse(rawURL); err == nil {
+		if _, has := u.User.Password(); !has {
+			return rawURL
+		}
 		return u.Redacted()
 	}
 	// Fall back to text surgery: the userinfo runs from after "//" to the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/cachekit/cachekit/internal/flight"
@@ -84,6 +85,29 @@ func (t *Typed[V]) setOptions(opts []SetOption) setOptions {
 // Cache returns the byte-level cache that t reads and writes.
 func (t *Typed[V]) Cache() Cache { return t.c }
 
+// Encode returns the bytes that Set would store for v. An encoding failure
+// is an error for which errors.Is(err, ErrEncode) reports true. Layers built
+// on Typed (the decorator package) use it to wrap values in envelopes of
+// their own.
+func (t *Typed[V]) Encode(v V) ([]byte, error) {
+	return t.encode("Encode", "", v)
+}
+
+// Decode decodes bytes that Encode produced. Garbage is an error for which
+// errors.Is(err, ErrDecode) reports true.
+func (t *Typed[V]) Decode(b []byte) (V, error) {
+	var v V
+	if err := t.decode(b, &v); err != nil {
+		var zero V
+		return zero, &Error{Op: "Decode", Err: err}
+	}
+	return v, nil
+}
+
+// DefaultTTL returns the TTL that writes use when they have no WithTTL
+// option (TypedOptions.TTL).
+func (t *Typed[V]) DefaultTTL() time.Duration { return t.ttl }
+
 // Get returns the value stored under key. A miss is an error for which
 // errors.Is(err, ErrNotFound) reports true; a value that does not decode into
 // V is one for which errors.Is(err, ErrDecode) reports true.
@@ -94,6 +118,7 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 		return v, WrapError("Get", key, err)
 	}
 	if err := t.decode(b, &v); err != nil {
+		Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
 		var zero V
 		return zero, &Error{Op: "Get", Key: key, Err: err}
 	}
@@ -153,6 +178,7 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 	for k, b := range raw {
 		var v V
 		if err := t.decode(b, &v); err != nil {
+			Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: k, Err: err})
 			return nil, &Error{Op: "GetMany", Key: k, Err: err}
 		}
 		out[k] = v
@@ -212,11 +238,14 @@ func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.
 	if err := CheckTTL(o.ttl); err != nil {
 		return v, &Error{Op: "GetOrLoad", Key: key, Err: err}
 	}
-	v, err, _ = t.loads.Do(ctx, key, func(lctx context.Context) (V, error) {
-		v, err := load(lctx)
+	v, err, joined := t.loads.Do(ctx, key, func(lctx context.Context) (V, error) {
+		start := time.Now()
+		v, err := callLoad(lctx, load)
 		if err != nil {
+			Emit(lctx, t.c, Event{Kind: EventLoadError, Key: key, Err: err, Duration: time.Since(start)})
 			return v, err
 		}
+		Emit(lctx, t.c, Event{Kind: EventLoad, Key: key, Duration: time.Since(start)})
 		if b, err := t.encode("GetOrLoad", key, v); err != nil {
 			t.reportError(lctx, err)
 		} else if err := t.c.Set(lctx, key, b, o.ttl); err != nil {
@@ -224,14 +253,24 @@ func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.
 		}
 		return v, nil
 	})
+	if joined {
+		Emit(ctx, t.c, Event{Kind: EventStampedeJoin, Key: key})
+	}
 	if err != nil {
-		var p *flight.PanicError
-		if errors.As(err, &p) {
-			err = fmt.Errorf("%w: %w", ErrLoaderPanic, err)
-		}
 		return v, &Error{Op: "GetOrLoad", Key: key, Err: err}
 	}
 	return v, nil
+}
+
+// callLoad runs load, turning a panic into an error that wraps
+// ErrLoaderPanic and carries the panic value and stack.
+func callLoad[V any](ctx context.Context, load func(context.Context) (V, error)) (v V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %w", ErrLoaderPanic, &flight.PanicError{Value: r, Stack: debug.Stack()})
+		}
+	}()
+	return load(ctx)
 }
 
 func (t *Typed[V]) reportError(ctx context.Context, err error) {

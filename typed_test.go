@@ -275,7 +275,12 @@ func TestGetOrLoadCancellation(t *testing.T) {
 	// When every caller leaves, the load's context is cancelled.
 	only, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := c.GetOrLoad(only, "other", load); !errors.Is(err, context.DeadlineExceeded) {
+	blocking := func(lctx context.Context) (string, error) {
+		<-lctx.Done()
+		loadCancelled <- struct{}{}
+		return "", lctx.Err()
+	}
+	if _, err := c.GetOrLoad(only, "other", blocking); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("GetOrLoad past its deadline = %v", err)
 	}
 	select {
