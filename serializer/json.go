@@ -1,0 +1,142 @@
+package serializer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// JSON is a Serializer that encodes values with encoding/json. The zero value
+// is ready to use and safe for concurrent use. It is the serializer cachekit
+// uses when none is configured.
+//
+// JSON is readable by any language and by people, at the cost of size and
+// speed next to MsgPack, and of some of Go's types.
+//
+// # What round-trips
+//
+//   - A nil slice or map encodes as null and decodes as nil; an empty one
+//     encodes as [] or {} and decodes as empty and non-nil. A nil []byte
+//     decodes as nil, an empty one as empty.
+//   - NaN and ±Inf cannot be represented: Marshal fails on them rather than
+//     losing them.
+//   - A time.Time keeps its instant (Equal holds) and its offset from UTC,
+//     but not the name of its Location. The monotonic clock reading is
+//     dropped.
+//   - Decoded into an interface (any, map[string]any), every number comes
+//     back as float64, which is exact only up to 2^53. Decode into concrete
+//     types to keep int64 and uint64 exact.
+//
+// # Hostile input
+//
+// Before decoding, Unmarshal rejects input larger than MaxSize and input
+// nested deeper than MaxDepth; encoding/json then rejects anything that is
+// not exactly one well-formed JSON value. All of these are reported as
+// ErrMalformed, and v is left untouched.
+type JSON struct {
+	// MaxDepth is the deepest nesting of arrays and objects that Unmarshal
+	// accepts and Marshal produces. Zero or negative means DefaultMaxDepth
+	// (512).
+	MaxDepth int
+
+	// MaxSize is the largest encoding, in bytes, that Unmarshal accepts and
+	// Marshal produces. Zero or negative means no limit beyond the input
+	// itself.
+	MaxSize int
+}
+
+func (j JSON) maxDepth() int {
+	if j.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return j.MaxDepth
+}
+
+// Marshal returns the JSON encoding of v, as json.Marshal does.
+//
+// It fails, rather than losing data, on values JSON cannot hold: NaN and ±Inf
+// (a *json.UnsupportedValueError), and channels, functions and complex
+// numbers (matching ErrUnsupportedType). It fails with ErrLimitExceeded if the
+// encoding is larger than MaxSize or nests deeper than MaxDepth, since
+// Unmarshal would refuse it.
+func (j JSON) Marshal(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		var ute *json.UnsupportedTypeError
+		if errors.As(err, &ute) {
+			return nil, &codecError{format: "json", msg: "cannot marshal", err: err, unsupported: true}
+		}
+		return nil, fmt.Errorf("serializer: %w", err)
+	}
+	if j.MaxSize > 0 && len(b) > j.MaxSize {
+		return nil, limitOnEncode("json", "encoding of "+strconv.Itoa(len(b))+
+			" bytes exceeds MaxSize "+strconv.Itoa(j.MaxSize))
+	}
+	if jsonTooDeep(b, j.maxDepth()) >= 0 {
+		return nil, limitOnEncode("json", "value nests deeper than MaxDepth "+strconv.Itoa(j.maxDepth()))
+	}
+	return b, nil
+}
+
+// Unmarshal decodes the JSON value in data into v, which must be a non-nil
+// pointer, as json.Unmarshal does.
+//
+// data must hold exactly one well-formed JSON value (surrounding white space
+// allowed) within MaxDepth and MaxSize; otherwise Unmarshal returns an error
+// matching ErrMalformed and leaves v untouched. A well-formed value that does
+// not fit v's type returns the *json.UnmarshalTypeError from encoding/json,
+// and, as there, v may be partly filled. Unmarshal does not retain data.
+func (j JSON) Unmarshal(data []byte, v any) error {
+	if j.MaxSize > 0 && len(data) > j.MaxSize {
+		return limitOnDecode("json", "input of "+strconv.Itoa(len(data))+
+			" bytes exceeds MaxSize "+strconv.Itoa(j.MaxSize))
+	}
+	maxDepth := j.maxDepth()
+	if off := jsonTooDeep(data, maxDepth); off >= 0 {
+		return limitOnDecode("json", "nested deeper than MaxDepth "+strconv.Itoa(maxDepth)+" at offset "+strconv.Itoa(off))
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return malformed("json", "at offset "+strconv.FormatInt(se.Offset, 10), err)
+		}
+		return fmt.Errorf("serializer: %w", err)
+	}
+	return nil
+}
+
+// jsonTooDeep returns the offset of the first '[' or '{' in data that opens
+// a container more than maxDepth deep, or -1 if there is none.
+//
+// It counts brackets outside strings and does not otherwise check the
+// syntax, which json.Unmarshal does next; on malformed input its answer only
+// has to be safe, not meaningful. It does not allocate, and it is skipped for
+// input too short to nest that deep.
+func jsonTooDeep(data []byte, maxDepth int) int {
+	if len(data) <= maxDepth {
+		return -1
+	}
+	depth := 0
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			// Skip to the closing quote, stepping over escapes.
+			for i++; i < len(data); i++ {
+				if c := data[i]; c == '\\' {
+					i++
+				} else if c == '"' {
+					break
+				}
+			}
+		case '[', '{':
+			depth++
+			if depth > maxDepth {
+				return i
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return -1
+}

@@ -1,0 +1,200 @@
+package serializer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// MsgPack is a Serializer that encodes values as MessagePack with
+// github.com/vmihailenco/msgpack/v5. The zero value is ready to use and safe
+// for concurrent use.
+//
+// MessagePack is smaller and faster than JSON and carries more of Go's
+// types exactly: NaN and ±Inf, []byte as raw bytes rather than base64, and
+// 64-bit integers, even when decoded into an interface.
+//
+// # Struct fields
+//
+// A field's msgpack tag names it; a field without one falls back to its json
+// tag, then to the field name. So a struct annotated for encoding/json
+// encodes under the same names, honouring `json:"-"` and `json:",omitempty"`,
+// and embedded structs are flattened as encoding/json does. Integers are
+// written in the fewest bytes that hold them.
+//
+// # What round-trips
+//
+//   - A nil slice or map decodes as nil; an empty one decodes as empty and
+//     non-nil. A nil pointer decodes as nil.
+//   - A time.Time keeps its instant (Equal holds) but not its Location:
+//     it decodes in time.Local. The monotonic clock reading is dropped.
+//   - Decoded into an interface (any, map[string]any), an integer comes
+//     back as the narrowest Go type that msgpack v5 picks for its encoding
+//     (int8, uint16, ...), a float32 as float32, a string as string and
+//     binary as []byte. Decode into concrete types to get stable types.
+//
+// # Hostile input
+//
+// Unmarshal checks the whole input before the decoder sees it: every
+// declared length must fit in the input, containers must nest at most
+// MaxDepth deep, and exactly one value must be present with nothing after
+// it. Input that fails is reported as ErrMalformed, and nothing is decoded.
+// This matters because msgpack v5 on its own allocates from declared
+// lengths: five bytes can make it ask for gigabytes, and deep nesting
+// overflows the stack (vmihailenco/msgpack#401). After the check, memory
+// allocated while decoding is bounded by a small multiple of len(data),
+// scaled by the size of the destination's element types.
+//
+// Unlike JSON, Marshal does not detect cyclic data structures: msgpack v5
+// recurses through a cycle until the goroutine stack overflows, so do not
+// cache values that point back into themselves.
+type MsgPack struct {
+	// MaxDepth is the deepest nesting of arrays and maps that Unmarshal
+	// accepts and Marshal produces. Zero or negative means
+	// DefaultMaxDepth (512).
+	MaxDepth int
+
+	// MaxSize is the largest encoding, in bytes, that Unmarshal accepts and
+	// Marshal produces. Zero or negative means no limit beyond the input
+	// itself: the structural check already bounds allocation by the input's
+	// size, so MaxSize is for callers who want a tighter bound.
+	MaxSize int
+}
+
+// pooledBufferLimit is the largest buffer (and the largest input a decoder
+// has read) that goes back into a pool; bigger ones are left to the garbage
+// collector so that one large value does not pin memory.
+const pooledBufferLimit = 64 << 10
+
+type msgpackEncoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+type msgpackDecoder struct {
+	r     guardedReader
+	traps []int
+	dec   *msgpack.Decoder
+}
+
+var (
+	msgpackEncoders = sync.Pool{New: func() any {
+		return &msgpackEncoder{enc: msgpack.NewEncoder(nil)}
+	}}
+	msgpackDecoders = sync.Pool{New: func() any {
+		return &msgpackDecoder{dec: msgpack.NewDecoder(nil)}
+	}}
+)
+
+func (m MsgPack) maxDepth() int {
+	if m.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return m.MaxDepth
+}
+
+// Marshal returns the MessagePack encoding of v.
+//
+// It fails with ErrLimitExceeded if the encoding is larger than MaxSize or
+// nests deeper than MaxDepth, since Unmarshal would refuse it.
+func (m MsgPack) Marshal(v any) ([]byte, error) {
+	e := msgpackEncoders.Get().(*msgpackEncoder)
+	e.buf.Reset()
+	// Reset also clears any flag a custom EncodeMsgpack method may have
+	// changed on a previous use.
+	e.enc.Reset(&e.buf)
+	e.enc.SetCustomStructTag("json")
+	e.enc.UseCompactInts(true)
+	err := e.enc.Encode(v)
+	var out []byte
+	if err == nil {
+		out = bytes.Clone(e.buf.Bytes())
+	}
+	e.enc.Reset(nil)
+	if e.buf.Cap() <= pooledBufferLimit {
+		msgpackEncoders.Put(e)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("serializer: %w", err)
+	}
+
+	if m.MaxSize > 0 && len(out) > m.MaxSize {
+		return nil, limitOnEncode("msgpack", "encoding of "+strconv.Itoa(len(out))+
+			" bytes exceeds MaxSize "+strconv.Itoa(m.MaxSize))
+	}
+	// The check costs little next to encoding, and it turns a value that
+	// would be written but could never be read back into an error now.
+	if _, err := checkMsgpack(out, m.maxDepth(), nil); err != nil {
+		if errors.Is(err, ErrLimitExceeded) {
+			return nil, limitOnEncode("msgpack", "value nests deeper than MaxDepth "+strconv.Itoa(m.maxDepth()))
+		}
+		return nil, fmt.Errorf("serializer: msgpack: encoder produced input its decoder rejects: %w", err)
+	}
+	return out, nil
+}
+
+// Unmarshal decodes the MessagePack value in data into v, which must be a
+// non-nil pointer.
+//
+// data must hold exactly one well-formed value within MaxDepth and MaxSize;
+// otherwise Unmarshal returns an error matching ErrMalformed and leaves v
+// untouched. Unmarshal does not retain data.
+//
+// A panic inside the decoder, which msgpack v5 raises for some well-formed
+// input that does not fit the destination (for example an array as the key
+// of a map[any]any), is recovered and returned as an error.
+func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
+	if m.MaxSize > 0 && len(data) > m.MaxSize {
+		return limitOnDecode("msgpack", "input of "+strconv.Itoa(len(data))+
+			" bytes exceeds MaxSize "+strconv.Itoa(m.MaxSize))
+	}
+
+	d := msgpackDecoders.Get().(*msgpackDecoder)
+	d.traps, err = checkMsgpack(data, m.maxDepth(), d.traps[:0])
+	if err != nil {
+		msgpackDecoders.Put(d)
+		return err
+	}
+
+	d.r.reset(data, d.traps)
+	// Reset also clears any flag a custom DecodeMsgpack method may have
+	// changed on a previous use.
+	d.dec.Reset(&d.r)
+	d.dec.SetCustomStructTag("json")
+
+	defer func() {
+		if r := recover(); r != nil {
+			// The decoder's state is unknown: do not pool it.
+			d.r.reset(nil, nil)
+			err = fmt.Errorf("serializer: msgpack: decoder panicked: %v", r)
+		}
+	}()
+	err = d.dec.Decode(v)
+	if err == nil && d.r.pos != len(data) {
+		// The decoder read the input differently from checkMsgpack, which
+		// found exactly one value there. Every such path found so far is
+		// closed; this reports any other instead of trusting the result.
+		err = malformed("msgpack", "decoder stopped at offset "+strconv.Itoa(d.r.pos)+" of "+
+			strconv.Itoa(len(data)), errDiverged)
+	}
+
+	d.r.reset(nil, nil)
+	d.dec.Reset(nil)
+	// The decoder keeps a scratch buffer as large as the longest string it
+	// has read; only small ones are worth keeping.
+	if len(data) <= pooledBufferLimit && cap(d.traps) <= 1024 {
+		msgpackDecoders.Put(d)
+	}
+	if err != nil {
+		var ce *codecError
+		if errors.As(err, &ce) {
+			return ce // a trap in guardedReader
+		}
+		return fmt.Errorf("serializer: %w", err)
+	}
+	return nil
+}
