@@ -1,0 +1,132 @@
+// Package memcached is a cachekit backend for memcached, built on the
+// gomemcache client (github.com/bradfitz/gomemcache). It works with one
+// server or a pool, and hides memcached's differences from the cachekit
+// contract, so code written against cachekit.Cache behaves the same here as
+// on the other backends.
+//
+// # Opening
+//
+// Either wrap a client you configure yourself (the cache never closes it):
+//
+//	ring, err := memcached.NewRing("10.0.0.1:11211", "10.0.0.2:11211")
+//	client := memcache.NewFromSelector(ring)
+//	c := memcached.New(client, &memcached.Options{Namespace: "app"})
+//
+// or open one from a URL (the cache owns its client and closes it on Close):
+//
+//	import _ "github.com/cachekit/cachekit/backend/memcached"
+//
+//	c, err := cachekit.Open(ctx, "memcached://h1:11211,h2:11211?namespace=app&timeout=100ms")
+//
+// The URL's scheme is memcached:// or memcache://; servers are a comma-
+// separated host list (port 11211 when none is given), or an empty host and a
+// Unix socket path (memcached:///run/memcached.sock). Parameters: namespace,
+// timeout (socket timeout, default 500ms), max_idle_conns (per server, default
+// 16), max_value_size (default 1MiB-512B), generation_ttl (default 1s),
+// batch_concurrency (default max_idle_conns times the servers). Unknown
+// parameters are errors. See [OpenURL].
+//
+// # Pools and consistent hashing
+//
+// A URL with several servers spreads keys with a [Ring], a ketama-style
+// consistent-hashing memcache.ServerSelector: adding a fifth server to four
+// moves about a fifth of the keys, where gomemcache's default ServerList
+// (hash modulo the number of servers) moves most of them. Use NewRing with
+// memcache.NewFromSelector for clients you build yourself.
+//
+// # Keys
+//
+// memcached keys are at most 250 bytes of printable ASCII without spaces.
+// Any other cachekit key (spaces, control bytes, non-ASCII, longer keys) is
+// encoded so that no two keys collide: a key that is plain printable ASCII,
+// does not start with '~' and fits is sent as it is; otherwise it is sent as
+// "~" + base64url(key), or, when that would not fit, "~~" +
+// hex(sha256(key)). A key that merely looks encoded (starts with '~') is
+// itself encoded, so it cannot collide with the encoding of another key. The
+// SHA-256 form is collision-free for every practical purpose; the other forms
+// are injective outright.
+//
+// # Namespaces and Clear
+//
+// With Options.Namespace set, keys are stored as
+// "~" + namespace + ":" + generation + ":" + key (a namespace that is not
+// plain ASCII, contains ':' or '~', or is longer than 64 bytes appears as a
+// SHA-256 of itself). The generation is a number kept under the reserved key
+// "~" + namespace + ":gen", created at random the first time. Clear
+// increments it (one atomic incr): every key of the old generation becomes
+// unreachable at once and memcached's LRU reclaims the memory in time, and
+// other namespaces are untouched. Clear never flushes a server while a
+// namespace is set. If the generation key itself is evicted or flushed, a
+// new random generation starts, which empties the namespace and never brings
+// old keys back.
+//
+// Reads (Get, GetMany, Exists, and the reads inside Increment and Expire)
+// fetch the generation key in the same multi-key get as the data (on a pool,
+// a concurrent request to the server that holds it), so they see a Clear
+// made by any process at once, at no extra round trip. Writes (Set, SetMany, Add, Delete) use
+// the generation this cache last saw if it saw it within
+// Options.GenerationTTL (default 1s), else ask first: a write that races
+// another process's Clear within that window may land in the old generation
+// and be lost, as if evicted, and Delete may count such a key as existing.
+// Add that finds its key present asks for the generation again before
+// reporting ErrExists, so a Clear elsewhere never makes Add fail wrongly.
+//
+// Without a namespace, keys are stored as encoded above and Clear flushes
+// every server of the client (flush_all): everything on them is removed,
+// including other programs' keys and other namespaces.
+//
+// # TTLs
+//
+// memcached counts expiry in whole seconds against a clock that ticks once a
+// second, so an item given n seconds lives between n-1 and n seconds. The
+// backend rounds a TTL up to whole seconds and adds one: an entry lives at
+// least its TTL and less than TTL+2s, and a sub-second TTL never becomes 0
+// (which memcached reads as "never expires"). A result over 30 days is sent
+// as an absolute Unix time, as memcached requires (it reads larger values
+// that way); such expiries depend on the server's clock agreeing with the
+// client's, and are capped at 2038-01-19, the protocol's int32 limit. A
+// negative TTL is ErrInvalidTTL.
+//
+// The backend also writes every entry's absolute expiry (Unix seconds, 0 for
+// none) into its memcached flags, because memcached cannot report an item's
+// remaining TTL through gomemcache. Increment reads the flags back to keep
+// the TTL, and Expire rewrites them. Other programs writing to the same keys
+// should leave flags at 0.
+//
+// # Increment
+//
+// memcached's incr cannot meet the contract (it has no negative numbers,
+// wraps at 2^64, fails on a missing key and leaves trailing spaces when a
+// value shrinks), so Increment is a compare-and-swap loop: gets the value,
+// parse it as a base-10 int64 (a value that is not one, or a result that
+// would overflow, is ErrNotInteger), cas the new value with the recorded
+// expiry; a missing key is created with add and no expiry. A lost race
+// retries with a short random backoff, so concurrent increments are exact.
+// Expire is a compare-and-swap too (touch cannot change flags), so it sends
+// the value back: it costs two round trips and the value's size both ways.
+//
+// # Values
+//
+// Values larger than Options.MaxValueSize (default 1 MiB - 512 bytes, what
+// memcached's default -I 1m holds with any key) are ErrTooLarge before
+// anything is sent; a server that refuses a value as too large for its item
+// size is reported as ErrTooLarge too, and the client stays usable.
+//
+// # Contexts
+//
+// gomemcache takes no context. A call with a context that can never be done
+// (context.Background) runs on the caller's goroutine, bounded by the
+// client's Timeout. Any other call runs its requests on a goroutine and
+// returns the context's error as soon as the context is done; the abandoned
+// request ends within the client's Timeout, and Close waits for it. A write
+// abandoned that way may still complete on the server. Client i/o timeouts
+// that happen once the context is done are reported as the context's error.
+//
+// # Batches
+//
+// GetMany is one multi-key get per server involved, sent concurrently, so
+// one round trip. gomemcache has no multi-key set or delete, so SetMany and
+// Delete send one request per key, up to Options.BatchConcurrency at a time;
+// SetMany is not atomic. Exists fetches the value and discards it (memcached
+// has no existence check that leaves the TTL alone).
+package memcached

@@ -1,0 +1,81 @@
+// Package memory is cachekit's in-process backend: a bounded, concurrent
+// cache with per-entry TTLs, built on [github.com/maypok86/otter/v2].
+//
+// It needs no server, so it suits tests, single-process programs and a fast
+// local tier in front of a shared cache:
+//
+//	c := memory.New(&memory.Options{MaxBytes: 256 << 20})
+//	defer c.Close()
+//
+// # Bounds and eviction
+//
+// The cache is bounded by the bytes its entries hold ([Options.MaxBytes],
+// 64 MiB by default). Each entry weighs the length of its key and of its
+// value plus [EntryOverhead] bytes of bookkeeping (about what the entry
+// costs on the heap). When the total would exceed MaxBytes, the entries
+// least likely to be used again are evicted (W-TinyLFU, which keeps
+// frequently used entries through scans). [Options.MaxEntries] optionally
+// bounds the number of entries as well. A value longer than
+// [Options.MaxValueSize] (MaxBytes/4 by default) is rejected with an error
+// for which errors.Is(err, cachekit.ErrTooLarge) reports true, so that one
+// entry cannot flush the cache.
+//
+// # Expiry
+//
+// TTLs have nanosecond resolution: an entry with a 30ms TTL is a miss 30ms
+// after it was written, whether or not the engine has removed it yet; every
+// read checks the entry's deadline. Expired entries that nobody reads are
+// removed within a few seconds by a background clean-up (one goroutine per
+// storage, stopped by Close), or earlier by the eviction policy.
+//
+// # Values
+//
+// Values are copied on the way in and on the way out: changing a slice passed
+// to Set, or returned by Get, never changes what is stored. The copy returned
+// by Get is the only allocation of a hit (a cache made with WithNamespace in
+// another namespace also allocates its prefixed key).
+//
+// # Namespaces
+//
+// Every cache made by [New] has storage of its own: two caches made by New
+// never see each other's keys, whatever their namespaces. [Options.Namespace]
+// names the keyspace of the cache within that storage. [Cache.WithNamespace]
+// returns another cache that shares the storage (and its MaxBytes budget) in
+// another namespace; caches on one storage with the same namespace see the
+// same keys, and caches with different namespaces never do.
+//
+// Clear removes the keys of the cache's own namespace and nothing else. An
+// empty namespace is a namespace like any other: Clear on a cache without a
+// namespace removes the keys written without a namespace and leaves those of
+// other namespaces alone. When no cache in another namespace was ever made
+// on the storage, Clear empties the storage at once; otherwise it scans the
+// storage for the namespace's keys, in time proportional to the number of
+// entries.
+//
+// # URLs
+//
+// A blank import registers the schemes mem and memory with
+// [cachekit.DefaultURLMux], so that [cachekit.Open] can open the cache from
+// configuration:
+//
+//	import _ "github.com/cachekit/cachekit/backend/memory"
+//
+//	c, err := cachekit.Open(ctx, "mem://?max_bytes=64MiB&namespace=app")
+//
+// The URL has no host and no path. Its query parameters, all optional, are:
+//
+//	max_bytes       Options.MaxBytes: a size such as 64MiB, 500MB or 1048576
+//	max_entries     Options.MaxEntries: a non-negative integer
+//	max_value_size  Options.MaxValueSize: a size such as 1MiB
+//	namespace       Options.Namespace
+//
+// Unknown parameters are errors. A cache opened from a URL owns its storage.
+//
+// # Closing
+//
+// Close on a cache made by New (or opened from a URL) releases the storage:
+// afterwards every method of it, and of every cache made from it with
+// WithNamespace, returns an error for which errors.Is(err, cachekit.ErrClosed)
+// reports true. Close on a cache made with WithNamespace closes only that
+// cache and leaves the storage to its owner.
+package memory

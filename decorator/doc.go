@@ -1,0 +1,142 @@
+// Package decorator memoizes Go functions through a cachekit cache: it is
+// aiocache's @cached, @cached_stampede and @multi_cached, with the
+// resilience FusionCache and sturdyc users ask for.
+//
+//	getUser := decorator.Cached(users, loadUser, &decorator.Options[int]{Name: "user"})
+//	u, err := getUser(ctx, 42) // same signature as loadUser
+//
+// [Cached] returns a function with fn's signature, so call sites don't
+// change; [New] returns a [Func] whose Call is that function and whose
+// Invalidate, Refresh and Key act on one argument. [CachedMany] and
+// [NewMany] do the same for batch functions of the form
+// fn(ctx, []K) (map[K]V, error). The cache is a [cachekit.Typed], whose
+// serializer encodes the values and whose TTL is the default one.
+//
+// # What is stored
+//
+// Successful results, zero values included; fn's errors are returned (the
+// same error value) and never stored. Options.SkipCache leaves some results
+// out, Options.TTL and Options.TTLFunc set the TTL (default: the Typed's),
+// and Options.NegativeTTL remembers "not found" for a while: for Cached,
+// an error matching Options.NegativeError (later calls return
+// NegativeError itself); for CachedMany, an argument fn's map leaves out.
+//
+// # Keys
+//
+// Each decorated function has a key space: Options.Name, or by default the
+// function's symbol name ("example.com/app/users.Load"). A function literal
+// or a generic instance has no stable symbol name, so it needs a Name
+// (Cached panics without one). The key of an argument is the escaped name,
+// ':' and a canonical, injective encoding of the argument, which is the
+// same in every process and run and readable in a cache browser:
+//
+//	string, named string    user:s:42
+//	signed, unsigned ints   user:i:-7  user:u:7
+//	bool, float             user:b:true  user:f:1.5   (-0 is 0)
+//	struct, array, any      user:v:{s3:a:b,i2;,}  user:v:[i1;,i2;,]  user:v:T6:strings1:x
+//
+// In the composite form every string carries its length and every value its
+// type tag, and an interface carries its dynamic type's package path and
+// name, so two different arguments never share a key ("a:b" and
+// struct{"a", "b"} don't, nor 1 and int64(1) in an any). Pointers,
+// channels and unsafe pointers compare by address, which is not stable
+// across processes: a key type containing one is rejected when the function
+// is decorated (an interface holding one, when the key is made, with
+// cachekit.ErrInvalidKey); use Options.KeyFunc for those, or to choose
+// your own keys (then the key is name ':' KeyFunc's string). A key longer
+// than cachekit.MaxKeySize-1 bytes becomes name '#' and the SHA-256 of its
+// encoding. In a name, '%', ':', '#' and '!' are percent-escaped, so no key
+// of one function equals a key of another.
+//
+// # Stored format
+//
+// With none of fail-safe, early refresh or negative caching on, the stored
+// value is plain: exactly the Typed's encoding of the value, which
+// Typed.Get reads too. With any of them on, it is a versioned envelope:
+// the magic bytes "\xC1CKD" (0xC1 starts no JSON or MessagePack document),
+// a version, flags, the time it was stored, its logical expiry, the end of
+// its fail-safe window and how long fn took, then the Typed's encoding.
+// The physical TTL is the logical TTL plus Options.FailSafeMaxStale. Each
+// reader decodes in its own format only: an envelope reader that finds
+// plain bytes, or a plain reader that finds an envelope (or a plain value
+// starting with the magic, under a pass-through serializer), treats them as
+// undecodable: a miss that is reported to OnError and overwritten by the
+// next load. Logical expiry uses the writers' wall clocks, so processes
+// sharing a cache should keep their clocks in sync.
+//
+// # Cache trouble is not the caller's trouble
+//
+// A cache read that fails or times out (Options.CacheTimeout), or a value
+// that does not decode, makes the decorated function call fn and return
+// its result; the error goes to Options.OnError (and undecodable values
+// emit a cachekit.EventDecodeError). A failed write is reported the same
+// way. Options.FailFast returns read errors to the caller instead.
+//
+// # Stampedes
+//
+// In a process, concurrent misses for one key share one call of fn. Each
+// caller waits only as long as its own ctx allows, and leaving never fails
+// the others; fn's ctx keeps the first caller's values but not its
+// cancellation, and is cancelled only when every caller waiting for it has
+// gone. A panic in fn reaches every waiter as an error for which
+// errors.Is(err, cachekit.ErrLoaderPanic) reports true, with no hang and no
+// leaked goroutine. Before calling fn, a load looks at the cache once more,
+// so that a caller who missed just as another load stored the value does
+// not run fn again.
+//
+// Across processes, Options.Lease adds a lease: the process that wins an
+// atomic Add of the key's lease key ("name!" and the rest of the key) with
+// a random owner token runs fn; the others poll the cache with backoff and
+// jitter until the value appears, trying to win the lease only when there
+// is no value and no lease, so N processes missing one key run fn once.
+// A holder that dies releases by the lease's expiry (Options.LeaseTTL). The
+// holder releases by deleting the lease only if it still holds its token:
+// atomically when the cache implements [CompareAndDeleter], otherwise with
+// Get and Delete, skipped near the lease's expiry.
+//
+// # Fail-safe, timeouts and early refresh
+//
+// With Options.FailSafeMaxStale, a value outlives its TTL by that much as
+// a stale value: when fn fails and a stale value exists, the stale value is
+// returned (cachekit.EventStaleServed) and stored again as fresh for
+// Options.FailSafeThrottle, so that fn is retried at most once per
+// interval, in every process, until the stale window ends.
+//
+// Options.SoftTimeout returns the stale value when fn takes longer; fn runs
+// on in the background and stores its result. Options.HardTimeout always
+// returns after that long: the stale value if one exists, else an error
+// wrapping [ErrHardTimeout]. With either set, fn is not cancelled when its
+// callers leave, only after Options.BackgroundTimeout.
+//
+// Options.RefreshAhead (a fraction of the TTL) and Options.RefreshBeta
+// (probabilistic early expiration, Vattani et al., VLDB 2015) refresh a
+// hot key in the background before it expires, one refresh per key per
+// process, so that a hot key never goes cold. A refresh stores its result
+// only if the key still holds the value it refreshed: one deleted
+// meanwhile (by Invalidate, or by anyone, in any process) stays deleted.
+// Between that check and the write there remains a window of one round
+// trip in which a delete from another process can be lost; deletes through
+// Invalidate in the same process are excluded completely.
+//
+// # Invalidate and Refresh
+//
+// [Func.Invalidate] deletes the values of some arguments; loads of those
+// arguments that were running meanwhile in this process don't store their
+// (possibly older) results, and later calls start new loads. [Func.Refresh]
+// calls fn now and stores its result.
+//
+// # Background work
+//
+// Early refreshes and runs of fn that outlive their callers run in
+// goroutines bounded by Options.BackgroundTimeout (fn must honour its ctx
+// for that bound to hold). [Func.Wait] waits for them, before closing the
+// cache or at the end of a test.
+//
+// # Events
+//
+// The decorated functions emit, through [cachekit.Emit] on the Typed's
+// cache: EventLoad and EventLoadError for each run of fn, EventStampedeJoin
+// for a caller that waited for another's load (in this process or, with
+// the lease, another), EventStaleServed, EventEarlyRefresh and
+// EventDecodeError.
+package decorator

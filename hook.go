@@ -1,0 +1,588 @@
+package cachekit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// A Hook sees every operation of a [Cache] made by [WithHooks], before and
+// after it runs, and can observe, change or answer it. It is middleware, in
+// the manner of net/http handlers wrapping one another: ProcessOp receives the
+// operation, may read and change its inputs, calls op.Next to run the rest of
+// the chain (the later hooks, then the wrapped cache), may read and change
+// the outputs, and returns the error the caller gets:
+//
+//	func (h myHook) ProcessOp(ctx context.Context, op *cachekit.Op) error {
+//		start := time.Now()
+//		err := op.Next(ctx)
+//		record(op.Name(), op.Outcome(), time.Since(start))
+//		return err
+//	}
+//
+// A hook that does not call Next short-circuits the operation: the wrapped
+// cache is not called, and the outputs the hook set on op (Value for Get,
+// Values for GetMany, Count, OK, N) are what the caller gets, with the error
+// it returns. Such a hook answers for the contract of [Cache]: it must
+// reject invalid keys, negative TTLs and done contexts as a backend would.
+// A hook may call Next more than once, to retry; each call overwrites the
+// outputs.
+//
+// ProcessOp must be safe for concurrent use. It must not keep op, or call
+// op.Next, after it returns: the Op is recycled for another operation (as
+// with slog.Record, copy what you need). It must call Next, if at all, from
+// its own goroutine.
+type Hook interface {
+	ProcessOp(ctx context.Context, op *Op) error
+}
+
+// HookFunc adapts a function to the [Hook] interface.
+type HookFunc func(ctx context.Context, op *Op) error
+
+// ProcessOp calls f(ctx, op).
+func (f HookFunc) ProcessOp(ctx context.Context, op *Op) error { return f(ctx, op) }
+
+// EventHook is implemented by hooks that also want the events that layers
+// above the cache report through [Emit]: loads, load errors, stampede joins,
+// stale values served, early refreshes and decode failures (see [EventKind]).
+// The cache returned by [WithHooks] passes each event to every hook that
+// implements EventHook, in the order the hooks were given. OnEvent must be
+// safe for concurrent use and should return quickly: it runs on the caller's
+// goroutine.
+type EventHook interface {
+	OnEvent(ctx context.Context, ev Event)
+}
+
+// EventHookFunc adapts a function to the [EventHook] interface. It is also a
+// [Hook] that lets every operation through, so that it can be given to
+// [WithHooks] on its own; WithHooks leaves it out of the operation chain, so
+// it costs nothing per operation.
+type EventHookFunc func(ctx context.Context, ev Event)
+
+// OnEvent calls f(ctx, ev).
+func (f EventHookFunc) OnEvent(ctx context.Context, ev Event) { f(ctx, ev) }
+
+// ProcessOp runs the operation unchanged.
+func (f EventHookFunc) ProcessOp(ctx context.Context, op *Op) error { return op.Next(ctx) }
+
+// OpKind identifies a [Cache] method. Its String method returns the method
+// name, which is also what [Op.Name] returns and what errors carry as
+// [Error.Op].
+type OpKind uint8
+
+// The operations a [Hook] sees, one per method of [Cache] except Close.
+const (
+	OpGet OpKind = iota
+	OpGetMany
+	OpSet
+	OpSetMany
+	OpAdd
+	OpDelete
+	OpExists
+	OpIncrement
+	OpExpire
+	OpClear
+)
+
+// NumOpKinds is the number of [OpKind] values: an array indexed by OpKind has
+// this length.
+const NumOpKinds = int(OpClear) + 1
+
+var opNames = [NumOpKinds]string{
+	OpGet:       "Get",
+	OpGetMany:   "GetMany",
+	OpSet:       "Set",
+	OpSetMany:   "SetMany",
+	OpAdd:       "Add",
+	OpDelete:    "Delete",
+	OpExists:    "Exists",
+	OpIncrement: "Increment",
+	OpExpire:    "Expire",
+	OpClear:     "Clear",
+}
+
+// String returns the name of the Cache method, such as "Get", or "OpKind(n)"
+// for a value out of range.
+func (k OpKind) String() string {
+	if int(k) < NumOpKinds {
+		return opNames[k]
+	}
+	return "OpKind(" + itoa(int(k)) + ")"
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for ; n > 0; n /= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+	}
+	return string(b[i:])
+}
+
+// Outcome classifies how an operation ended; see [Op.Outcome].
+type Outcome uint8
+
+// The outcomes of an operation.
+const (
+	// OutcomeOK: the operation succeeded and is not a read (Set, Delete, ...),
+	// or is a GetMany (see Op.Hits and Op.Misses for its keys).
+	OutcomeOK Outcome = iota
+	// OutcomeHit: Get found its key; Exists reported true.
+	OutcomeHit
+	// OutcomeMiss: Get failed with ErrNotFound; Exists reported false.
+	OutcomeMiss
+	// OutcomeExists: Add failed with ErrExists. This is the answer Add
+	// exists to give, not a failure.
+	OutcomeExists
+	// OutcomeError: the operation failed with any other error.
+	OutcomeError
+)
+
+var outcomeNames = [...]string{"ok", "hit", "miss", "exists", "error"}
+
+// String returns "ok", "hit", "miss", "exists" or "error".
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "Outcome(" + itoa(int(o)) + ")"
+}
+
+// Op is one operation on a [Cache] made by [WithHooks], as a [Hook] sees it:
+// which method, its inputs and, once [Op.Next] has returned, its outputs.
+//
+// A hook may change the inputs before calling Next, and the outputs after
+// (or instead of) calling it. Slices and maps in an Op belong to the caller
+// or to the wrapped cache: replace them rather than changing their elements
+// in place. An Op is valid only during the ProcessOp call it was given to;
+// see [Hook].
+type Op struct {
+	// Inputs. Which ones an operation uses depends on its kind.
+
+	Key   string            // Get, Set, Add, Exists, Increment, Expire
+	Keys  []string          // GetMany, Delete
+	Value []byte            // Set, Add: the value to store. Get: the output, the value found.
+	Items map[string][]byte // SetMany
+	TTL   time.Duration     // Set, SetMany, Add, Expire
+	Delta int64             // Increment
+
+	// Outputs, set by Next (or by a hook that answers without calling it).
+
+	Values map[string][]byte // GetMany: the hits
+	Count  int               // Delete: how many keys existed
+	OK     bool              // Exists: present; Expire: the key existed
+	N      int64             // Increment: the new value
+
+	// Internal state. done, which recycles an Op, clears every field.
+	kind OpKind
+	next int   // index of the hook the next call of Next runs
+	err  error // what the last call of Next returned
+	c    *hooked
+}
+
+// Kind returns the Cache method this operation is.
+func (op *Op) Kind() OpKind { return op.kind }
+
+// Name returns the name of the Cache method this operation is: "Get",
+// "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment",
+// "Expire" or "Clear".
+func (op *Op) Name() string { return opNames[op.kind] }
+
+// Err returns the error the last call of Next returned: the error of the
+// rest of the chain, before this hook had its say. It is nil before Next is
+// called.
+func (op *Op) Err() error { return op.err }
+
+// Next runs the rest of the chain: the next hook's ProcessOp or, after the
+// last hook, the wrapped cache's method with op's inputs, whose results it
+// stores in op's outputs. It returns the error the rest of the chain
+// returned, which [Op.Err] reports afterwards too.
+func (op *Op) Next(ctx context.Context) error {
+	i := op.next
+	var err error
+	if i < len(op.c.hooks) {
+		op.next = i + 1
+		err = op.c.hooks[i].ProcessOp(ctx, op)
+		op.next = i
+	} else {
+		err = op.run(ctx)
+	}
+	if err != nil || op.err != nil { // no store, and no write barrier, in the usual case
+		op.err = err
+	}
+	return err
+}
+
+// run calls the wrapped cache.
+func (op *Op) run(ctx context.Context) (err error) {
+	c := op.c.c
+	switch op.kind {
+	case OpGet:
+		op.Value, err = c.Get(ctx, op.Key)
+	case OpGetMany:
+		op.Values, err = c.GetMany(ctx, op.Keys)
+	case OpSet:
+		err = c.Set(ctx, op.Key, op.Value, op.TTL)
+	case OpSetMany:
+		err = c.SetMany(ctx, op.Items, op.TTL)
+	case OpAdd:
+		err = c.Add(ctx, op.Key, op.Value, op.TTL)
+	case OpDelete:
+		op.Count, err = c.Delete(ctx, op.Keys...)
+	case OpExists:
+		op.OK, err = c.Exists(ctx, op.Key)
+	case OpIncrement:
+		op.N, err = c.Increment(ctx, op.Key, op.Delta)
+	case OpExpire:
+		op.OK, err = c.Expire(ctx, op.Key, op.TTL)
+	case OpClear:
+		err = c.Clear(ctx)
+	}
+	return err
+}
+
+// Outcome classifies the result of the last call of Next (see [Outcome]):
+// OutcomeError if it failed with anything but the expected answers
+// ErrNotFound from Get (OutcomeMiss) and ErrExists from Add (OutcomeExists);
+// otherwise OutcomeHit or OutcomeMiss for Get and Exists, and OutcomeOK for
+// the rest, GetMany included. Call it after Next.
+func (op *Op) Outcome() Outcome {
+	if op.err != nil {
+		switch {
+		case op.kind == OpGet && errors.Is(op.err, ErrNotFound):
+			return OutcomeMiss
+		case op.kind == OpAdd && errors.Is(op.err, ErrExists):
+			return OutcomeExists
+		}
+		return OutcomeError
+	}
+	switch op.kind {
+	case OpGet:
+		return OutcomeHit
+	case OpExists:
+		if op.OK {
+			return OutcomeHit
+		}
+		return OutcomeMiss
+	}
+	return OutcomeOK
+}
+
+// Hits returns how many keys the operation found, once Next has returned:
+// 1 for a Get or Exists hit, the number of requested keys present in the
+// result for GetMany (a key requested twice counts twice), 0 otherwise.
+func (op *Op) Hits() int {
+	switch op.kind {
+	case OpGet, OpExists:
+		if op.Outcome() == OutcomeHit {
+			return 1
+		}
+	case OpGetMany:
+		if op.err != nil {
+			return 0
+		}
+		if len(op.Values) == len(op.Keys) {
+			return len(op.Keys) // every key found (the usual case): no lookups
+		}
+		n := 0
+		for _, k := range op.Keys {
+			if _, ok := op.Values[k]; ok {
+				n++
+			}
+		}
+		return n
+	}
+	return 0
+}
+
+// Misses returns how many keys the operation did not find, once Next has
+// returned: 1 for a Get or Exists miss, the number of requested keys absent
+// from the result for GetMany (a key requested twice counts twice), 0
+// otherwise. A failed operation has neither hits nor misses.
+func (op *Op) Misses() int {
+	switch op.kind {
+	case OpGet, OpExists:
+		if op.Outcome() == OutcomeMiss {
+			return 1
+		}
+	case OpGetMany:
+		if op.err != nil {
+			return 0
+		}
+		return len(op.Keys) - op.Hits()
+	}
+	return 0
+}
+
+// Size returns the bytes of value data the operation moves: the value
+// written by Set and Add, the values written by SetMany, and, once Next has
+// returned, the value read by Get and the values read by GetMany. It is 0
+// for the other operations. Keys are not counted.
+func (op *Op) Size() int {
+	n := 0
+	switch op.kind {
+	case OpGet, OpSet, OpAdd:
+		n = len(op.Value)
+	case OpSetMany:
+		for _, v := range op.Items {
+			n += len(v)
+		}
+	case OpGetMany:
+		for _, v := range op.Values {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+// NumKeys returns how many keys the operation names: 1 for single-key
+// operations, len(Keys) for GetMany and Delete, len(Items) for SetMany, 0 for
+// Clear.
+func (op *Op) NumKeys() int {
+	switch op.kind {
+	case OpGetMany, OpDelete:
+		return len(op.Keys)
+	case OpSetMany:
+		return len(op.Items)
+	case OpClear:
+		return 0
+	}
+	return 1
+}
+
+var opPool = sync.Pool{New: func() any { return new(Op) }}
+
+// WithHooks returns a Cache that runs every operation on c through hooks.
+// The first hook is the outermost: it sees each operation first and its
+// result last, so WithHooks(c, a, b) runs a, then b inside a, then c inside
+// b. Nil hooks are ignored; with none left, WithHooks returns c itself, so
+// that an empty hook list costs nothing. WithHooks on a cache that WithHooks
+// returned makes one chain of both lists, the new hooks outermost.
+//
+// The returned Cache passes each method to the same method of c (GetMany
+// stays one GetMany, one round trip), returns c's errors as they are and
+// wraps any other error, such as one from a hook, in an [*Error] naming the
+// operation. Close closes c and is not seen by hooks. Events reported with
+// [Emit] go to every hook that implements [EventHook], in order, and then to
+// c if c is an [EventHandler] itself.
+//
+// The returned Cache also has a method Unwrap() Cache that returns c, for
+// code that needs an optional interface of the backend beneath.
+//
+// With hooks that do not allocate, the wrapper adds no allocation per
+// operation: Ops are recycled, which is why hooks must not keep them.
+func WithHooks(c Cache, hooks ...Hook) Cache {
+	var chain, events []Hook
+	for _, h := range hooks {
+		if h == nil {
+			continue
+		}
+		if _, ok := h.(EventHookFunc); !ok {
+			chain = append(chain, h)
+		}
+		events = append(events, h)
+	}
+	if len(events) == 0 {
+		return c
+	}
+	if inner, ok := c.(*hooked); ok {
+		chain = append(chain, inner.hooks...)
+		events = append(events, inner.all...)
+		c = inner.c
+	}
+	h := &hooked{c: c, hooks: chain, all: events}
+	for _, hk := range events {
+		if eh, ok := hk.(EventHook); ok {
+			h.events = append(h.events, eh)
+		}
+	}
+	h.next, _ = c.(EventHandler)
+	return h
+}
+
+// hooked is the Cache that WithHooks returns.
+type hooked struct {
+	c      Cache
+	hooks  []Hook       // the operation chain, outermost first
+	all    []Hook       // every hook given, EventHookFuncs included
+	events []EventHook  // the hooks that take events
+	next   EventHandler // c, if it takes events
+}
+
+var (
+	_ Cache        = (*hooked)(nil)
+	_ EventHandler = (*hooked)(nil)
+)
+
+func (c *hooked) op(kind OpKind) *Op {
+	op := opPool.Get().(*Op)
+	op.kind = kind
+	op.c = c
+	return op
+}
+
+// done recycles op, dropping every reference it holds. It stores only into
+// the fields that are set: while the garbage collector is marking, every
+// pointer store pays a write barrier, and zeroing the whole Op (*op = Op{})
+// pays for all its pointer words. A field added to Op must be cleared here.
+func done(op *Op) {
+	if op.Key != "" {
+		op.Key = ""
+	}
+	if op.Keys != nil {
+		op.Keys = nil
+	}
+	if op.Value != nil {
+		op.Value = nil
+	}
+	if op.Items != nil {
+		op.Items = nil
+	}
+	if op.Values != nil {
+		op.Values = nil
+	}
+	if op.err != nil {
+		op.err = nil
+	}
+	op.TTL, op.Delta, op.Count, op.OK, op.N, op.next = 0, 0, 0, false, 0, 0
+	op.c = nil
+	opPool.Put(op)
+}
+
+// Get runs Get through the hooks.
+func (c *hooked) Get(ctx context.Context, key string) ([]byte, error) {
+	op := c.op(OpGet)
+	op.Key = key
+	err := op.Next(ctx)
+	v := op.Value
+	done(op)
+	if err != nil {
+		return nil, wrap("Get", key, err)
+	}
+	return v, nil
+}
+
+// GetMany runs GetMany through the hooks.
+func (c *hooked) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
+	op := c.op(OpGetMany)
+	op.Keys = keys
+	err := op.Next(ctx)
+	v := op.Values
+	done(op)
+	if err != nil {
+		return nil, wrap("GetMany", "", err)
+	}
+	if v == nil {
+		v = map[string][]byte{} // a short-circuiting hook may leave Values nil
+	}
+	return v, nil
+}
+
+// Set runs Set through the hooks.
+func (c *hooked) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	op := c.op(OpSet)
+	op.Key, op.Value, op.TTL = key, value, ttl
+	err := op.Next(ctx)
+	done(op)
+	return wrap("Set", key, err)
+}
+
+// SetMany runs SetMany through the hooks.
+func (c *hooked) SetMany(ctx context.Context, items map[string][]byte, ttl time.Duration) error {
+	op := c.op(OpSetMany)
+	op.Items, op.TTL = items, ttl
+	err := op.Next(ctx)
+	done(op)
+	return wrap("SetMany", "", err)
+}
+
+// Add runs Add through the hooks.
+func (c *hooked) Add(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	op := c.op(OpAdd)
+	op.Key, op.Value, op.TTL = key, value, ttl
+	err := op.Next(ctx)
+	done(op)
+	return wrap("Add", key, err)
+}
+
+// Delete runs Delete through the hooks.
+func (c *hooked) Delete(ctx context.Context, keys ...string) (int, error) {
+	op := c.op(OpDelete)
+	op.Keys = keys
+	err := op.Next(ctx)
+	n := op.Count
+	done(op)
+	return n, wrap("Delete", "", err)
+}
+
+// Exists runs Exists through the hooks.
+func (c *hooked) Exists(ctx context.Context, key string) (bool, error) {
+	op := c.op(OpExists)
+	op.Key = key
+	err := op.Next(ctx)
+	ok := op.OK
+	done(op)
+	return ok, wrap("Exists", key, err)
+}
+
+// Increment runs Increment through the hooks.
+func (c *hooked) Increment(ctx context.Context, key string, delta int64) (int64, error) {
+	op := c.op(OpIncrement)
+	op.Key, op.Delta = key, delta
+	err := op.Next(ctx)
+	n := op.N
+	done(op)
+	return n, wrap("Increment", key, err)
+}
+
+// Expire runs Expire through the hooks.
+func (c *hooked) Expire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	op := c.op(OpExpire)
+	op.Key, op.TTL = key, ttl
+	err := op.Next(ctx)
+	ok := op.OK
+	done(op)
+	return ok, wrap("Expire", key, err)
+}
+
+// Clear runs Clear through the hooks.
+func (c *hooked) Clear(ctx context.Context) error {
+	op := c.op(OpClear)
+	err := op.Next(ctx)
+	done(op)
+	return wrap("Clear", "", err)
+}
+
+// wrap is WrapError without its errors.As, which allocates, for the usual
+// case of an error that the wrapped cache has wrapped already.
+func wrap(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
+	return WrapError(op, key, err)
+}
+
+// Close closes the wrapped cache.
+func (c *hooked) Close() error { return c.c.Close() }
+
+// HandleEvent passes ev to the hooks that implement EventHook, in order,
+// then to the wrapped cache if it handles events.
+func (c *hooked) HandleEvent(ctx context.Context, ev Event) {
+	for _, h := range c.events {
+		h.OnEvent(ctx, ev)
+	}
+	if c.next != nil {
+		c.next.HandleEvent(ctx, ev)
+	}
+}
+
+// Unwrap returns the cache that c wraps.
+func (c *hooked) Unwrap() Cache { return c.c }

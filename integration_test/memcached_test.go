@@ -1,0 +1,630 @@
+package integration_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/backend/memcached"
+	"github.com/cachekit/cachekit/cachetest"
+)
+
+// The memcached backend against real servers: the conformance suite on one
+// server and on a pool of two spread by the backend's consistent-hashing
+// Ring, then what is particular to memcached, checked on the wire with a
+// raw gomemcache client where it matters. Tests share the servers, so each
+// uses its own namespace or unique keys, and none calls Clear without a
+// namespace (that would flush_all).
+
+// mcClient returns a gomemcache client for addrs through a Ring, closed
+// when t ends.
+func mcClient(t *testing.T, addrs ...string) *memcache.Client {
+	t.Helper()
+	ring, err := memcached.NewRing(addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := memcache.NewFromSelector(ring)
+	client.Timeout = 5 * time.Second
+	client.MaxIdleConns = 16
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// mcUnique returns a string no other test or run uses.
+func mcUnique(t *testing.T) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// mcCache returns a cache over client, closed when t ends.
+func mcCache(t *testing.T, client *memcache.Client, opts *memcached.Options) *memcached.Cache {
+	t.Helper()
+	c := memcached.New(client, opts)
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return c
+}
+
+var mcBg = context.Background()
+
+func TestMemcachedConformance(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+		return memcached.New(client, &memcached.Options{Namespace: ns})
+	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
+}
+
+func TestMemcachedPoolConformance(t *testing.T) {
+	t.Parallel()
+	addrs := memcachedServers(t, 2)
+	client := mcClient(t, addrs...)
+	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+		return memcached.New(client, &memcached.Options{Namespace: ns})
+	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
+
+	// The pool is really used: keys of one cache land on both servers.
+	c := mcCache(t, client, nil)
+	prefix := "pool-" + mcUnique(t) + "-"
+	var keys []string
+	for i := range 50 {
+		k := prefix + strconv.Itoa(i)
+		keys = append(keys, k)
+		if err := c.Set(mcBg, k, []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer c.Delete(mcBg, keys...)
+	for _, addr := range addrs {
+		direct := memcache.New(addr)
+		found, err := direct.GetMulti(keys)
+		direct.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(found) == 0 || len(found) == len(keys) {
+			t.Errorf("server %s holds %d of %d keys; want some, not all", addr, len(found), len(keys))
+		}
+	}
+}
+
+// TestMemcachedKeysOnTheWire stores keys memcached can't hold as they are
+// and reads the server with a raw client to see what was stored.
+func TestMemcachedKeysOnTheWire(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	raw := client // the same servers, used without cachekit
+	c := mcCache(t, client, nil)
+	id := mcUnique(t)
+	b64 := func(s string) string { return "~" + base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	long := strings.Repeat("L", 300) + id
+	sum := sha256.Sum256([]byte(long))
+
+	spaced := "a b " + id
+	underscored := "a_b_" + id  // what a naive space-to-underscore scheme would produce
+	looksEncoded := b64(spaced) // a key spelled like the encoding of another
+	tests := []struct {
+		key, wire string
+	}{
+		{"plain:" + id, "plain:" + id},
+		{spaced, b64(spaced)},
+		{underscored, underscored},
+		{looksEncoded, b64(looksEncoded)},
+		{"ctl\x00\r\n" + id, b64("ctl\x00\r\n" + id)},
+		{"ünï " + id, b64("ünï " + id)},
+		{long, "~~" + hex.EncodeToString(sum[:])},
+	}
+	var keys []string
+	for i, tc := range tests {
+		keys = append(keys, tc.key)
+		if err := c.Set(mcBg, tc.key, []byte("value "+strconv.Itoa(i)), time.Minute); err != nil {
+			t.Fatalf("Set(%.40q): %v", tc.key, err)
+		}
+	}
+	defer c.Delete(mcBg, keys...)
+	for i, tc := range tests {
+		it, err := raw.Get(tc.wire)
+		if err != nil {
+			t.Fatalf("raw get of %q (for key %.40q): %v", tc.wire, tc.key, err)
+		}
+		if want := "value " + strconv.Itoa(i); string(it.Value) != want {
+			t.Fatalf("raw get of %q = %q; want %q", tc.wire, it.Value, want)
+		}
+		got, err := c.Get(mcBg, tc.key)
+		if err != nil || string(got) != "value "+strconv.Itoa(i) {
+			t.Fatalf("Get(%.40q) = %q, %v", tc.key, got, err)
+		}
+	}
+
+	// In a namespace, keys carry the namespace and its generation, which
+	// the raw client can read from the reserved generation key.
+	ns := "wire-" + id
+	nc := mcCache(t, client, &memcached.Options{Namespace: ns})
+	if err := nc.Set(mcBg, "user:1", []byte("u1"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	genItem, err := raw.Get("~" + ns + ":gen")
+	if err != nil {
+		t.Fatalf("raw get of the generation key: %v", err)
+	}
+	gen, err := strconv.ParseUint(string(genItem.Value), 10, 64)
+	if err != nil {
+		t.Fatalf("generation %q: %v", genItem.Value, err)
+	}
+	wire := "~" + ns + ":" + strconv.FormatUint(gen, 36) + ":user:1"
+	if it, err := raw.Get(wire); err != nil || string(it.Value) != "u1" {
+		t.Fatalf("raw get of %q = %v, %v; want u1", wire, it, err)
+	}
+	// A cache without a namespace can't reach it, even by spelling it out.
+	if _, err := c.Get(mcBg, wire); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get(%q) without a namespace: %v; want ErrNotFound", wire, err)
+	}
+}
+
+// TestMemcachedItemSizeLimit checks values over the limit, refused by the
+// backend's own check or by the server, and that the client stays usable.
+func TestMemcachedItemSizeLimit(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	ns := "size-" + mcUnique(t)
+	c := mcCache(t, client, &memcached.Options{Namespace: ns})
+	max := make([]byte, memcached.DefaultMaxValueSize)
+	if err := c.Set(mcBg, strings.Repeat("k", 4000), max, time.Minute); err != nil {
+		t.Fatalf("Set of DefaultMaxValueSize bytes under the longest key: %v", err)
+	}
+	err := c.Set(mcBg, "over", make([]byte, memcached.DefaultMaxValueSize+1), time.Minute)
+	if !errors.Is(err, cachekit.ErrTooLarge) {
+		t.Fatalf("Set of DefaultMaxValueSize+1 bytes: %v; want ErrTooLarge", err)
+	}
+
+	// Without the backend's check, the server refuses (default -I 1m) and
+	// that is ErrTooLarge too, with the client's error still reachable.
+	unchecked := mcCache(t, client, &memcached.Options{Namespace: ns, MaxValueSize: -1})
+	for _, op := range []string{"Set", "Add", "SetMany"} {
+		big := make([]byte, 1<<20+1)
+		var err error
+		switch op {
+		case "Set":
+			err = unchecked.Set(mcBg, "huge", big, time.Minute)
+		case "Add":
+			err = unchecked.Add(mcBg, "huge", big, time.Minute)
+		case "SetMany":
+			err = unchecked.SetMany(mcBg, map[string][]byte{"huge": big}, time.Minute)
+		}
+		if !errors.Is(err, cachekit.ErrTooLarge) {
+			t.Fatalf("%s of 1MiB+1 refused by the server: %v; want ErrTooLarge", op, err)
+		}
+		if !strings.Contains(err.Error(), "SERVER_ERROR") {
+			t.Errorf("%s: %v; want the server's reply in the error", op, err)
+		}
+		// Still usable.
+		if err := unchecked.Set(mcBg, "small", []byte("ok"), time.Minute); err != nil {
+			t.Fatalf("Set after a refused value: %v", err)
+		}
+		if v, err := unchecked.Get(mcBg, "small"); err != nil || string(v) != "ok" {
+			t.Fatalf("Get after a refused value = %q, %v", v, err)
+		}
+	}
+	if _, err := c.Get(mcBg, "huge"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get(huge) = %v; want ErrNotFound", err)
+	}
+	if err := c.Clear(mcBg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMemcachedLongTTL checks a TTL over memcached's 30-day relative limit:
+// sent as an absolute time, the entry is alive right after Set (a naive
+// client sends 3456000 as "a Unix time in 1970": expired at once).
+func TestMemcachedLongTTL(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	id := mcUnique(t)
+	c := mcCache(t, client, nil)
+	for _, ttl := range []time.Duration{30 * 24 * time.Hour, 40 * 24 * time.Hour, 365 * 24 * time.Hour} {
+		key := "long-ttl-" + ttl.String() + "-" + id
+		before := time.Now().Unix()
+		if err := c.Set(mcBg, key, []byte("v"), ttl); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := c.Get(mcBg, key); err != nil || string(v) != "v" {
+			t.Fatalf("Get right after Set with ttl %v = %q, %v; want v", ttl, v, err)
+		}
+		if ok, err := c.Exists(mcBg, key); err != nil || !ok {
+			t.Fatalf("Exists right after Set with ttl %v = %v, %v", ttl, ok, err)
+		}
+		// The flags record the absolute expiry, about now+ttl.
+		it, err := client.Get(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := before + int64(ttl/time.Second)
+		if d := int64(it.Flags) - want; d < 0 || d > 3 {
+			t.Errorf("ttl %v: flags %d; want the absolute expiry ~%d", ttl, it.Flags, want)
+		}
+		c.Delete(mcBg, key)
+	}
+	// Increment keeps the long TTL too.
+	key := "long-ttl-counter-" + id
+	if err := c.Set(mcBg, key, []byte("1"), 40*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Delete(mcBg, key)
+	if n, err := c.Increment(mcBg, key, 1); err != nil || n != 2 {
+		t.Fatalf("Increment = %d, %v", n, err)
+	}
+	if v, err := c.Get(mcBg, key); err != nil || string(v) != "2" {
+		t.Fatalf("Get after Increment = %q, %v; want 2", v, err)
+	}
+}
+
+// TestMemcachedSubSecondTTL checks that a sub-second TTL is rounded up:
+// alive right after Set (not 0 = "forever", not already expired), gone
+// within about 2.5s.
+func TestMemcachedSubSecondTTL(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	c := mcCache(t, client, &memcached.Options{Namespace: "subsec-" + mcUnique(t)})
+	var wg sync.WaitGroup
+	for i := range 5 { // several, spread over memcached's one-second tick
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 190 * time.Millisecond)
+			key := "k" + strconv.Itoa(i)
+			if err := c.Set(mcBg, key, []byte("v"), 100*time.Millisecond); err != nil {
+				t.Error(err)
+				return
+			}
+			start := time.Now()
+			if _, err := c.Get(mcBg, key); err != nil {
+				t.Errorf("Get right after Set with ttl 100ms: %v", err)
+				return
+			}
+			for {
+				_, err := c.Get(mcBg, key)
+				if errors.Is(err, cachekit.ErrNotFound) {
+					lived := time.Since(start)
+					if lived < 100*time.Millisecond {
+						t.Errorf("ttl 100ms: gone after %v", lived)
+					}
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if time.Since(start) > 2500*time.Millisecond {
+					t.Errorf("ttl 100ms: still there after %v", time.Since(start))
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestMemcachedClearGeneration checks Clear through the namespace
+// generation: one namespace empties, for every cache object and client on
+// it at once, and other namespaces (and keys without one) keep their keys.
+func TestMemcachedClearGeneration(t *testing.T) {
+	t.Parallel()
+	addrs := memcachedServers(t, 2)
+	client := mcClient(t, addrs...)
+	id := mcUnique(t)
+	a := mcCache(t, client, &memcached.Options{Namespace: "clear-a-" + id})
+	b := mcCache(t, client, &memcached.Options{Namespace: "clear-b-" + id})
+	plain := mcCache(t, client, nil)
+	// Another process: its own client, same servers and namespace.
+	a2 := mcCache(t, mcClient(t, addrs...), &memcached.Options{Namespace: "clear-a-" + id})
+
+	keys := []string{"k1", "k2", "k3", "k 4"}
+	for _, k := range keys {
+		for _, c := range []*memcached.Cache{a, b} {
+			if err := c.Set(mcBg, k, []byte("v"), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	plainKey := "clear-plain-" + id
+	if err := plain.Set(mcBg, plainKey, []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Delete(mcBg, plainKey)
+	if got, err := a2.GetMany(mcBg, keys); err != nil || len(got) != len(keys) {
+		t.Fatalf("a2 sees %d of a's keys, %v", len(got), err)
+	}
+	if err := a2.Set(mcBg, "from-a2", []byte("v"), time.Minute); err != nil { // a2 now trusts the generation for writes
+		t.Fatal(err)
+	}
+
+	if err := a.Clear(mcBg); err != nil {
+		t.Fatal(err)
+	}
+	// a2 confirmed the old generation a moment ago, so its writes still
+	// trust it; Add must nonetheless not find the cleared key.
+	if err := a2.Add(mcBg, "k2", []byte("new"), time.Minute); err != nil {
+		t.Fatalf("Add of a cleared key from another cache: %v", err)
+	}
+	for _, c := range []*memcached.Cache{a, a2} {
+		got, err := c.GetMany(mcBg, []string{"k1", "k3", "k 4", "from-a2"})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("after Clear: %d keys left, %v; want none", len(got), err)
+		}
+		if ok, err := c.Exists(mcBg, "k1"); err != nil || ok {
+			t.Fatalf("Exists after Clear = %v, %v", ok, err)
+		}
+		if n, err := c.Increment(mcBg, "k3-counter", 1); err != nil || n < 1 {
+			t.Fatalf("Increment after Clear = %d, %v", n, err)
+		}
+	}
+	if v, err := a.Get(mcBg, "k2"); err != nil || string(v) != "new" {
+		t.Fatalf("Get(k2) after Clear and Add = %q, %v; want new", v, err)
+	}
+	if n, err := a.Increment(mcBg, "k3-counter", 0); err != nil || n != 2 {
+		t.Fatalf("counter made after Clear = %d, %v; want 2 (one Increment from each cache)", n, err)
+	}
+	if got, err := b.GetMany(mcBg, keys); err != nil || len(got) != len(keys) {
+		t.Fatalf("other namespace after Clear: %d of %d keys, %v", len(got), len(keys), err)
+	}
+	if v, err := plain.Get(mcBg, plainKey); err != nil || string(v) != "v" {
+		t.Fatalf("key without a namespace after Clear = %q, %v", v, err)
+	}
+
+	// Losing the generation key (evicted, flushed) empties the namespace
+	// and never brings old keys back.
+	if err := a.Set(mcBg, "survivor?", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Delete("~clear-a-" + id + ":gen"); err != nil {
+		t.Fatalf("deleting the generation key: %v", err)
+	}
+	if _, err := a2.Get(mcBg, "survivor?"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after the generation key was lost: %v; want ErrNotFound", err)
+	}
+	if _, err := a.Get(mcBg, "survivor?"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after the generation key was lost: %v; want ErrNotFound", err)
+	}
+	for _, c := range []*memcached.Cache{a, b} {
+		if err := c.Clear(mcBg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestMemcachedIncrementKeepsTTL checks that Increment keeps the TTL (in
+// the flags, on the wire) and the entry still expires.
+func TestMemcachedIncrementKeepsTTL(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	c := mcCache(t, client, nil)
+	key := "incr-ttl-" + mcUnique(t)
+	if err := c.Set(mcBg, key, []byte("10"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	set := time.Now()
+	before, err := client.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if n, err := c.Increment(mcBg, key, -5); err != nil || n != int64(5-5*i) {
+			t.Fatalf("Increment #%d = %d, %v", i, n, err)
+		}
+	}
+	after, err := client.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Flags == 0 || after.Flags != before.Flags {
+		t.Fatalf("flags %d before Increment, %d after; want the same absolute expiry", before.Flags, after.Flags)
+	}
+	if string(after.Value) != "-5" {
+		t.Fatalf("stored value %q; want -5", after.Value)
+	}
+	for {
+		_, err := c.Get(mcBg, key)
+		if errors.Is(err, cachekit.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(set) > 4500*time.Millisecond {
+			t.Fatal("the incremented counter outlived its 2s TTL")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A new counter has no expiry: flags 0 on the wire.
+	key2 := key + "-new"
+	if _, err := c.Increment(mcBg, key2, 7); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Delete(mcBg, key2)
+	if it, err := client.Get(key2); err != nil || it.Flags != 0 || string(it.Value) != "7" {
+		t.Fatalf("new counter on the wire = %+v, %v; want 7 with flags 0", it, err)
+	}
+}
+
+// TestMemcachedDeadline checks, against a TCP peer on 127.0.0.1 that
+// accepts and never replies, that a context deadline ends a call within
+// about 50ms of it although gomemcache takes no context, with an error that
+// is context.DeadlineExceeded.
+func TestMemcachedDeadline(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); io.Copy(io.Discard, conn) }()
+		}
+	}()
+	defer func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+
+	client := memcache.New(ln.Addr().String())
+	client.Timeout = time.Second // well past the deadlines; Close waits for it
+	defer client.Close()
+	c := memcached.New(client, &memcached.Options{Namespace: "deadline"})
+	defer c.Close()
+	// Timing on a shared machine can stall a goroutine: the 50ms bound must
+	// hold in one of three attempts, the error kind in all of them.
+	for _, d := range []time.Duration{20 * time.Millisecond, 200 * time.Millisecond} {
+		for name, op := range map[string]func(ctx context.Context) error{
+			"Set": func(ctx context.Context) error { return c.Set(ctx, "k", []byte("v"), 0) },
+			"Get": func(ctx context.Context) error { _, err := c.Get(ctx, "k"); return err },
+		} {
+			var took time.Duration
+			for attempt := 0; attempt < 3; attempt++ {
+				ctx, cancel := context.WithTimeout(mcBg, d)
+				start := time.Now()
+				err := op(ctx)
+				took = time.Since(start)
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("%s against a silent server with a %v deadline: %v; want DeadlineExceeded", name, d, err)
+				}
+				if took <= d+50*time.Millisecond {
+					break
+				}
+			}
+			if took > d+50*time.Millisecond {
+				t.Fatalf("%s returned %v after its %v deadline; want within 50ms", name, took-d, d)
+			}
+		}
+	}
+}
+
+// TestMemcachedOpenURL opens caches with cachekit.Open.
+func TestMemcachedOpenURL(t *testing.T) {
+	t.Parallel()
+	addrs := memcachedServers(t, 2)
+	ns := "url-" + mcUnique(t)
+	u := "memcached://" + strings.Join(addrs, ",") + "?namespace=" + ns +
+		"&timeout=2s&max_idle_conns=4&max_value_size=64KiB&generation_ttl=100ms"
+	c, err := cachekit.Open(mcBg, u)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", u, err)
+	}
+	if err := c.Set(mcBg, "k", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(mcBg, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	if err := c.Set(mcBg, "big", make([]byte, 64<<10+1), 0); !errors.Is(err, cachekit.ErrTooLarge) {
+		t.Fatalf("Set over max_value_size=64KiB: %v; want ErrTooLarge", err)
+	}
+	// The same namespace through a client built by hand sees the same keys.
+	same := mcCache(t, mcClient(t, addrs...), &memcached.Options{Namespace: ns})
+	if v, err := same.Get(mcBg, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("Get through another client = %q, %v", v, err)
+	}
+	if err := c.Clear(mcBg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(mcBg, "k"); !errors.Is(err, cachekit.ErrClosed) {
+		t.Fatalf("Get after Close: %v; want ErrClosed", err)
+	}
+
+	// memcache:// works too, with one server.
+	c2, err := cachekit.Open(mcBg, "memcache://"+addrs[0]+"?namespace="+ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := c2.Get(mcBg, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after Clear: %v; want ErrNotFound", err)
+	}
+
+	for _, bad := range []string{
+		"memcached://" + addrs[0] + "?namespace=x&bogus=1",
+		"memcached://" + addrs[0] + "?timeout=soon",
+		"memcached://user:secret@" + addrs[0],
+	} {
+		c, err := cachekit.Open(mcBg, bad)
+		if err == nil {
+			c.Close()
+			t.Fatalf("Open(%q): no error", bad)
+		}
+		if !errors.Is(err, cachekit.ErrInvalidURL) || strings.Contains(err.Error(), "secret") {
+			t.Fatalf("Open(%q): %v; want ErrInvalidURL without the password", bad, err)
+		}
+	}
+}
+
+// TestMemcachedExpireRewritesFlags checks Expire on the wire: the new
+// absolute expiry is in the flags, and 0 persists.
+func TestMemcachedExpireRewritesFlags(t *testing.T) {
+	t.Parallel()
+	client := mcClient(t, memcachedServers(t, 1)...)
+	c := mcCache(t, client, nil)
+	key := "expire-" + mcUnique(t)
+	if err := c.Set(mcBg, key, []byte("value"), 0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Delete(mcBg, key)
+	if ok, err := c.Expire(mcBg, key, time.Hour); err != nil || !ok {
+		t.Fatalf("Expire = %v, %v", ok, err)
+	}
+	it, err := client.Get(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := int64(it.Flags) - time.Now().Add(time.Hour).Unix(); d < -1 || d > 3 || !bytes.Equal(it.Value, []byte("value")) {
+		t.Fatalf("after Expire(1h): flags %d (now+1h is %d), value %q", it.Flags, time.Now().Add(time.Hour).Unix(), it.Value)
+	}
+	if ok, err := c.Expire(mcBg, key, 0); err != nil || !ok {
+		t.Fatalf("Expire(0) = %v, %v", ok, err)
+	}
+	if it, err := client.Get(key); err != nil || it.Flags != 0 {
+		t.Fatalf("after Expire(0): %+v, %v; want flags 0", it, err)
+	}
+}
