@@ -23,9 +23,9 @@ export TESTCONTAINERS_RYUK_DISABLED
 COMPOSE ?= $(shell if command -v docker-compose >/dev/null 2>&1; then echo docker-compose; \
 	elif docker compose version >/dev/null 2>&1; then echo "docker compose"; fi)
 
-.PHONY: test test-unit test-integration test-bench test-images compose-up compose-down compose-config fmt-check
+.PHONY: test test-unit test-integration test-otel test-bench test-images compose-up compose-down compose-config fmt-check
 
-test: test-unit test-integration test-bench
+test: test-unit test-integration test-otel test-bench
 
 test-unit:
 	$(GO) vet ./...
@@ -34,6 +34,12 @@ test-unit:
 test-integration:
 	cd integration_test && $(GO) vet ./...
 	cd integration_test && $(GO) test -race -count=1 ./...
+
+# plugin/otel is a nested module (OpenTelemetry stays out of the root go.mod).
+# Its real-server tests use the CACHEKIT_TEST_* addresses when set.
+test-otel:
+	cd plugin/otel && $(GO) vet ./...
+	cd plugin/otel && $(GO) test -race -count=1 ./...
 
 # bench/ is a nested module that may not exist yet.
 test-bench:

@@ -83,7 +83,7 @@ func ExampleWithTTL() {
 	defer c.Close()
 	sessions := cachekit.NewTyped[string](c, &cachekit.TypedOptions{TTL: time.Hour})
 
-	_ = sessions.Set(ctx, "s:1", "alice")                                       // expires in an hour
+	_ = sessions.Set(ctx, "s:1", "alice")                                      // expires in an hour
 	_ = sessions.Set(ctx, "s:2", "bob", cachekit.WithTTL(10*time.Millisecond)) // expires soon
 	time.Sleep(30 * time.Millisecond)
 
