@@ -85,6 +85,9 @@ func WrapError(op, key string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
 	var ce *Error
 	if errors.As(err, &ce) {
 		return err

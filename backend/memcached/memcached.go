@@ -838,10 +838,8 @@ func parseInt64(v []byte) (int64, error) {
 			return n, nil
 		}
 	}
-	if len(v) > 40 {
-		v = append(v[:40:40], "..."...)
-	}
-	return 0, fmt.Errorf("%w: stored value %q", cachekit.ErrNotInteger, v)
+	// The value itself stays out of the error: errors end up in logs.
+	return 0, fmt.Errorf("%w (%d-byte value)", cachekit.ErrNotInteger, len(v))
 }
 
 // backoff sleeps a little, more after more lost compare-and-swap races, so
