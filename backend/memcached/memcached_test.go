@@ -3,12 +3,10 @@ package memcached
 import (
 	"context"
 	"errors"
-	"io"
+	"github.com/cachekit/cachekit/internal/testpeer"
 	"net"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,56 +57,6 @@ func TestConformance(t *testing.T) { runConformance(t, testServers(t, 1)) }
 
 func TestConformancePool(t *testing.T) { runConformance(t, testServers(t, 2)) }
 
-// blackhole is a TCP peer on 127.0.0.1 that accepts connections, reads
-// whatever is sent and never replies.
-type blackhole struct {
-	ln       net.Listener
-	accepted atomic.Int64
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newBlackhole(t *testing.T) *blackhole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{ln: ln}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			b.mu.Lock()
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				io.Copy(io.Discard, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
-func (b *blackhole) addr() string { return b.ln.Addr().String() }
-
 // everyOp calls every method of c with ctx.
 func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 	errs := map[string]error{}
@@ -131,9 +79,9 @@ func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 // before the client's own 2s timeout, and Close waits for the abandoned
 // requests (goleak in TestMain checks nothing is left running).
 func TestDeadlineWithSilentServer(t *testing.T) {
-	bh := newBlackhole(t)
+	bh := testpeer.NewBlackhole(t)
 	for _, ns := range []string{"", "app"} {
-		client := memcache.New(bh.addr())
+		client := memcache.New(bh.Addr())
 		client.Timeout = 2 * time.Second
 		c := New(client, &Options{Namespace: ns})
 		for op, run := range map[string]func(ctx context.Context) error{
@@ -201,7 +149,7 @@ func TestDeadlineWithSilentServer(t *testing.T) {
 		t.Logf("ns %q: Close waited %v for abandoned requests", ns, time.Since(start).Round(time.Millisecond))
 		client.Close()
 	}
-	if bh.accepted.Load() == 0 {
+	if bh.Accepted() == 0 {
 		t.Fatal("the silent server saw no connection")
 	}
 }
@@ -238,8 +186,8 @@ func TestClientTimeoutAfterDeadline(t *testing.T) {
 // fails before anything is sent, and that Close leaves a caller's client
 // alone while being idempotent.
 func TestNoIOWhenDoneOrClosed(t *testing.T) {
-	bh := newBlackhole(t)
-	client := memcache.New(bh.addr())
+	bh := testpeer.NewBlackhole(t)
+	client := memcache.New(bh.Addr())
 	defer client.Close()
 	c := New(client, &Options{Namespace: "ns"})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -264,14 +212,14 @@ func TestNoIOWhenDoneOrClosed(t *testing.T) {
 	if err := c.Set(context.Background(), "", nil, 0); !errors.Is(err, cachekit.ErrInvalidKey) {
 		t.Errorf("Set with an empty key: %v", err)
 	}
-	if n := bh.accepted.Load(); n != 0 {
+	if n := bh.Accepted(); n != 0 {
 		t.Fatalf("the server saw %d connections; want none", n)
 	}
 }
 
 func TestTooLargeBeforeIO(t *testing.T) {
-	bh := newBlackhole(t)
-	client := memcache.New(bh.addr())
+	bh := testpeer.NewBlackhole(t)
+	client := memcache.New(bh.Addr())
 	defer client.Close()
 	c := New(client, &Options{MaxValueSize: 10})
 	defer c.Close()
@@ -286,7 +234,7 @@ func TestTooLargeBeforeIO(t *testing.T) {
 			t.Errorf("%s of 11 bytes with MaxValueSize 10: %v; want ErrTooLarge", what, err)
 		}
 	}
-	if n := bh.accepted.Load(); n != 0 {
+	if n := bh.Accepted(); n != 0 {
 		t.Fatalf("the server saw %d connections; want none", n)
 	}
 	if err := clientError(errors.New(`memcache: unexpected response line from "set": "SERVER_ERROR object too large for cache\r\n"`)); !errors.Is(err, cachekit.ErrTooLarge) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cachekit/cachekit/internal/testpeer"
 	"io"
 	"net"
 	"os"
@@ -22,57 +23,6 @@ import (
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
-
-// blackHole is a real TCP peer that accepts connections, reads whatever it
-// is sent and never answers: every command sent to it hangs until a
-// deadline fires.
-type blackHole struct {
-	ln       net.Listener
-	accepted atomic.Int64
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newBlackHole(t *testing.T) *blackHole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackHole{ln: ln}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.accepted.Add(1)
-			b.mu.Lock()
-			b.conns = append(b.conns, conn)
-			b.mu.Unlock()
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				_, _ = io.Copy(io.Discard, conn)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-		b.wg.Wait()
-	})
-	return b
-}
-
-func (b *blackHole) addr() string { return b.ln.Addr().String() }
 
 // commandCounter is a go-redis hook counting the commands a client tries to
 // send.
@@ -158,9 +108,9 @@ func TestTTLRounding(t *testing.T) {
 // TestValidationBeforeIO checks that bad arguments, a done context and a
 // closed cache are reported without sending anything.
 func TestValidationBeforeIO(t *testing.T) {
-	hole := newBlackHole(t)
+	hole := testpeer.NewBlackhole(t)
 	counter := &commandCounter{}
-	cl := newClient(t, &goredis.Options{Addr: hole.addr(), ContextTimeoutEnabled: true})
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true})
 	cl.AddHook(counter)
 	c := New(cl, &Options{Namespace: "ns", MaxValueSize: 4, Timeout: 50 * time.Millisecond})
 	ctx := context.Background()
@@ -238,7 +188,7 @@ func TestValidationBeforeIO(t *testing.T) {
 	if n := counter.n.Load(); n != 0 {
 		t.Errorf("%d commands were sent; want none", n)
 	}
-	if n := hole.accepted.Load(); n != 0 {
+	if n := hole.Accepted(); n != 0 {
 		t.Errorf("%d connections were made; want none", n)
 	}
 	// New's Close leaves the caller's client open.
@@ -270,10 +220,10 @@ func TestDeadlineHolds(t *testing.T) {
 	const slack = 50 * time.Millisecond
 	for _, aware := range []bool{true, false} {
 		t.Run(fmt.Sprintf("ContextTimeoutEnabled=%v", aware), func(t *testing.T) {
-			hole := newBlackHole(t)
+			hole := testpeer.NewBlackhole(t)
 			// ReadTimeout ends the calls abandoned by the cache when the
 			// client ignores the context (and keeps goleak happy).
-			cl := newClient(t, &goredis.Options{Addr: hole.addr(), ContextTimeoutEnabled: aware, ReadTimeout: 300 * time.Millisecond})
+			cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: aware, ReadTimeout: 300 * time.Millisecond})
 			for _, ns := range []string{"", "ns"} {
 				for _, useDefault := range []bool{false, true} {
 					for op, run := range ops() {
@@ -315,8 +265,8 @@ func TestDeadlineHolds(t *testing.T) {
 // TestDeadlineKeepsClientError: a deadline that fires on the socket is
 // context.DeadlineExceeded, and the client's i/o timeout stays reachable.
 func TestDeadlineKeepsClientError(t *testing.T) {
-	hole := newBlackHole(t)
-	cl := newClient(t, &goredis.Options{Addr: hole.addr(), ContextTimeoutEnabled: true})
+	hole := testpeer.NewBlackhole(t)
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true})
 	c := New(cl, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -351,8 +301,8 @@ func ops() map[string]func(context.Context, *Cache) error {
 // TestCancelWithoutContextTimeouts: with a client that ignores contexts on
 // the wire, a cancellation mid-command still returns at once.
 func TestCancelWithoutContextTimeouts(t *testing.T) {
-	hole := newBlackHole(t)
-	cl := newClient(t, &goredis.Options{Addr: hole.addr(), ReadTimeout: 300 * time.Millisecond})
+	hole := testpeer.NewBlackhole(t)
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ReadTimeout: 300 * time.Millisecond})
 	c := New(cl, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(30*time.Millisecond, cancel)
@@ -645,9 +595,9 @@ func (h *ctxRecorder) ProcessPipelineHook(next goredis.ProcessPipelineHook) gore
 // a deadline, and the caller's context values (tracing, say) still reach
 // the client's hooks.
 func TestDefaultTimeoutKeepsValues(t *testing.T) {
-	hole := newBlackHole(t)
+	hole := testpeer.NewBlackhole(t)
 	rec := &ctxRecorder{}
-	cl := newClient(t, &goredis.Options{Addr: hole.addr(), ContextTimeoutEnabled: true})
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true})
 	cl.AddHook(rec)
 	const timeout = 30 * time.Millisecond
 	c := New(cl, &Options{Timeout: timeout})

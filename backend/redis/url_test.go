@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -171,9 +172,12 @@ func TestOpenErrors(t *testing.T) {
 
 func TestOpenUnreachableHidesPassword(t *testing.T) {
 	const pw = "Sup3rS3cret"
-	ln := newBlackHole(t) // a port that is certainly ours; close it to get a refused port
-	addr := ln.addr()
-	ln.ln.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a port that is certainly ours; close it to get a refused port
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
 	c, err := cachekit.Open(context.Background(), "redis://u:"+pw+"@"+addr+"/0?timeout=200ms&dial_timeout=100ms")
 	if err != nil {
 		t.Fatal(err)
