@@ -49,6 +49,16 @@
 // context.Canceled and context.DeadlineExceeded, including deadlines that
 // fire inside a client.
 //
+// # Hooks and events
+//
+// [WithHooks] runs every operation through hooks: middleware that sees an
+// [Op] before and after it runs, and can change or answer it. The plugin
+// packages plugin/stats, plugin/logging (log/slog) and plugin/otel
+// (OpenTelemetry, its own module) are ready-made hooks, and hooks that
+// implement [EventHook] also receive the [Event]s that Typed and the
+// decorator report through [Emit]: loads, load errors, stampede joins, stale
+// values served, early refreshes and decode failures.
+//
 // # Semantics every backend shares
 //
 // TTL 0 means no expiry, a negative TTL is an error, and a TTL shorter than a
