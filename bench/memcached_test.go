@@ -40,36 +40,6 @@ import (
 	"github.com/cachekit/cachekit/serializer"
 )
 
-// mcValue is the benchmarks' value type; Payload sets its encoded size.
-type mcValue struct {
-	ID      int64
-	Name    string
-	Tags    []string
-	Payload []byte
-}
-
-func newMCValue(size int) mcValue {
-	v := mcValue{ID: 42, Name: "benchmark value", Tags: []string{"a", "b"}}
-	base, err := serializer.MsgPack{}.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	v.Payload = make([]byte, max(size-len(base)-3, 0))
-	return v
-}
-
-const mcKeys = 1000
-
-var mcSizes = []struct {
-	name string
-	size int
-}{{"100B", 100}, {"10KiB", 10 << 10}}
-
-var mcConcurrency = []struct {
-	name       string
-	goroutines int
-}{{"seq", 1}, {"64", 64}}
-
 // newMCClient returns a client for the benchmark server; count, if not nil,
 // counts the requests the client writes.
 func newMCClient(b *testing.B, count *atomic.Int64) *memcache.Client {
@@ -146,9 +116,9 @@ func BenchmarkMemcachedTyped(b *testing.B) {
 	b.Cleanup(cancel)
 	bg := context.Background()
 
-	for _, size := range mcSizes {
-		value := newMCValue(size.size)
-		keys := make([]string, mcKeys)
+	for _, size := range serverSizes {
+		value := newServerValue(size.size)
+		keys := make([]string, serverKeys)
 		for i := range keys {
 			keys[i] = run + size.name + "-" + strconv.Itoa(i)
 		}
@@ -165,29 +135,29 @@ func BenchmarkMemcachedTyped(b *testing.B) {
 		// (plain keys are stored as they are); the namespaced cache has its own.
 		for _, k := range keys {
 			for _, c := range []cachekit.Cache{plain, namespaced} {
-				if err := cachekit.NewTyped[mcValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
+				if err := cachekit.NewTyped[serverValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
 
-		for _, conc := range mcConcurrency {
+		for _, conc := range serverConcurrency {
 			prefix := "op=Get/size=" + size.name + "/g=" + conc.name
 			b.Run(prefix+"/impl=raw", func(b *testing.B) {
 				mcRun(b, conc.goroutines, func(i int) error {
-					it, err := client.Get(keys[i%mcKeys])
+					it, err := client.Get(keys[i%serverKeys])
 					if err != nil {
 						return err
 					}
-					var v mcValue
+					var v serverValue
 					return ser.Unmarshal(it.Value, &v)
 				})
 			})
 			for _, impl := range impls {
-				typed := cachekit.NewTyped[mcValue](impl.c, &cachekit.TypedOptions{Serializer: ser})
+				typed := cachekit.NewTyped[serverValue](impl.c, &cachekit.TypedOptions{Serializer: ser})
 				b.Run(prefix+"/impl="+impl.name, func(b *testing.B) {
 					mcRun(b, conc.goroutines, func(i int) error {
-						_, err := typed.Get(impl.ctx, keys[i%mcKeys])
+						_, err := typed.Get(impl.ctx, keys[i%serverKeys])
 						return err
 					})
 				})
@@ -200,14 +170,14 @@ func BenchmarkMemcachedTyped(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					return client.Set(&memcache.Item{Key: keys[i%mcKeys], Value: data, Expiration: exp})
+					return client.Set(&memcache.Item{Key: keys[i%serverKeys], Value: data, Expiration: exp})
 				})
 			})
 			for _, impl := range impls {
-				typed := cachekit.NewTyped[mcValue](impl.c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
+				typed := cachekit.NewTyped[serverValue](impl.c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
 				b.Run(prefix+"/impl="+impl.name, func(b *testing.B) {
 					mcRun(b, conc.goroutines, func(i int) error {
-						return typed.Set(impl.ctx, keys[i%mcKeys], value)
+						return typed.Set(impl.ctx, keys[i%serverKeys], value)
 					})
 				})
 			}
@@ -305,21 +275,21 @@ func BenchmarkMemcachedPaired(b *testing.B) {
 	b.Cleanup(cancel)
 	bg := context.Background()
 
-	for _, size := range mcSizes {
-		value := newMCValue(size.size)
-		keys := make([]string, mcKeys)
+	for _, size := range serverSizes {
+		value := newServerValue(size.size)
+		keys := make([]string, serverKeys)
 		for i := range keys {
 			keys[i] = run + size.name + "-" + strconv.Itoa(i)
 		}
 		for _, k := range keys {
 			for _, c := range []cachekit.Cache{plain, namespaced} {
-				if err := cachekit.NewTyped[mcValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
+				if err := cachekit.NewTyped[serverValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
-		typed := func(c cachekit.Cache) *cachekit.Typed[mcValue] {
-			return cachekit.NewTyped[mcValue](c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
+		typed := func(c cachekit.Cache) *cachekit.Typed[serverValue] {
+			return cachekit.NewTyped[serverValue](c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
 		}
 		tp, tn := typed(plain), typed(namespaced)
 		type impl struct {
@@ -333,7 +303,7 @@ func BenchmarkMemcachedPaired(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					var v mcValue
+					var v serverValue
 					return ser.Unmarshal(it.Value, &v)
 				}},
 				{"cachekit", func(k string) error { _, err := tp.Get(bg, k); return err }},
@@ -355,12 +325,12 @@ func BenchmarkMemcachedPaired(b *testing.B) {
 		}
 		for _, opName := range []string{"Get", "Set"} {
 			impls := ops[opName]
-			for _, conc := range mcConcurrency {
+			for _, conc := range serverConcurrency {
 				b.Run("op="+opName+"/size="+size.name+"/g="+conc.name, func(b *testing.B) {
 					var total [4]atomic.Int64
 					var count atomic.Int64
 					mcRun(b, conc.goroutines, func(i int) error {
-						key := keys[i%mcKeys]
+						key := keys[i%serverKeys]
 						for j := range impls {
 							k := (i + j) % len(impls)
 							start := time.Now()

@@ -52,36 +52,6 @@ import (
 	"github.com/cachekit/cachekit/serializer"
 )
 
-// rdValue is the benchmarks' value type; Payload sets its encoded size.
-type rdValue struct {
-	ID      int64
-	Name    string
-	Tags    []string
-	Payload []byte
-}
-
-func newRDValue(size int) rdValue {
-	v := rdValue{ID: 42, Name: "benchmark value", Tags: []string{"a", "b"}}
-	base, err := serializer.MsgPack{}.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	v.Payload = make([]byte, max(size-len(base)-3, 0))
-	return v
-}
-
-const rdKeys = 1000
-
-var rdSizes = []struct {
-	name string
-	size int
-}{{"100B", 100}, {"10KiB", 10 << 10}}
-
-var rdConcurrency = []struct {
-	name       string
-	goroutines int
-}{{"seq", 1}, {"64", 64}}
-
 // rdTrips counts round trips: one per command, one per pipeline.
 type rdTrips struct{ n atomic.Int64 }
 
@@ -161,9 +131,9 @@ func BenchmarkRedisTyped(b *testing.B) {
 		}
 	})
 
-	for _, size := range rdSizes {
-		value := newRDValue(size.size)
-		keys := make([]string, rdKeys)
+	for _, size := range serverSizes {
+		value := newServerValue(size.size)
+		keys := make([]string, serverKeys)
 		for i := range keys {
 			keys[i] = run + "-" + size.name + "-" + strconv.Itoa(i)
 		}
@@ -181,29 +151,29 @@ func BenchmarkRedisTyped(b *testing.B) {
 		// Preload: raw rows and the un-namespaced caches share server keys.
 		for _, k := range keys {
 			for _, c := range []cachekit.Cache{plain, namespaced} {
-				if err := cachekit.NewTyped[rdValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
+				if err := cachekit.NewTyped[serverValue](c, &cachekit.TypedOptions{Serializer: ser}).Set(bg, k, value, cachekit.WithTTL(time.Hour)); err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
 
-		for _, conc := range rdConcurrency {
+		for _, conc := range serverConcurrency {
 			prefix := "op=Get/size=" + size.name + "/g=" + conc.name
 			b.Run(prefix+"/impl=raw", func(b *testing.B) {
 				rdRun(b, conc.goroutines, func(i int) error {
-					data, err := client.Get(bg, keys[i%rdKeys]).Bytes()
+					data, err := client.Get(bg, keys[i%serverKeys]).Bytes()
 					if err != nil {
 						return err
 					}
-					var v rdValue
+					var v serverValue
 					return ser.Unmarshal(data, &v)
 				})
 			})
 			for _, impl := range impls {
-				typed := cachekit.NewTyped[rdValue](impl.c, &cachekit.TypedOptions{Serializer: ser})
+				typed := cachekit.NewTyped[serverValue](impl.c, &cachekit.TypedOptions{Serializer: ser})
 				b.Run(prefix+"/impl="+impl.name, func(b *testing.B) {
 					rdRun(b, conc.goroutines, func(i int) error {
-						_, err := typed.Get(impl.ctx, keys[i%rdKeys])
+						_, err := typed.Get(impl.ctx, keys[i%serverKeys])
 						return err
 					})
 				})
@@ -216,14 +186,14 @@ func BenchmarkRedisTyped(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					return client.Set(bg, keys[i%rdKeys], data, ttl).Err()
+					return client.Set(bg, keys[i%serverKeys], data, ttl).Err()
 				})
 			})
 			for _, impl := range impls {
-				typed := cachekit.NewTyped[rdValue](impl.c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
+				typed := cachekit.NewTyped[serverValue](impl.c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
 				b.Run(prefix+"/impl="+impl.name, func(b *testing.B) {
 					rdRun(b, conc.goroutines, func(i int) error {
-						return typed.Set(impl.ctx, keys[i%rdKeys], value)
+						return typed.Set(impl.ctx, keys[i%serverKeys], value)
 					})
 				})
 			}
@@ -247,14 +217,14 @@ func BenchmarkRedisTypedPaired(b *testing.B) {
 	c := redis.New(client, nil)
 	b.Cleanup(func() { c.Close() })
 
-	for _, size := range rdSizes {
-		value := newRDValue(size.size)
-		keys := make([]string, rdKeys)
+	for _, size := range serverSizes {
+		value := newServerValue(size.size)
+		keys := make([]string, serverKeys)
 		for i := range keys {
 			keys[i] = run + "-" + size.name + "-" + strconv.Itoa(i)
 		}
 		b.Cleanup(func() { client.Del(bg, keys...) })
-		typed := cachekit.NewTyped[rdValue](c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
+		typed := cachekit.NewTyped[serverValue](c, &cachekit.TypedOptions{Serializer: ser, TTL: ttl})
 		for _, k := range keys {
 			if err := typed.Set(bg, k, value); err != nil {
 				b.Fatal(err)
@@ -267,15 +237,15 @@ func BenchmarkRedisTypedPaired(b *testing.B) {
 			{
 				"Get",
 				func(i int) error {
-					data, err := client.Get(bg, keys[i%rdKeys]).Bytes()
+					data, err := client.Get(bg, keys[i%serverKeys]).Bytes()
 					if err != nil {
 						return err
 					}
-					var v rdValue
+					var v serverValue
 					return ser.Unmarshal(data, &v)
 				},
 				func(i int) error {
-					_, err := typed.Get(bg, keys[i%rdKeys])
+					_, err := typed.Get(bg, keys[i%serverKeys])
 					return err
 				},
 			},
@@ -286,12 +256,12 @@ func BenchmarkRedisTypedPaired(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					return client.Set(bg, keys[i%rdKeys], data, ttl).Err()
+					return client.Set(bg, keys[i%serverKeys], data, ttl).Err()
 				},
-				func(i int) error { return typed.Set(bg, keys[i%rdKeys], value) },
+				func(i int) error { return typed.Set(bg, keys[i%serverKeys], value) },
 			},
 		}
-		for _, conc := range rdConcurrency {
+		for _, conc := range serverConcurrency {
 			for _, op := range ops {
 				b.Run("op="+op.name+"/size="+size.name+"/g="+conc.name, func(b *testing.B) {
 					rdPaired(b, conc.goroutines, op.raw, op.kit)
