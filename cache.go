@@ -108,3 +108,19 @@ func CheckTTL(ttl time.Duration) error {
 	}
 	return nil
 }
+
+// CompareAndDeleter is an optional interface of a [Cache]: CompareAndDelete
+// deletes key only while it still holds exactly old, atomically, and reports
+// whether it deleted it. A missing key, or one holding anything else, is left
+// as it is and reports false with a nil error. It is what lease and lock
+// releases need: delete my token, never somebody else's.
+//
+// Every backend of this module implements it (Redis with a Lua script,
+// Memcached with gets/cas, memory atomically) and every wrapper of this
+// module forwards it, so wrapping a cache never hides it. Check for it with a
+// type assertion, as database/sql does for its drivers' optional interfaces:
+//
+//	if cad, ok := c.(cachekit.CompareAndDeleter); ok { ... }
+type CompareAndDeleter interface {
+	CompareAndDelete(ctx context.Context, key string, old []byte) (deleted bool, err error)
+}

@@ -36,6 +36,22 @@ var (
 	// unknown scheme, an unknown parameter, or a malformed value. Its message
 	// never contains the URL's password.
 	ErrInvalidURL = errors.New("cachekit: invalid cache url")
+	// ErrUnavailable reports that a backend skipped the call without
+	// contacting its server because its circuit breaker is open: the last
+	// calls failed to reach the server. The error also wraps the last
+	// connection failure, so errors.Is(err, syscall.ECONNREFUSED) works
+	// where the platform reports it.
+	ErrUnavailable = errors.New("cachekit: backend unavailable")
+	// ErrUnknownOutcome reports a write whose request reached the network
+	// but whose reply was lost (the connection failed or the deadline
+	// passed after sending). The write may or may not have been applied,
+	// exactly once; it is never resent.
+	ErrUnknownOutcome = errors.New("cachekit: outcome of the write is unknown")
+	// ErrFlushNotAllowed reports a Clear on a cache with no namespace over
+	// a shared server, where Clear would delete every key on the server
+	// (FLUSHDB, flush_all). The backends' AllowFlush option (URL parameter
+	// allow_flush=true) opts into that.
+	ErrFlushNotAllowed = errors.New("cachekit: Clear without a namespace would flush the whole server (set a namespace, or allow_flush=true)")
 )
 
 // Error carries the operation and key of a failed cache call. It unwraps to
