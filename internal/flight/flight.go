@@ -6,16 +6,24 @@
 //   - the load runs on a context that keeps the first caller's values but
 //     none of its cancellation, and is cancelled only when every caller has
 //     gone, so nobody pays for work nobody waits for;
-//   - a panic in the load reaches every caller as a *PanicError, with no hang
-//     and no leaked goroutine.
+//   - a panic in the load reaches every caller as a *PanicError, and a load
+//     that calls runtime.Goexit reaches every caller as ErrGoexit, with no
+//     hang and no leaked goroutine;
+//   - every load goroutine is tracked: Wait returns when they have all ended,
+//     including loads that every caller has left.
 package flight
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
 )
+
+// ErrGoexit is the error callers get when the load called runtime.Goexit
+// (t.FailNow in a test's loader, say) instead of returning.
+var ErrGoexit = errors.New("load called runtime.Goexit")
 
 // PanicError is the error callers get when the load panicked.
 type PanicError struct {
@@ -37,8 +45,10 @@ func (p *PanicError) Unwrap() error {
 
 // Group deduplicates loads by key. The zero value is ready to use.
 type Group[K comparable, V any] struct {
-	mu    sync.Mutex
-	calls map[K]*call[V]
+	mu      sync.Mutex
+	calls   map[K]*call[V]
+	running int        // load goroutines that have not ended
+	idle    *sync.Cond // signalled when running drops to 0; on mu
 }
 
 type call[V any] struct {
@@ -69,6 +79,7 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(context.Context) (V
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		c = &call[V]{done: make(chan struct{}), waiters: 1, cancel: cancel}
 		g.calls[key] = c
+		g.running++
 		go g.run(lctx, key, c, fn)
 	}
 	g.mu.Unlock()
@@ -100,19 +111,46 @@ func (g *Group[K, V]) leave(key K, c *call[V]) {
 }
 
 func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(context.Context) (V, error)) {
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
-			c.err = &PanicError{Value: r, Stack: debug.Stack()}
+			var zero V
+			c.val, c.err = zero, &PanicError{Value: r, Stack: debug.Stack()}
+		} else if !returned {
+			// Neither a return nor a panic: fn called runtime.Goexit, which
+			// ends this goroutine after the deferred calls whatever they do.
+			var zero V
+			c.val, c.err = zero, ErrGoexit
 		}
 		c.cancel()
 		g.mu.Lock()
 		if g.calls[key] == c {
 			delete(g.calls, key)
 		}
-		g.mu.Unlock()
 		close(c.done)
+		g.running--
+		if g.running == 0 && g.idle != nil {
+			g.idle.Broadcast()
+		}
+		g.mu.Unlock()
 	}()
 	c.val, c.err = fn(ctx)
+	returned = true
+}
+
+// Wait returns when every load the group has started has ended, including
+// loads that every caller has left (their context is cancelled, but fn may
+// not watch it). Loads started while Wait waits are waited for too. Wait
+// may be called any number of times, concurrently with Do.
+func (g *Group[K, V]) Wait() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.running > 0 {
+		if g.idle == nil {
+			g.idle = sync.NewCond(&g.mu)
+		}
+		g.idle.Wait()
+	}
 }
 
 // Forget makes the next Do for key start a new load even if one is running.

@@ -3,6 +3,7 @@ package flight
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,4 +196,70 @@ func TestForget(t *testing.T) {
 		t.Fatalf("Do after Forget = %d, joined=%v; want a fresh load", v, joined)
 	}
 	time.Sleep(10 * time.Millisecond)
+}
+
+// A load that calls runtime.Goexit (t.FailNow in a loader, say) reaches
+// every waiter as ErrGoexit: no zero value with a nil error, no hang.
+func TestGoexitReachesEveryWaiter(t *testing.T) {
+	var g Group[string, int]
+	release := make(chan struct{})
+	fn := func(context.Context) (int, error) {
+		<-release
+		runtime.Goexit()
+		return 1, nil
+	}
+	const n = 10
+	var wg sync.WaitGroup
+	var started sync.WaitGroup
+	started.Add(n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started.Done()
+			v, err, _ := g.Do(context.Background(), "k", fn)
+			if !errors.Is(err, ErrGoexit) || v != 0 {
+				t.Errorf("Do with a loader calling Goexit = %d, %v; want 0, ErrGoexit", v, err)
+			}
+		}()
+	}
+	started.Wait()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	g.Wait()
+	// The group is usable afterwards.
+	if v, err, _ := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil }); err != nil || v != 2 {
+		t.Fatalf("Do after Goexit = %d, %v; want 2, nil", v, err)
+	}
+}
+
+// Wait returns only after loads that every caller left have ended.
+func TestWaitForLoadsNobodyWaitsFor(t *testing.T) {
+	var g Group[string, int]
+	release := make(chan struct{})
+	var ended atomic.Bool
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+	_, err, _ := g.Do(ctx, "k", func(context.Context) (int, error) {
+		<-release // ignores its context
+		ended.Store(true)
+		return 1, nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do = %v; want Canceled", err)
+	}
+	waited := make(chan struct{})
+	go func() { g.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while a load was still running")
+	case <-time.After(30 * time.Millisecond):
+	}
+	close(release)
+	<-waited
+	if !ended.Load() {
+		t.Fatal("Wait returned before the load ended")
+	}
+	g.Wait() // nothing running: returns at once
 }
