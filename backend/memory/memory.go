@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"math"
@@ -73,7 +74,10 @@ type Cache struct {
 	closed atomic.Bool
 }
 
-var _ cachekit.Cache = (*Cache)(nil)
+var (
+	_ cachekit.Cache             = (*Cache)(nil)
+	_ cachekit.CompareAndDeleter = (*Cache)(nil)
+)
 
 // entry is the engine's value. data is never changed once stored (writes
 // replace the entry), so readers may copy it without a lock.
@@ -421,6 +425,38 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// CompareAndDelete deletes key only while it is present, unexpired and holds
+// exactly the bytes old, atomically with respect to every other write of the
+// storage, and reports whether it deleted it. A missing or expired key, or
+// one holding anything else, is left as it is and reports false with a nil
+// error (an expired entry is removed, as a read would treat it as gone).
+// It implements [cachekit.CompareAndDeleter].
+func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	if err := c.checkOpen(); err != nil {
+		return false, cachekit.WrapError("CompareAndDelete", key, err)
+	}
+	if err := cachekit.CheckKey(key); err != nil {
+		return false, cachekit.WrapError("CompareAndDelete", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, cachekit.WrapError("CompareAndDelete", key, err)
+	}
+	deleted := false
+	c.s.c.Compute(c.key(key), func(e entry, found bool) (entry, otter.ComputeOp) {
+		switch {
+		case !found:
+			return e, otter.CancelOp
+		case !c.s.live(e):
+			return e, otter.InvalidateOp
+		case !bytes.Equal(e.data, old):
+			return e, otter.CancelOp
+		}
+		deleted = true
+		return e, otter.InvalidateOp
+	})
+	return deleted, nil
 }
 
 // Exists reports whether key is present and unexpired.
