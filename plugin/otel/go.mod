@@ -2,11 +2,9 @@ module github.com/cachekit/cachekit/plugin/otel
 
 go 1.24.0
 
-replace github.com/cachekit/cachekit => ../..
-
 require (
 	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
-	github.com/cachekit/cachekit v0.0.0-00010101000000-000000000000
+	github.com/cachekit/cachekit v0.1.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/prometheus/client_model v0.6.2
 	github.com/redis/go-redis/v9 v9.22.0
