@@ -94,6 +94,7 @@ func (f *Func[K, V]) Call(ctx context.Context, k K) (V, error) {
 		return zero, ctxError(key, err)
 	}
 	var e entry[V]
+	e.seen = f.stripe(key).ended.Load()
 	if err := f.read(ctx, key, &e); err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return zero, ctxError(key, cerr)
@@ -210,55 +211,109 @@ type bgLoad[V any] struct {
 	o    outcome[V]
 }
 
-// loadOnce takes the lease (when on), calls fn and stores what it returns.
+// loadOnce takes the lease (when on), calls fn, and stores what it
+// returns in the background: the callers get fn's value as soon as fn
+// returns, never after the cache write (Refresh and early refreshes, which
+// have no caller waiting for a miss, write before returning).
 func (f *Func[K, V]) loadOnce(ctx context.Context, k K, key string, prev *entry[V], m mode) outcome[V] {
-	epoch := f.stripe(key).epoch.Load()
-	if m == modeMiss && !f.o.Lease {
-		// A caller that missed just before another load stored the value
-		// starts a load of its own: look again before calling fn. (With
-		// the lease, acquire looks again after winning it.)
-		if o, ok := f.found(ctx, key, prev, false); ok {
-			return o
+	s := f.stripe(key)
+	epoch := s.epoch.Load()
+	if m == modeMiss {
+		// A write of the key from a load that just ended is on its way:
+		// its value is as fresh as ours would be.
+		if p, ok := f.pending(key); ok {
+			return f.pendingOutcome(p)
+		}
+		// A write of the key's stripe ended after the caller's read began,
+		// perhaps the value the caller missed: look again before calling
+		// fn. (With the lease, acquire looks again after winning it.)
+		if !f.o.Lease && s.ended.Load() != prev.seen {
+			if o, ok := f.found(ctx, key, prev, false); ok {
+				return o
+			}
 		}
 	}
+	var release func(bool)
 	if f.o.Lease && m != modeRefresh {
 		hold, o, done := f.acquire(ctx, key, prev, m)
 		if done {
 			return o
 		}
 		if hold != nil {
-			defer f.release(ctx, hold)
+			release = func(bool) { f.release(ctx, hold) }
 		}
 	}
+	now := m != modeMiss // Refresh and early refresh: write before returning
 	start := time.Now()
 	v, err := f.call(ctx, k, key)
 	took := time.Since(start)
-	now := time.Now()
+	at := time.Now()
 	if err != nil {
+		if !f.detached && ctx.Err() != nil && isContextError(err) {
+			// Every caller has gone and fn returned because its ctx was
+			// cancelled: that is not fn failing, so fail-safe must not
+			// re-store the stale value as if it were.
+			if release != nil {
+				f.goBackground(func() { release(false) })
+			}
+			return outcome[V]{done: true, err: ctxError(key, ctx.Err())}
+		}
 		f.emit(ctx, cachekit.EventLoadError, key, err, took)
 		if f.o.NegativeTTL > 0 && errors.Is(err, f.o.NegativeError) {
-			f.write(ctx, key, f.negativeEntry(took, now), f.o.NegativeTTL, epoch, nil)
+			p := &pendingWrite[V]{key: key, neg: true}
+			f.save(ctx, p, epoch, f.negativeEntry(took, at), f.o.NegativeTTL, nil, now, release)
 			return outcome[V]{done: true, err: err}
 		}
 		if prev.state == stStale && m == modeMiss && f.o.FailSafeMaxStale > 0 {
-			if b, ttl, ok := f.throttled(prev, now); ok {
-				f.write(ctx, key, b, ttl, epoch, nil)
+			if b, ttl, ok := f.throttled(prev, at); ok {
+				p := &pendingWrite[V]{key: key, v: prev.v, stale: true}
+				f.save(ctx, p, epoch, b, ttl, nil, now, release)
+				release = nil
+			}
+			if release != nil {
+				f.goBackground(func() { release(false) })
 			}
 			return outcome[V]{done: true, v: prev.v, stale: true}
+		}
+		if release != nil {
+			f.goBackground(func() { release(false) })
 		}
 		return outcome[V]{done: true, err: err}
 	}
 	f.emit(ctx, cachekit.EventLoad, key, nil, took)
-	if b, ttl, ok := f.encode(ctx, k, key, v, took, now); ok {
+	if b, ttl, ok := f.encode(ctx, k, key, v, took, at); ok {
 		var guard []byte
+		then := release
 		if m == modeEarly {
 			guard = prev.raw
+			then = func(stored bool) {
+				if stored {
+					f.emit(ctx, cachekit.EventEarlyRefresh, key, nil, took)
+				}
+				if release != nil {
+					release(stored)
+				}
+			}
 		}
-		if f.write(ctx, key, b, ttl, epoch, guard) && m == modeEarly {
-			f.emit(ctx, cachekit.EventEarlyRefresh, key, nil, took)
-		}
+		f.save(ctx, &pendingWrite[V]{key: key, v: v}, epoch, b, ttl, guard, now, then)
+	} else if release != nil {
+		f.goBackground(func() { release(false) })
 	}
 	return outcome[V]{done: true, v: v}
+}
+
+// pendingOutcome is the outcome of a load that takes the value of a write
+// on its way.
+func (f *Func[K, V]) pendingOutcome(p pendingWrite[V]) outcome[V] {
+	if p.neg {
+		return outcome[V]{done: true, err: f.o.NegativeError}
+	}
+	return outcome[V]{done: true, v: p.v, stale: p.stale}
+}
+
+// isContextError reports whether err is a context's error.
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // call runs fn, turning a panic into an error.
@@ -353,8 +408,23 @@ func (f *Func[K, V]) Refresh(ctx context.Context, k K) (V, error) {
 	return f.result(ctx, key, o)
 }
 
-// Wait blocks until the background work started so far has ended: early
-// refreshes, and with SoftTimeout or HardTimeout, runs of fn that outlived
-// their callers. Each is bounded by BackgroundTimeout. Use it before
-// closing the cache, and in tests.
-func (f *Func[K, V]) Wait() { f.wait() }
+// Wait blocks until the background work started so far has ended: the
+// cache writes of loaded values (and lease releases), early refreshes, runs
+// of fn that every caller has left, and with SoftTimeout or HardTimeout,
+// runs of fn that outlived their callers. Each write is bounded by
+// CacheTimeout or, without it, by the backend's own timeout and at most
+// BackgroundTimeout; each run of fn by BackgroundTimeout (when fn honours
+// its ctx).
+//
+// A Func has no Close: it owns nothing but that background work. Call Wait
+// before closing the cache (writes still on their way when the cache is
+// closed fail, reported to OnError as cachekit.ErrClosed), and at the end
+// of a test.
+func (f *Func[K, V]) Wait() {
+	// Loads start writes; background refreshes start loads: two rounds
+	// see the work that the first round's work started.
+	for range 2 {
+		f.loads.Wait()
+		f.wait()
+	}
+}

@@ -121,10 +121,11 @@ func TestCacheTroubleIsNotTheCallersTrouble(t *testing.T) {
 	var log errorLog
 	var calls atomic.Int32
 	fn := func(context.Context, int) (int, error) { calls.Add(1); return 7, nil }
-	f := decorator.Cached(c, fn, &decorator.Options[int]{Name: "f", OnError: log.onError})
-	if v, err := f(bg, 1); err != nil || v != 7 {
+	f := decorator.New(c, fn, &decorator.Options[int]{Name: "f", OnError: log.onError})
+	if v, err := f.Call(bg, 1); err != nil || v != 7 {
 		t.Fatalf("with a failing cache: %d, %v; want fn's result", v, err)
 	}
+	f.Wait() // the write is made in the background
 	ops := map[string]bool{}
 	for _, err := range log.all() {
 		var ce *cachekit.Error
@@ -194,17 +195,19 @@ func TestFormatsAreNeverMisread(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := cachekit.NewTyped[[]byte](newMem(t), &cachekit.TypedOptions{Serializer: ser})
 			var plainCalls, envCalls atomic.Int32
-			plain := decorator.Cached(c, func(context.Context, int) ([]byte, error) { plainCalls.Add(1); return []byte("plain"), nil },
+			plain := decorator.New(c, func(context.Context, int) ([]byte, error) { plainCalls.Add(1); return []byte("plain"), nil },
 				&decorator.Options[int]{Name: "f"})
-			env := decorator.Cached(c, func(context.Context, int) ([]byte, error) { envCalls.Add(1); return []byte("env"), nil },
+			env := decorator.New(c, func(context.Context, int) ([]byte, error) { envCalls.Add(1); return []byte("env"), nil },
 				&decorator.Options[int]{Name: "f", FailSafeMaxStale: time.Hour, TTL: time.Hour})
 			for i := range 4 {
-				if v, err := plain(bg, 1); err != nil || string(v) != "plain" {
+				if v, err := plain.Call(bg, 1); err != nil || string(v) != "plain" {
 					t.Fatalf("round %d: plain reader got %q, %v", i, v, err)
 				}
-				if v, err := env(bg, 1); err != nil || string(v) != "env" {
+				plain.Wait() // the write is made in the background
+				if v, err := env.Call(bg, 1); err != nil || string(v) != "env" {
 					t.Fatalf("round %d: envelope reader got %q, %v", i, v, err)
 				}
+				env.Wait()
 			}
 			if plainCalls.Load() != 4 || envCalls.Load() != 4 {
 				t.Fatalf("calls: plain %d, envelope %d; want 4 each", plainCalls.Load(), envCalls.Load())

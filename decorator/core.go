@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,18 +24,12 @@ var ErrHardTimeout = fmt.Errorf("decorator: hard timeout: %w", context.DeadlineE
 // errGoexit is the error of a load whose fn called runtime.Goexit.
 var errGoexit = errors.New("decorator: fn called runtime.Goexit")
 
-// CompareAndDeleter is an optional interface for a [cachekit.Cache]: it
-// deletes key only if its value equals value, atomically. The lease of
-// Options.Lease uses it, when the cache implements it, to release a lease
-// without any risk of deleting a lease that another process won after this
-// one's expired. Without it, release is Get, compare, Delete, skipped once
-// the lease is within a tenth of LeaseTTL of its expiry; the remaining
-// race needs a holder whose lease expires between the Get and the Delete.
-// A Redis backend implements it with a Lua script, the memory backend
-// with an atomic compute, Memcached with gets/cas.
-type CompareAndDeleter interface {
-	CompareAndDelete(ctx context.Context, key string, value []byte) (deleted bool, err error)
-}
+// CompareAndDeleter is [cachekit.CompareAndDeleter].
+//
+// Deprecated: the optional interface lives in the root package, where the
+// backends implement it and the wrappers forward it; use
+// cachekit.CompareAndDeleter.
+type CompareAndDeleter = cachekit.CompareAndDeleter
 
 // state says what a read found.
 type state uint8
@@ -54,15 +47,41 @@ type entry[V any] struct {
 	v     V
 	raw   []byte // the stored bytes
 	h     header // envelope mode only
+	seen  uint64 // writes ended on the key's stripe before the read began
 }
 
-// stripe serializes invalidations with the writes of loads that overlap
-// them: a load reads the epoch before it calls fn and writes only if the
-// epoch is unchanged, holding the read lock; Invalidate bumps the epoch and
-// deletes holding the write lock.
-type stripe struct {
-	mu    sync.RWMutex
-	epoch atomic.Uint64
+// stripe coordinates, for the keys that hash to it, the writes of loads
+// with the invalidations that overlap them, without holding a lock across
+// any cache operation:
+//
+//   - a load reads epoch before it calls fn, and registers its write in
+//     writes only if epoch is unchanged (a short lock);
+//   - Invalidate bumps epoch and takes the key's registered writes out of
+//     writes (the same short lock), waits for those writes to end, and
+//     only then deletes. A write registered before the bump has landed by
+//     then; one that would register after it sees the new epoch and is
+//     dropped. So no value loaded before an Invalidate is stored after it
+//     returns, and a slow Delete holds up nobody but its caller.
+//
+// A registered write also carries the value it writes, so that a load of
+// the key that starts while the write is on its way takes that value
+// rather than calling fn again; ended counts the writes that ended, so
+// that a load can tell whether one landed after its caller's read began
+// (and only then reads again before calling fn).
+type stripe[V any] struct {
+	mu     sync.Mutex
+	epoch  atomic.Uint64                 // written under mu
+	ended  atomic.Uint64                 // written under mu
+	writes map[string][]*pendingWrite[V] // guarded by mu
+}
+
+// pendingWrite is a write of a loaded value that has not ended yet.
+type pendingWrite[V any] struct {
+	key   string
+	done  chan struct{} // closed when the write has ended
+	v     V             // the value written, unless neg
+	neg   bool          // a remembered "not found"
+	stale bool          // a stale value re-stored by fail-safe
 }
 
 const nStripes = 64
@@ -75,7 +94,7 @@ type core[K comparable, V any] struct {
 	keys    *keyer[K]
 	env     bool
 	seed    maphash.Seed
-	stripes [nStripes]stripe
+	stripes [nStripes]stripe[V]
 
 	bgMu   sync.Mutex
 	bgCond sync.Cond
@@ -120,14 +139,22 @@ func (c *core[K, V]) cacheCtx(ctx context.Context) (context.Context, context.Can
 
 // writeCtx is the context of a write or lease release: it keeps ctx's
 // values but not its cancellation, because a value that was loaded should
-// reach the cache even when its callers have gone, bounded by CacheTimeout
-// or, without one, by BackgroundTimeout.
+// reach the cache even when its callers have gone. It is bounded by
+// CacheTimeout when that is set. Without it, the context has no deadline,
+// so that the backend applies its own operation timeout (the URL's
+// timeout), and is cancelled after BackgroundTimeout in case the backend
+// has none.
 func (c *core[K, V]) writeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	d := c.o.CacheTimeout
-	if d <= 0 {
-		d = c.o.BackgroundTimeout
+	base := context.WithoutCancel(ctx)
+	if c.o.CacheTimeout > 0 {
+		return context.WithTimeout(base, c.o.CacheTimeout)
 	}
-	return context.WithTimeout(context.WithoutCancel(ctx), d)
+	wctx, cancel := context.WithCancel(base)
+	t := time.AfterFunc(c.o.BackgroundTimeout, cancel)
+	return wctx, func() {
+		t.Stop()
+		cancel()
+	}
 }
 
 func (c *core[K, V]) report(ctx context.Context, err error) {
@@ -140,7 +167,7 @@ func (c *core[K, V]) emit(ctx context.Context, kind cachekit.EventKind, key stri
 	cachekit.Emit(ctx, c.cache, cachekit.Event{Kind: kind, Key: key, Err: err, Duration: d})
 }
 
-func (c *core[K, V]) stripe(key string) *stripe {
+func (c *core[K, V]) stripe(key string) *stripe[V] {
 	return &c.stripes[maphash.String(c.seed, key)%nStripes]
 }
 
@@ -291,17 +318,61 @@ func (c *core[K, V]) throttled(prev *entry[V], now time.Time) ([]byte, time.Dura
 	return appendEnvelope(nil, h, prev.raw[envHeaderLen:]), left, true
 }
 
-// write stores b under key unless an invalidation of key's stripe happened
-// since epoch was read, or, with guard set, unless key no longer holds
-// exactly guard (it was deleted or replaced meanwhile: an early refresh
-// must not resurrect a deleted key). It reports whether it stored b.
-func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, epoch uint64, guard []byte) bool {
-	s := c.stripe(key)
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+// register records a write of p.key that a load is about to make,
+// unless an invalidation of the key happened since the load read epoch. It
+// reports whether the write may go ahead; then end must be called once it
+// has ended.
+func (c *core[K, V]) register(p *pendingWrite[V], epoch uint64) bool {
+	s := c.stripe(p.key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.epoch.Load() != epoch {
 		return false
 	}
+	if s.writes == nil {
+		s.writes = map[string][]*pendingWrite[V]{}
+	}
+	s.writes[p.key] = append(s.writes[p.key], p)
+	return true
+}
+
+// end records that the registered write p has ended.
+func (c *core[K, V]) end(p *pendingWrite[V]) {
+	s := c.stripe(p.key)
+	s.mu.Lock()
+	ws := s.writes[p.key]
+	for i, q := range ws {
+		if q == p {
+			ws = append(ws[:i:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(s.writes, p.key)
+	} else {
+		s.writes[p.key] = ws
+	}
+	s.ended.Add(1)
+	s.mu.Unlock()
+	close(p.done)
+}
+
+// pending returns the newest write of key that has not ended, if any.
+func (c *core[K, V]) pending(key string) (pendingWrite[V], bool) {
+	s := c.stripe(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ws := s.writes[key]; len(ws) > 0 {
+		return *ws[len(ws)-1], true
+	}
+	return pendingWrite[V]{}, false
+}
+
+// write stores b under key or, with guard set, only if key still holds
+// exactly guard (it was not deleted or replaced meanwhile: an early refresh
+// must not resurrect a deleted key). It reports whether it stored b. It
+// holds no lock: the write was registered (see stripe).
+func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, guard []byte) bool {
 	wctx, cancel := c.writeCtx(ctx)
 	defer cancel()
 	if guard != nil {
@@ -323,28 +394,27 @@ func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.D
 	return true
 }
 
-// invalidate deletes keys, bumping their stripes' epochs so that loads
-// running meanwhile don't store what they loaded before the invalidation.
+// invalidate bumps the epochs of keys, so that loads running meanwhile
+// don't store what they loaded before, waits for the writes of keys that
+// were already on their way, and then, with del, deletes keys. It holds no
+// lock while it waits or deletes.
 func (c *core[K, V]) invalidate(ctx context.Context, keys []string, del bool) error {
-	idx := make([]int, 0, len(keys))
-	seen := map[int]bool{}
-	for _, k := range keys {
-		i := int(maphash.String(c.seed, k) % nStripes)
-		if !seen[i] {
-			seen[i] = true
-			idx = append(idx, i)
+	var wait []*pendingWrite[V]
+	for _, key := range keys {
+		s := c.stripe(key)
+		s.mu.Lock()
+		s.epoch.Add(1)
+		wait = append(wait, s.writes[key]...)
+		delete(s.writes, key) // later loads must not take these values
+		s.mu.Unlock()
+	}
+	for _, p := range wait {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return ctxError("", ctx.Err())
 		}
 	}
-	sort.Ints(idx) // one lock order for everyone
-	for _, i := range idx {
-		c.stripes[i].mu.Lock()
-		c.stripes[i].epoch.Add(1)
-	}
-	defer func() {
-		for _, i := range idx {
-			c.stripes[i].mu.Unlock()
-		}
-	}()
 	if !del || len(keys) == 0 {
 		return nil
 	}
@@ -352,6 +422,39 @@ func (c *core[K, V]) invalidate(ctx context.Context, keys []string, del bool) er
 	defer cancel()
 	_, err := c.cache.Delete(cctx, keys...)
 	return cachekit.WrapError("Delete", "", err)
+}
+
+// save stores b under p.key for a load that read epoch before it called
+// fn: it registers the write (so that Invalidate waits for it and loads
+// that start meanwhile take p's value) and makes it in the background,
+// tracked by wait, or before returning with now set. then, if not nil,
+// runs after the write, whatever became of it (a lease release goes
+// there: after the value is stored, so that other processes find it).
+func (c *core[K, V]) save(ctx context.Context, p *pendingWrite[V], epoch uint64, b []byte, ttl time.Duration,
+	guard []byte, now bool, then func(stored bool)) {
+	p.done = make(chan struct{})
+	if !c.register(p, epoch) {
+		if then != nil {
+			if now {
+				then(false)
+			} else {
+				c.goBackground(func() { then(false) })
+			}
+		}
+		return
+	}
+	work := func() {
+		stored := c.write(ctx, p.key, b, ttl, guard)
+		c.end(p)
+		if then != nil {
+			then(stored)
+		}
+	}
+	if now {
+		work()
+	} else {
+		c.goBackground(work)
+	}
 }
 
 // goBackground runs f in a goroutine counted by wait.

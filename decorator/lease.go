@@ -117,11 +117,17 @@ func (f *Func[K, V]) found(ctx context.Context, key string, prev *entry[V], repo
 	return outcome[V]{}, false
 }
 
-// release gives the lease up if this process still owns it.
+// release gives the lease up if this process still owns it: atomically,
+// with cachekit.CompareAndDeleter, which every backend of this module
+// implements and every wrapper of it forwards. Only a foreign cache without
+// it gets the fallback, Get, compare, Delete, skipped once the lease is
+// within a tenth of LeaseTTL of its expiry; its remaining race needs this
+// holder's lease to expire, and another process to win it, between the Get
+// and the Delete, which then deletes the other process's lease.
 func (f *Func[K, V]) release(ctx context.Context, h *leaseHold) {
 	wctx, cancel := f.writeCtx(ctx)
 	defer cancel()
-	if cad, ok := f.cache.(CompareAndDeleter); ok {
+	if cad, ok := f.cache.(cachekit.CompareAndDeleter); ok {
 		if _, err := cad.CompareAndDelete(wctx, h.key, h.token); err != nil {
 			f.report(ctx, cachekit.WrapError("Delete", h.key, err))
 		}

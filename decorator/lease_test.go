@@ -175,11 +175,12 @@ func (c *casCache) CompareAndDelete(ctx context.Context, key string, value []byt
 
 func TestLeaseUsesCompareAndDelete(t *testing.T) {
 	cc := &casCache{Cache: newMem(t)}
-	f := decorator.Cached(cachekit.NewTyped[string](cc, nil), func(context.Context, string) (string, error) { return "v", nil },
+	f := decorator.New(cachekit.NewTyped[string](cc, nil), func(context.Context, string) (string, error) { return "v", nil },
 		&decorator.Options[string]{Name: "f", Lease: true})
-	if _, err := f(bg, "k"); err != nil {
+	if _, err := f.Call(bg, "k"); err != nil {
 		t.Fatal(err)
 	}
+	f.Wait() // the lease is released after the write, in the background
 	if cc.calls != 1 {
 		t.Fatalf("CompareAndDelete called %d times; want 1", cc.calls)
 	}

@@ -2,8 +2,6 @@ package decorator
 
 import (
 	"context"
-	"hash/maphash"
-	"sort"
 	"sync"
 	"time"
 
@@ -150,12 +148,22 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		return out, nil
 	}
 
-	// Claim the missing arguments nobody is loading; join the batches
-	// loading the others.
+	// Take the values of writes on their way (from loads that just
+	// ended); claim the missing arguments nobody is loading; join the
+	// batches loading the others.
 	f.mu.Lock()
 	var mine []*item[K, V]
 	joined := map[*batch[K, V]][]*item[K, V]{}
 	for _, it := range missing {
+		if p, ok := f.pending(it.key); ok {
+			if !p.neg {
+				out[it.k] = p.v
+				if p.stale {
+					f.emit(ctx, cachekit.EventStaleServed, it.key, nil, 0)
+				}
+			}
+			continue
+		}
 		if b := f.inflight[it.key]; b != nil {
 			joined[b] = append(joined[b], it)
 		} else {
@@ -172,7 +180,7 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		}
 		joined[b] = mine
 		waits = append(waits, b)
-		go f.runBatch(bctx, b, mine)
+		f.goBackground(func() { f.runBatch(bctx, b, mine) })
 	}
 	for b := range joined {
 		if len(mine) == 0 || b != waits[0] {
@@ -259,47 +267,53 @@ func (f *ManyFunc[K, V]) runBatch(ctx context.Context, b *batch[K, V], items []*
 	took := time.Since(start)
 	now := time.Now()
 	if err != nil {
+		if ctx.Err() != nil && isContextError(err) {
+			// Every caller has gone and fn returned because its ctx was
+			// cancelled: not fn failing, so no fail-safe re-store.
+			b.err = ctxError("", ctx.Err())
+			return
+		}
 		f.emit(ctx, cachekit.EventLoadError, "", err, took)
 		b.err = err
 		if f.o.FailSafeMaxStale == 0 {
 			return
 		}
 		stale := map[K]V{}
-		writes := map[string]write{}
+		writes := map[string]write[V]{}
 		for i, it := range items {
 			if it.e.state != stStale {
 				return
 			}
 			stale[it.k] = it.e.v
 			if bs, ttl, ok := f.throttled(&it.e, now); ok {
-				writes[it.key] = write{b: bs, ttl: ttl, epoch: epochs[i]}
+				writes[it.key] = write[V]{b: bs, ttl: ttl, epoch: epochs[i], v: it.e.v, stale: true}
 			}
 		}
 		b.res, b.err, b.stale = stale, nil, map[K]bool{}
 		for k := range stale {
 			b.stale[k] = true
 		}
-		f.writeMany(ctx, writes)
+		f.writeMany(ctx, writes, false)
 		return
 	}
 	f.emit(ctx, cachekit.EventLoad, "", nil, took)
 	b.res = make(map[K]V, len(items))
-	writes := map[string]write{}
+	writes := map[string]write[V]{}
 	for i, it := range items {
 		v, ok := res[it.k]
 		if !ok {
 			if f.o.NegativeTTL > 0 {
-				writes[it.key] = write{b: f.negativeEntry(took, now), ttl: f.o.NegativeTTL, epoch: epochs[i]}
+				writes[it.key] = write[V]{b: f.negativeEntry(took, now), ttl: f.o.NegativeTTL, epoch: epochs[i], neg: true}
 			}
 			continue
 		}
 		b.res[it.k] = v
 		if bs, ttl, ok := f.encode(ctx, it.k, it.key, v, took, now); ok {
-			writes[it.key] = write{b: bs, ttl: ttl, epoch: epochs[i]}
+			writes[it.key] = write[V]{b: bs, ttl: ttl, epoch: epochs[i], v: v}
 		}
 	}
 	b.err = nil
-	f.writeMany(ctx, writes)
+	f.writeMany(ctx, writes, false)
 }
 
 func (f *ManyFunc[K, V]) call(ctx context.Context, args []K) (res map[K]V, err error) {
@@ -312,51 +326,52 @@ func (f *ManyFunc[K, V]) call(ctx context.Context, args []K) (res map[K]V, err e
 }
 
 // write is one value to store.
-type write struct {
+type write[V any] struct {
 	b     []byte
 	ttl   time.Duration
-	epoch uint64
+	epoch uint64 // the key's stripe's epoch before fn was called
+	v     V      // the value b encodes, unless neg
+	neg   bool   // a remembered "not found"
+	stale bool   // a stale value re-stored by fail-safe
 }
 
 // writeMany stores the writes with one SetMany per TTL, leaving out keys
-// invalidated since their load started.
-func (f *ManyFunc[K, V]) writeMany(ctx context.Context, writes map[string]write) {
-	if len(writes) == 0 {
-		return
+// invalidated since their load started. The writes are registered (see
+// stripe) and made in the background, or before returning with now set.
+func (f *ManyFunc[K, V]) writeMany(ctx context.Context, writes map[string]write[V], now bool) {
+	type group struct {
+		items map[string][]byte
+		ps    []*pendingWrite[V]
 	}
-	idx := make([]int, 0, len(writes))
-	locked := map[int]bool{}
-	for key := range writes {
-		i := int(maphash.String(f.seed, key) % nStripes)
-		if !locked[i] {
-			locked[i] = true
-			idx = append(idx, i)
-		}
-	}
-	sort.Ints(idx)
-	for _, i := range idx {
-		f.stripes[i].mu.RLock()
-	}
-	defer func() {
-		for _, i := range idx {
-			f.stripes[i].mu.RUnlock()
-		}
-	}()
-	byTTL := map[time.Duration]map[string][]byte{}
+	byTTL := map[time.Duration]*group{}
 	for key, w := range writes {
-		if f.stripe(key).epoch.Load() != w.epoch {
+		p := &pendingWrite[V]{key: key, done: make(chan struct{}), v: w.v, neg: w.neg, stale: w.stale}
+		if !f.register(p, w.epoch) {
 			continue
 		}
-		if byTTL[w.ttl] == nil {
-			byTTL[w.ttl] = map[string][]byte{}
+		g := byTTL[w.ttl]
+		if g == nil {
+			g = &group{items: map[string][]byte{}}
+			byTTL[w.ttl] = g
 		}
-		byTTL[w.ttl][key] = w.b
+		g.items[key] = w.b
+		g.ps = append(g.ps, p)
 	}
-	wctx, cancel := f.writeCtx(ctx)
-	defer cancel()
-	for ttl, items := range byTTL {
-		if err := f.cache.SetMany(wctx, items, ttl); err != nil {
-			f.report(ctx, cachekit.WrapError("SetMany", "", err))
+	for ttl, g := range byTTL {
+		work := func() {
+			wctx, cancel := f.writeCtx(ctx)
+			defer cancel()
+			if err := f.cache.SetMany(wctx, g.items, ttl); err != nil {
+				f.report(ctx, cachekit.WrapError("SetMany", "", err))
+			}
+			for _, p := range g.ps {
+				f.end(p)
+			}
+		}
+		if now {
+			work()
+		} else {
+			f.goBackground(work)
 		}
 	}
 }
@@ -411,20 +426,27 @@ func (f *ManyFunc[K, V]) Refresh(ctx context.Context, args ...K) (map[K]V, error
 	f.emit(ctx, cachekit.EventLoad, "", nil, took)
 	now := time.Now()
 	out := make(map[K]V, len(args))
-	writes := map[string]write{}
+	writes := map[string]write[V]{}
 	for i, k := range args {
 		v, ok := res[k]
 		if !ok {
 			if f.o.NegativeTTL > 0 {
-				writes[keys[i]] = write{b: f.negativeEntry(took, now), ttl: f.o.NegativeTTL, epoch: epochs[i]}
+				writes[keys[i]] = write[V]{b: f.negativeEntry(took, now), ttl: f.o.NegativeTTL, epoch: epochs[i], neg: true}
 			}
 			continue
 		}
 		out[k] = v
 		if bs, ttl, ok := f.encode(ctx, k, keys[i], v, took, now); ok {
-			writes[keys[i]] = write{b: bs, ttl: ttl, epoch: epochs[i]}
+			writes[keys[i]] = write[V]{b: bs, ttl: ttl, epoch: epochs[i], v: v}
 		}
 	}
-	f.writeMany(ctx, writes)
+	f.writeMany(ctx, writes, true)
 	return out, nil
 }
+
+// Wait blocks until the background work started so far has ended: the
+// runs of fn that every caller has left, and the cache writes of loaded
+// values. Each write is bounded by CacheTimeout or, without it, by the
+// backend's own timeout and at most BackgroundTimeout. A ManyFunc has no
+// Close: call Wait before closing the cache, and at the end of a test.
+func (f *ManyFunc[K, V]) Wait() { f.wait() }

@@ -60,11 +60,13 @@ func TestCachedManyOneRoundTripEach(t *testing.T) {
 	s := newSpy(newMem(t))
 	c := cachekit.NewTyped[string](s, nil)
 	var b batchFn
-	f := decorator.CachedMany(c, b.fn, &decorator.Options[int]{Name: "users"})
+	mf := decorator.NewMany(c, b.fn, &decorator.Options[int]{Name: "users"})
+	f := mf.Call
 	got, err := f(bg, []int{2, 4, 4, 5})
 	if err != nil || len(got) != 2 || got[2] != "v2" || got[4] != "v4" {
 		t.Fatalf("first call = %v, %v", got, err)
 	}
+	mf.Wait() // the write is made in the background
 	if s.getManys.Load() != 1 || s.setManys.Load() != 1 || s.gets.Load() != 0 || s.sets.Load() != 0 {
 		t.Fatalf("round trips: GetMany %d, SetMany %d, Get %d, Set %d; want one GetMany and one SetMany",
 			s.getManys.Load(), s.setManys.Load(), s.gets.Load(), s.sets.Load())

@@ -197,6 +197,7 @@ func TestEarlyRefreshKeepsAHotKeyWarm(t *testing.T) {
 	f := decorator.New(c, fl.fn, &decorator.Options[string]{Name: "f", TTL: ttl, RefreshAhead: 0.3})
 	key, _ := f.Key("hot")
 	f.Call(bg, "hot")
+	f.Wait() // the first write is made in the background
 	last := time.Now()
 	checked := 0
 	for end := last.Add(4 * ttl); time.Now().Before(end); {
