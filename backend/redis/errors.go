@@ -3,9 +3,11 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -114,4 +116,75 @@ func pipelineRefused(err error) bool {
 func connDropped(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// connFailure reports whether err says the server could not be reached or
+// stopped answering: a network error (a failed dial, a reset, a socket
+// timeout), a dropped connection, or no pooled connection in time. Server
+// replies and the caller's own context errors are not.
+func connFailure(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || connDropped(err) || errors.Is(err, goredis.ErrPoolTimeout)
+}
+
+// isClientClosed reports whether err is go-redis's "client is closed".
+func isClientClosed(err error) bool { return errors.Is(err, goredis.ErrClosed) }
+
+// unsent reports whether a failed round trip certainly sent nothing: the
+// dial failed, no connection came free, the client was closed, or the
+// context ended before a connection was handed over (go-redis then returns
+// the context's error itself, unwrapped). Any other failure may have
+// happened after the request was written, so a write's outcome is unknown.
+func unsent(err error) bool {
+	if err == context.Canceled || err == context.DeadlineExceeded {
+		return true
+	}
+	var ce *causeError
+	if errors.As(err, &ce) && (ce.err == context.Canceled || ce.err == context.DeadlineExceeded) {
+		return true // contextError's wrapping of a bare context error
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, goredis.ErrPoolTimeout) || errors.Is(err, goredis.ErrClosed)
+}
+
+// minBulkLimit is the lowest proto-max-bulk-len a Redis server accepts
+// (1mb): a value no larger always fits.
+const minBulkLimit = 1 << 20
+
+// writeError explains a failed write of values up to size bytes. A server
+// refuses a bulk string over its proto-max-bulk-len with an error reply and
+// drops the connection at once, so the client usually sees the connection
+// reset rather than the reply. When that happens to a value that could be
+// over the limit, writeError asks the server for its limit (CONFIG GET), and
+// reports ErrTooLarge if the value is over it (the write was then certainly
+// not applied). The client's error stays reachable either way.
+func (c *Cache) writeError(ctx context.Context, err error, size int) error {
+	if err == nil {
+		return nil
+	}
+	if e := tooLarge(err); e != err || size <= minBulkLimit || !connDropped(err) {
+		return e
+	}
+	var limit int
+	probe := c.run(ctx, read, func(ctx context.Context) error {
+		vals, err := c.client.ConfigGet(ctx, "proto-max-bulk-len").Result()
+		if err == nil {
+			limit, err = strconv.Atoi(vals["proto-max-bulk-len"])
+		}
+		return err
+	})
+	if probe == nil && limit > 0 && size > limit {
+		cause := err
+		if ce, ok := err.(*causeError); ok && ce.sentinel == cachekit.ErrUnknownOutcome {
+			cause = ce.err // refused for its size: not applied
+		}
+		return &causeError{
+			sentinel: fmt.Errorf("%w: %d bytes, the server's proto-max-bulk-len is %d", cachekit.ErrTooLarge, size, limit),
+			err:      cause,
+		}
+	}
+	return err
 }

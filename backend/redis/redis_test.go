@@ -131,12 +131,12 @@ func TestValidationBeforeIO(t *testing.T) {
 		_, err := c.Get(ctx, k)
 		check("Get", err, cachekit.ErrInvalidKey, "Get", k)
 		_, err = c.GetMany(ctx, []string{"ok", k})
-		check("GetMany", err, cachekit.ErrInvalidKey, "GetMany", "")
+		check("GetMany", err, cachekit.ErrInvalidKey, "GetMany", k)
 		check("Set", c.Set(ctx, k, nil, 0), cachekit.ErrInvalidKey, "Set", k)
-		check("SetMany", c.SetMany(ctx, map[string][]byte{k: nil}, 0), cachekit.ErrInvalidKey, "SetMany", "")
+		check("SetMany", c.SetMany(ctx, map[string][]byte{k: nil}, 0), cachekit.ErrInvalidKey, "SetMany", k)
 		check("Add", c.Add(ctx, k, nil, 0), cachekit.ErrInvalidKey, "Add", k)
 		_, err = c.Delete(ctx, "ok", k)
-		check("Delete", err, cachekit.ErrInvalidKey, "Delete", "")
+		check("Delete", err, cachekit.ErrInvalidKey, "Delete", k)
 		_, err = c.Exists(ctx, k)
 		check("Exists", err, cachekit.ErrInvalidKey, "Exists", k)
 		_, err = c.Increment(ctx, k, 1)
@@ -150,7 +150,7 @@ func TestValidationBeforeIO(t *testing.T) {
 	_, err := c.Expire(ctx, "k", -1)
 	check("Expire ttl<0", err, cachekit.ErrInvalidTTL, "Expire", "k")
 	check("Set too large", c.Set(ctx, "k", big, 0), cachekit.ErrTooLarge, "Set", "k")
-	check("SetMany too large", c.SetMany(ctx, map[string][]byte{"a": nil, "k": big}, 0), cachekit.ErrTooLarge, "SetMany", "")
+	check("SetMany too large", c.SetMany(ctx, map[string][]byte{"a": nil, "k": big}, 0), cachekit.ErrTooLarge, "SetMany", "k")
 	check("Add too large", c.Add(ctx, "k", big, 0), cachekit.ErrTooLarge, "Add", "k")
 
 	cancelled, cancel := context.WithCancel(ctx)
@@ -229,7 +229,7 @@ func TestDeadlineHolds(t *testing.T) {
 					for op, run := range ops() {
 						t.Run(fmt.Sprintf("%s/namespace=%q/default-timeout=%v", op, ns, useDefault), func(t *testing.T) {
 							t.Parallel()
-							opts := &Options{Namespace: ns}
+							opts := &Options{Namespace: ns, AllowFlush: true, BreakerThreshold: -1}
 							if useDefault {
 								opts.Timeout = deadline
 							}
@@ -600,7 +600,7 @@ func TestDefaultTimeoutKeepsValues(t *testing.T) {
 	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true})
 	cl.AddHook(rec)
 	const timeout = 30 * time.Millisecond
-	c := New(cl, &Options{Timeout: timeout})
+	c := New(cl, &Options{Timeout: timeout, BreakerThreshold: -1})
 	cancellable, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
 	defer cancel()
 	for _, ctx := range []context.Context{
@@ -664,9 +664,20 @@ func TestSharedDeadline(t *testing.T) {
 	} else {
 		cancel()
 	}
-	dctx, cancel2 := context.WithTimeout(context.Background(), time.Hour)
+	dctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
 	if d, cancel := c.bound(dctx); d != dctx || cancel != nil {
-		t.Fatal("a context with a deadline was replaced")
+		t.Fatal("a context with a deadline before the timeout was replaced")
+	}
+	// The timeout bounds a context whose own deadline is later.
+	late, cancel3 := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "v"), time.Hour)
+	defer cancel3()
+	d, cancel := c.bound(late)
+	if cancel == nil {
+		t.Fatal("a context with a deadline after the timeout was used as it is")
+	}
+	defer cancel()
+	if dl, _ := d.Deadline(); dl.After(time.Now().Add(10*time.Second)) || d.Value(ctxKey{}) != "v" {
+		t.Fatalf("bounded deadline %v (value %v); want at most the timeout from now, with the caller's values", dl, d.Value(ctxKey{}))
 	}
 }

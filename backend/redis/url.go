@@ -177,6 +177,21 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 	readTimeout := socketTimeout("read_timeout")
 	writeTimeout := socketTimeout("write_timeout")
 	poolSize := p.Int("pool_size", 0)
+	cfg.opts.AllowFlush = p.Bool("allow_flush", false)
+	// breaker_threshold=0 or breaker_duration=0 turns the breaker off;
+	// absent means the default.
+	switch n := p.Int("breaker_threshold", -1); {
+	case n == 0:
+		cfg.opts.BreakerThreshold = -1
+	case n > 0:
+		cfg.opts.BreakerThreshold = n
+	}
+	switch d := p.Duration("breaker_duration", -1); {
+	case d == 0:
+		cfg.opts.BreakerDuration = -1
+	case d > 0:
+		cfg.opts.BreakerDuration = d
+	}
 	if n := p.Bytes("max_value_size", 0); n > 0 {
 		cfg.opts.MaxValueSize = int(min(n, MaxValueSize))
 	}
@@ -212,6 +227,8 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 			WriteTimeout:          writeTimeout,
 			PoolSize:              poolSize,
 			ContextTimeoutEnabled: true,
+			MaxRetries:            -1, // writes are never resent; reads are retried by the cache
+			DialerRetries:         1,  // a refused dial fails at once, with its cause
 		}
 	case clusterTopology:
 		cfg.cluster = &goredis.ClusterOptions{
@@ -224,6 +241,8 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 			WriteTimeout:          writeTimeout,
 			PoolSize:              poolSize,
 			ContextTimeoutEnabled: true,
+			MaxRetries:            -1, // writes are never resent; reads are retried by the cache
+			DialerRetries:         1,  // a refused dial fails at once, with its cause
 		}
 	case sentinelTopology:
 		cfg.failover = &goredis.FailoverOptions{
@@ -238,6 +257,8 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 			WriteTimeout:          writeTimeout,
 			PoolSize:              poolSize,
 			ContextTimeoutEnabled: true,
+			MaxRetries:            -1, // writes are never resent; reads are retried by the cache
+			DialerRetries:         1,  // a refused dial fails at once, with its cause
 		}
 		if sentinelAuth {
 			cfg.failover.SentinelUsername = username

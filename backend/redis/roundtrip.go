@@ -1,0 +1,120 @@
+package redis
+
+import (
+	"context"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/internal/breaker"
+)
+
+// Every operation reaches the server through do (one command) or run (any
+// number of commands in one round trip). Both apply, in this order:
+//
+//   - the circuit breaker: while it is open the call fails at once with an
+//     error wrapping cachekit.ErrUnavailable and the last failure;
+//   - the deadline: the cache's Timeout bounds the call (see bound), and for
+//     a client that ignores contexts the call runs detached (see detached);
+//   - the retry rule: a read whose connection dropped is tried once more
+//     while its context lasts; a write is never resent, by the cache or by
+//     go-redis (write commands are wrapped in noRetry), and a write that
+//     failed after it may have been sent reports cachekit.ErrUnknownOutcome;
+//   - error translation (settle) and the breaker's bookkeeping.
+
+// opKind says whether a round trip may change data.
+type opKind bool
+
+const (
+	read  opKind = false
+	write opKind = true
+)
+
+// do sends one command. Write commands must be wrapped with noRetry.
+func (c *Cache) do(ctx context.Context, kind opKind, cmd goredis.Cmder) error {
+	return c.exchange(ctx, kind, cmd, nil)
+}
+
+// run performs one round trip: fn issues the command(s) with the context it
+// is given. Write commands must be wrapped with noRetry.
+func (c *Cache) run(ctx context.Context, kind opKind, fn func(ctx context.Context) error) error {
+	return c.exchange(ctx, kind, nil, fn)
+}
+
+func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn func(ctx context.Context) error) error {
+	if err := c.breaker.Allow(); err != nil {
+		return err
+	}
+	bctx, cancel := c.bound(ctx)
+	err := c.attempt(bctx, kind, cmd, fn)
+	if err != nil && kind == read && connDropped(err) && bctx.Err() == nil {
+		// A read is safe to resend; a pooled connection the server had
+		// closed (a restart, an idle timeout) fails this way once.
+		err = c.attempt(bctx, kind, cmd, fn)
+	}
+	err = c.settle(ctx, bctx, kind, err)
+	if cancel != nil {
+		cancel()
+	}
+	return err
+}
+
+func (c *Cache) attempt(ctx context.Context, kind opKind, cmd goredis.Cmder, fn func(ctx context.Context) error) error {
+	if c.ctxAware || ctx.Done() == nil {
+		if fn != nil {
+			return fn(ctx)
+		}
+		return c.client.Process(ctx, cmd)
+	}
+	if fn == nil {
+		fn = func(ctx context.Context) error { return c.client.Process(ctx, cmd) }
+	}
+	return c.detached(ctx, kind == write, fn)
+}
+
+// settle translates the error of a round trip run under bctx (ctx bounded
+// by the cache's timeout) and reports its outcome to the breaker.
+func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error {
+	if err == nil || err == goredis.Nil || isServerError(err) {
+		c.breaker.Done(breaker.Success, nil)
+		return err
+	}
+	if c.closed.Load() && isClientClosed(err) {
+		c.breaker.Done(breaker.Ignore, nil)
+		return &causeError{sentinel: cachekit.ErrClosed, err: err}
+	}
+	err = contextError(bctx, err)
+	switch {
+	case ended(ctx):
+		// The caller's own cancellation or deadline: it says nothing
+		// about the server.
+		c.breaker.Done(breaker.Ignore, nil)
+	case ended(bctx) || connFailure(err):
+		c.breaker.Done(breaker.Failure, err)
+	default:
+		c.breaker.Done(breaker.Ignore, nil)
+	}
+	if kind == write && !unsent(err) {
+		err = &causeError{sentinel: cachekit.ErrUnknownOutcome, err: err}
+	}
+	return err
+}
+
+// Write commands are wrapped so that go-redis never resends them: a command
+// whose reply was lost may have been applied, and resending it would apply
+// it twice (or report ErrExists for the caller's own SET NX). go-redis asks
+// every command whether it may be retried (Cmder.NoRetry) in its retry loops,
+// on standalone, Sentinel, Cluster and Ring clients and in pipelines; each
+// wrapper holds a single pointer, so wrapping allocates nothing.
+
+type noRetryStatus struct{ *goredis.StatusCmd }
+
+func (noRetryStatus) NoRetry() bool { return true }
+
+type noRetryBool struct{ *goredis.BoolCmd }
+
+func (noRetryBool) NoRetry() bool { return true }
+
+type noRetryInt struct{ *goredis.IntCmd }
+
+func (noRetryInt) NoRetry() bool { return true }
