@@ -83,7 +83,7 @@ func TestDeadlineWithSilentServer(t *testing.T) {
 	for _, ns := range []string{"", "app"} {
 		client := memcache.New(bh.Addr())
 		client.Timeout = 2 * time.Second
-		c := New(client, &Options{Namespace: ns})
+		c := New(client, &Options{Namespace: ns, AllowFlush: true})
 		for op, run := range map[string]func(ctx context.Context) error{
 			"Get":       func(ctx context.Context) error { _, err := c.Get(ctx, "k"); return err },
 			"GetMany":   func(ctx context.Context) error { _, err := c.GetMany(ctx, []string{"a", "b"}); return err },

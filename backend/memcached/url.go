@@ -47,6 +47,12 @@ func init() {
 //	max_value_size   Options.MaxValueSize, e.g. 1MiB or 4194304 (default 1MiB-512B)
 //	generation_ttl   Options.GenerationTTL (default 1s)
 //	batch_concurrency  Options.BatchConcurrency (default max_idle_conns times the servers)
+//	allow_flush      Options.AllowFlush: let Clear without a namespace flush_all every server (default false)
+//	breaker_threshold  Options.BreakerThreshold (default 3; 0: no circuit breaker)
+//	breaker_duration   Options.BreakerDuration (default 1s; 0: no circuit breaker)
+//
+// The client dials through [LivenessDialer], and the circuit breakers are
+// per server.
 //
 // Unknown parameters, user information and paths (other than a socket path)
 // are errors wrapping cachekit.ErrInvalidURL. Nothing is dialed until the
@@ -87,6 +93,12 @@ func OpenURL(ctx context.Context, u *url.URL) (cachekit.Cache, error) {
 	idle := p.Int("max_idle_conns", DefaultURLMaxIdleConns)
 	maxValue := p.Bytes("max_value_size", DefaultMaxValueSize)
 	opts.BatchConcurrency = p.Int("batch_concurrency", 0)
+	opts.AllowFlush = p.Bool("allow_flush", false)
+	opts.BreakerThreshold = p.Int("breaker_threshold", DefaultBreakerThreshold)
+	opts.BreakerDuration = p.Duration("breaker_duration", DefaultBreakerDuration)
+	if opts.BreakerThreshold == 0 || opts.BreakerDuration == 0 {
+		opts.BreakerThreshold, opts.BreakerDuration = -1, -1 // 0 in a URL turns it off
+	}
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
@@ -108,6 +120,8 @@ func OpenURL(ctx context.Context, u *url.URL) (cachekit.Cache, error) {
 	client := memcache.NewFromSelector(ring)
 	client.Timeout = timeout
 	client.MaxIdleConns = idle
+	client.DialContext = LivenessDialer(nil)
+	opts.Selector = ring
 	if opts.BatchConcurrency == 0 {
 		opts.BatchConcurrency = idle * len(servers)
 	}

@@ -1,0 +1,222 @@
+package memcached
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/cachekit/cachekit"
+)
+
+// Read-modify-write operations: compare-and-swap loops over gets and cas.
+
+// Increment adds delta to the base-10 int64 stored under key. memcached's
+// own incr cannot do it (no negative numbers, wraps at 2^64, fails on a
+// missing key, pads shrunk values with spaces), so Increment is a
+// compare-and-swap loop: gets, parse, cas with the same flags and the
+// absolute expiry recorded in them (so the TTL is kept); a missing key is
+// created with add (no expiry), and a lost race starts over. A cas or add
+// whose reply is lost is never resent: the error wraps
+// cachekit.ErrUnknownOutcome, and the delta was added once or not at all.
+func (c *Cache) Increment(ctx context.Context, key string, delta int64) (int64, error) {
+	const op = "Increment"
+	if err := cachekit.CheckKey(key); err != nil {
+		return 0, cachekit.WrapError(op, key, err)
+	}
+	if err := c.enter(ctx); err != nil {
+		return 0, cachekit.WrapError(op, key, err)
+	}
+	defer c.leave()
+	var n int64
+	err := c.run(ctx, writes{key: key}, func(cl *call) error {
+		var err error
+		n, err = c.increment(ctx, cl, key, delta)
+		return err
+	})
+	if err != nil {
+		return 0, cachekit.WrapError(op, key, err)
+	}
+	return n, nil
+}
+
+func (c *Cache) increment(ctx context.Context, cl *call, key string, delta int64) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			backoff(attempt)
+		}
+		it, s, err := c.getOne(cl, key)
+		if err != nil {
+			return 0, err
+		}
+		if it == nil {
+			err := c.store(cl, c.client.Add, &memcache.Item{
+				Key: serverKey(s.keyPrefix(), key), Value: strconv.AppendInt(nil, delta, 10),
+			})
+			if errors.Is(err, memcache.ErrNotStored) {
+				continue // created meanwhile
+			}
+			if err != nil {
+				return 0, err
+			}
+			return delta, nil
+		}
+		cur, err := parseInt64(it.Value)
+		if err != nil {
+			return 0, err
+		}
+		sum := cur + delta
+		if (delta > 0 && sum < cur) || (delta < 0 && sum > cur) {
+			return 0, fmt.Errorf("%w: %d%+d overflows int64", cachekit.ErrNotInteger, cur, delta)
+		}
+		it.Value = strconv.AppendInt(it.Value[:0], sum, 10)
+		it.Expiration = flagsExpiration(it.Flags)
+		err = c.store(cl, c.client.CompareAndSwap, it)
+		switch {
+		case err == nil:
+			return sum, nil
+		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored),
+			errors.Is(err, memcache.ErrCacheMiss):
+			continue // changed or removed meanwhile
+		default:
+			return 0, err
+		}
+	}
+}
+
+// parseInt64 parses a stored counter: an optional '-' and base-10 digits
+// that fit an int64 (no '+', no spaces).
+func parseInt64(v []byte) (int64, error) {
+	if len(v) > 0 && v[0] != '+' {
+		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	// The value itself stays out of the error: errors end up in logs.
+	return 0, fmt.Errorf("%w (%d-byte value)", cachekit.ErrNotInteger, len(v))
+}
+
+// backoff sleeps a little, more after more lost compare-and-swap races, so
+// that many writers of one key don't all retry in lockstep.
+func backoff(attempt int) {
+	if attempt < 2 {
+		return
+	}
+	limit := time.Duration(25<<min(attempt, 7)) * time.Microsecond // up to 3.2ms
+	time.Sleep(rand.N(limit))
+}
+
+// Expire sets a new TTL on key (0: no expiry) and reports whether it
+// existed. The absolute expiry lives in the item's flags too (for
+// Increment), and touch cannot change flags, so Expire is a compare-and-swap
+// that writes the value back with the new flags and expiry; it costs a
+// transfer of the value both ways.
+func (c *Cache) Expire(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	const op = "Expire"
+	if err := cachekit.CheckKey(key); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	if err := cachekit.CheckTTL(ttl); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	if err := c.enter(ctx); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	defer c.leave()
+	var found bool
+	err := c.run(ctx, writes{key: key}, func(cl *call) error {
+		for attempt := 0; ; attempt++ {
+			if attempt > 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				backoff(attempt)
+			}
+			it, _, err := c.getOne(cl, key)
+			if err != nil || it == nil {
+				return err
+			}
+			it.Expiration, it.Flags = expiration(ttl, time.Now())
+			err = c.store(cl, c.client.CompareAndSwap, it)
+			switch {
+			case err == nil:
+				found = true
+				return nil
+			case errors.Is(err, memcache.ErrCASConflict):
+				continue
+			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
+				return nil // removed meanwhile
+			default:
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	return found, nil
+}
+
+// CompareAndDelete deletes key only while it holds exactly old, and reports
+// whether it deleted it. It implements cachekit.CompareAndDeleter.
+//
+// memcached's delete takes no compare-and-swap id, so CompareAndDelete reads
+// the item with gets (and, with a namespace, the current generation in the
+// same round trip), compares the bytes, and then replaces the item with cas
+// and a negative expiry: memcached stores it as already expired, so the
+// swap is an atomic delete-if-unchanged, and the key is a miss for every
+// reader, add and delete at once. A cas that finds the item changed reads
+// it again: another writer may have stored old again. A cas whose reply is
+// lost is not resent (the error wraps cachekit.ErrUnknownOutcome).
+func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	const op = "CompareAndDelete"
+	if err := cachekit.CheckKey(key); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	if err := c.enter(ctx); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	defer c.leave()
+	old = detach(ctx, old)
+	var deleted bool
+	err := c.run(ctx, writes{key: key}, func(cl *call) error {
+		for attempt := 0; ; attempt++ {
+			if attempt > 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				backoff(attempt)
+			}
+			it, _, err := c.getOne(cl, key)
+			if err != nil || it == nil || !bytes.Equal(it.Value, old) {
+				return err
+			}
+			err = c.store(cl, c.client.CompareAndSwap, &memcache.Item{
+				Key: it.Key, Flags: it.Flags, Expiration: -1, CasID: it.CasID,
+			})
+			switch {
+			case err == nil:
+				deleted = true
+				return nil
+			case errors.Is(err, memcache.ErrCASConflict):
+				continue
+			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
+				return nil // removed meanwhile
+			default:
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	return deleted, nil
+}

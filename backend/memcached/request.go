@@ -1,0 +1,148 @@
+package memcached
+
+import (
+	"sync"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/cachekit/cachekit/internal/breaker"
+)
+
+// Requests.
+//
+// Every request to a server goes through do, which applies, in order: the
+// call's context (nothing is sent once it has ended), the server's circuit
+// breaker, and the retry and outcome rules:
+//
+//   - A request that failed on a dead connection (the server closed or
+//     reset it: EOF, ECONNRESET, or LivenessDialer's check) is sent once more
+//     on a fresh connection, after the client's idle connections are
+//     dropped (after a server restart they are all dead). Reads are resent
+//     whatever the failure; writes only when the request surely never left
+//     (found dead before writing, a failed dial or write), so that a write
+//     is never applied twice.
+//   - A write whose request may have reached the server but whose reply was
+//     lost fails with an error wrapping cachekit.ErrUnknownOutcome.
+//   - The breaker counts connection failures (dial errors, dead
+//     connections, no reply within the client's Timeout) and successes (any
+//     reply, a miss or NOT_STORED included); a request not sent because the
+//     caller's context ended counts as nothing.
+
+// do sends one request, fn (one gomemcache call), for server key sk; write
+// marks requests that change data.
+func (c *Cache) do(cl *call, sk string, write bool, fn func() error) error {
+	br := c.breakerFor(sk)
+	for attempt := 0; ; attempt++ {
+		if err := cl.begin(write); err != nil {
+			return err
+		}
+		if err := br.Allow(); err != nil {
+			return err
+		}
+		err := fn()
+		f := classify(err)
+		if f == answered {
+			br.Done(breaker.Success, nil)
+			return err
+		}
+		if attempt == 0 && deadConn(err) && (!write || f == notSent) {
+			br.Done(breaker.Ignore, nil)
+			// Every idle connection to a restarted server is dead: drop
+			// them all (the client stays usable) so the retry dials.
+			_ = c.client.Close()
+			continue
+		}
+		br.Done(breaker.Failure, err)
+		if write && f == lost {
+			return unknownOutcome(err)
+		}
+		return err
+	}
+}
+
+// getMulti gets server keys sks in one round trip: one multi-key get per
+// server involved, concurrently. With per-server breakers each server's
+// request is its own, so that one dead server fails only the keys it holds
+// ... and the call, which needs them all.
+func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, error) {
+	if c.selector == nil || len(sks) == 1 {
+		var m map[string]*memcache.Item
+		err := c.do(cl, sks[0], false, func() error {
+			var err error
+			m, err = c.client.GetMulti(sks)
+			return err
+		})
+		return m, err
+	}
+	groups := map[string][]string{}
+	var order []string
+	for _, sk := range sks {
+		a, err := c.selector.PickServer(sk)
+		if err != nil {
+			return nil, err
+		}
+		s := a.String()
+		if _, ok := groups[s]; !ok {
+			order = append(order, s)
+		}
+		groups[s] = append(groups[s], sk)
+	}
+	if len(groups) == 1 {
+		var m map[string]*memcache.Item
+		err := c.do(cl, sks[0], false, func() error {
+			var err error
+			m, err = c.client.GetMulti(sks)
+			return err
+		})
+		return m, err
+	}
+	var (
+		mu       sync.Mutex
+		out      = make(map[string]*memcache.Item, len(sks))
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for _, s := range order {
+		keys := groups[s]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var m map[string]*memcache.Item
+			err := c.do(cl, keys[0], false, func() error {
+				var err error
+				m, err = c.client.GetMulti(keys)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			for k, it := range m {
+				out[k] = it
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// get gets one server key's item; a miss is (nil, nil).
+func (c *Cache) get(cl *call, sk string) (*memcache.Item, error) {
+	var it *memcache.Item
+	err := c.do(cl, sk, false, func() error {
+		var err error
+		it, err = c.client.Get(sk)
+		return err
+	})
+	if err == memcache.ErrCacheMiss {
+		return nil, nil
+	}
+	return it, err
+}
