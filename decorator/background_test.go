@@ -18,6 +18,17 @@ type gated struct {
 	cachekit.Cache
 	setGate, delGate atomic.Pointer[chan struct{}]
 	setsIn, delsIn   atomic.Int32 // calls that reached the gate
+
+	holdGet atomic.Pointer[chan struct{}] // the next Get answers only after it opens
+}
+
+func (c *gated) Get(ctx context.Context, key string) ([]byte, error) {
+	g := c.holdGet.Swap(nil)
+	b, err := c.Cache.Get(ctx, key)
+	if g != nil {
+		<-*g
+	}
+	return b, err
 }
 
 func gate(p *atomic.Pointer[chan struct{}]) func() {
@@ -360,5 +371,29 @@ func TestLeaseReleaseUsesTheBackendsCompareAndDelete(t *testing.T) {
 	// fallback release would read the lease too.
 	if n := s.gets.Load(); n != 2 {
 		t.Fatalf("%d Gets; want 2: the release must not read the lease", n)
+	}
+}
+
+// A caller whose read missed just before another load's write landed does
+// not call fn again: it looks again before calling fn.
+func TestMissJustBeforeAWriteLandsDoesNotLoadAgain(t *testing.T) {
+	g := &gated{Cache: newMem(t)}
+	var calls atomic.Int32
+	f := decorator.New(cachekit.NewTyped[int](g, nil), func(context.Context, int) (int, error) {
+		return int(calls.Add(1)), nil
+	}, &decorator.Options[int]{Name: "f"})
+	hold := make(chan struct{})
+	g.holdGet.Store(&hold)
+	late := make(chan int)
+	go func() { v, _ := f.Call(bg, 1); late <- v }() // its read misses, and answers late
+	eventually(t, "the first read", func() bool { return g.holdGet.Load() == nil })
+	time.Sleep(10 * time.Millisecond) // let it reach the backend (not needed for correctness)
+	if v, err := f.Call(bg, 1); err != nil || v != 1 {
+		t.Fatalf("Call = %d, %v", v, err)
+	}
+	f.Wait() // the write has landed
+	close(hold)
+	if v := <-late; v != 1 || calls.Load() != 1 {
+		t.Fatalf("the late caller got %d after %d calls of fn; want 1 and 1", v, calls.Load())
 	}
 }

@@ -216,18 +216,18 @@ type bgLoad[V any] struct {
 // returns, never after the cache write (Refresh and early refreshes, which
 // have no caller waiting for a miss, write before returning).
 func (f *Func[K, V]) loadOnce(ctx context.Context, k K, key string, prev *entry[V], m mode) outcome[V] {
-	s := f.stripe(key)
-	epoch := s.epoch.Load()
+	epoch := f.stripe(key).epoch.Load()
 	if m == modeMiss {
 		// A write of the key from a load that just ended is on its way:
-		// its value is as fresh as ours would be.
-		if p, ok := f.pending(key); ok {
+		// its value is as fresh as ours would be. Or a write of the key
+		// ended after the caller's read began, perhaps the value the
+		// caller missed: look again before calling fn. (With the lease,
+		// acquire looks again after winning it.)
+		p, pending, landed := f.lookup(key, prev.seen)
+		if pending {
 			return f.pendingOutcome(p)
 		}
-		// A write of the key's stripe ended after the caller's read began,
-		// perhaps the value the caller missed: look again before calling
-		// fn. (With the lease, acquire looks again after winning it.)
-		if !f.o.Lease && s.ended.Load() != prev.seen {
+		if landed && !f.o.Lease {
 			if o, ok := f.found(ctx, key, prev, false); ok {
 				return o
 			}

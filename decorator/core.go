@@ -65,15 +65,20 @@ type entry[V any] struct {
 //
 // A registered write also carries the value it writes, so that a load of
 // the key that starts while the write is on its way takes that value
-// rather than calling fn again; ended counts the writes that ended, so
-// that a load can tell whether one landed after its caller's read began
-// (and only then reads again before calling fn).
+// rather than calling fn again; ended counts the writes that ended, and
+// recent holds the key hashes of the last ones, so that a load can tell
+// whether a write of its key landed after its caller's read began (and
+// only then reads again before calling fn).
 type stripe[V any] struct {
 	mu     sync.Mutex
 	epoch  atomic.Uint64                 // written under mu
 	ended  atomic.Uint64                 // written under mu
+	recent [nRecent]uint64               // recent[i%nRecent]: hash of the key of the i-th write that ended; guarded by mu
 	writes map[string][]*pendingWrite[V] // guarded by mu
 }
+
+// nRecent is how many ended writes a stripe remembers the keys of.
+const nRecent = 8
 
 // pendingWrite is a write of a loaded value that has not ended yet.
 type pendingWrite[V any] struct {
@@ -168,8 +173,10 @@ func (c *core[K, V]) emit(ctx context.Context, kind cachekit.EventKind, key stri
 }
 
 func (c *core[K, V]) stripe(key string) *stripe[V] {
-	return &c.stripes[maphash.String(c.seed, key)%nStripes]
+	return &c.stripes[c.hash(key)%nStripes]
 }
+
+func (c *core[K, V]) hash(key string) uint64 { return maphash.String(c.seed, key) }
 
 // ctxError wraps the caller's context error.
 func ctxError(key string, err error) error {
@@ -352,20 +359,40 @@ func (c *core[K, V]) end(p *pendingWrite[V]) {
 	} else {
 		s.writes[p.key] = ws
 	}
-	s.ended.Add(1)
+	n := s.ended.Load()
+	s.recent[n%nRecent] = c.hash(p.key)
+	s.ended.Store(n + 1)
 	s.mu.Unlock()
 	close(p.done)
 }
 
 // pending returns the newest write of key that has not ended, if any.
 func (c *core[K, V]) pending(key string) (pendingWrite[V], bool) {
-	s := c.stripe(key)
+	p, ok, _ := c.lookup(key, 0)
+	return p, ok
+}
+
+// lookup returns the newest write of key that has not ended, if any, and
+// reports whether a write of key may have ended since the stripe's ended
+// count was seen.
+func (c *core[K, V]) lookup(key string, seen uint64) (p pendingWrite[V], ok, landed bool) {
+	h := c.hash(key)
+	s := &c.stripes[h%nStripes]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ws := s.writes[key]; len(ws) > 0 {
-		return *ws[len(ws)-1], true
+		return *ws[len(ws)-1], true, false
 	}
-	return pendingWrite[V]{}, false
+	n := s.ended.Load()
+	if n-seen > nRecent {
+		return p, false, true // too many to tell
+	}
+	for i := seen; i < n; i++ {
+		if s.recent[i%nRecent] == h {
+			return p, false, true
+		}
+	}
+	return p, false, false
 }
 
 // write stores b under key or, with guard set, only if key still holds

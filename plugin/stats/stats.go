@@ -16,7 +16,15 @@
 // Hits and misses count keys read: a Get is one hit or one miss, an Exists
 // that reports true or false is one hit or one miss, and a GetMany adds one
 // hit per requested key it found and one miss per requested key it did not
-// (a key requested twice counts twice). Errors count operations that failed
+// (a key requested twice counts twice). The totals (Snapshot.Hits, Misses
+// and HitRatio) count what the reader got: a value the cache found but the
+// layer above could not decode (a cachekit.EventDecodeError, after a
+// serializer change, say) is a miss there, because the caller had to load
+// the value anyway, while the per-method counts (Snapshot.Get, ...) keep
+// what the cache answered. A decorated function (package decorator) reads
+// a key once per call (a second read only when another load's write landed
+// meanwhile), so one decorated miss is one miss; with its Lease option, the
+// polls of a process waiting for another's load are reads too. Errors count operations that failed
 // with anything but a miss (Get's ErrNotFound) or Add's ErrExists, which are
 // answers rather than failures; a cancelled context, an invalid key and a
 // closed cache are errors. Events of kinds cachekit does not define are
@@ -245,9 +253,14 @@ type OpStats struct {
 // Snapshot is a copy of the counts of a [Stats] at one moment. It is a
 // plain value: keep it, compare it, print it.
 type Snapshot struct {
-	Ops      uint64  // operations of every kind
-	Hits     uint64  // keys found, by Get, GetMany and Exists
-	Misses   uint64  // keys not found, by Get, GetMany and Exists
+	Ops uint64 // operations of every kind
+	// Hits are the keys found by Get, GetMany and Exists, less those whose
+	// value did not decode (DecodeErrors), which count as Misses: the
+	// reader did not get a value. So Hits and Misses are what the callers
+	// got, and may differ by DecodeErrors from the sums of the per-method
+	// counts below, which are what the cache answered.
+	Hits     uint64
+	Misses   uint64  // keys not found, by Get, GetMany and Exists, and values that did not decode
 	HitRatio float64 // Hits / (Hits + Misses), or 0 when both are 0
 	Errors   uint64  // failed operations of every kind
 
@@ -315,14 +328,13 @@ func (s *Stats) Snapshot() Snapshot {
 			os.Errors += c.calls[cachekit.OutcomeError].Load()
 		}
 		os.P50, os.P99 = s.hist[k].quantiles(0.50, 0.99)
-		*snap.byKind(cachekit.OpKind(k)) = os
+		if p := snap.byKind(cachekit.OpKind(k)); p != nil {
+			*p = os
+		}
 		snap.Ops += os.Count
 		snap.Hits += os.Hits
 		snap.Misses += os.Misses
 		snap.Errors += os.Errors
-	}
-	if r := snap.Hits + snap.Misses; r > 0 {
-		snap.HitRatio = float64(snap.Hits) / float64(r)
 	}
 	snap.Loads = s.events[evLoad].Load()
 	snap.LoadErrors = s.events[evLoadError].Load()
@@ -331,6 +343,15 @@ func (s *Stats) Snapshot() Snapshot {
 	snap.EarlyRefreshes = s.events[evEarlyRefresh].Load()
 	snap.DecodeErrors = s.events[evDecodeError].Load()
 	snap.OtherEvents = s.events[evOther].Load()
+	// A value found but not decodable was a hit for the cache and a miss
+	// for its reader. (The event follows the read's count, so it can only
+	// lead it while a snapshot is being taken: hence the bound.)
+	moved := min(snap.DecodeErrors, snap.Hits)
+	snap.Hits -= moved
+	snap.Misses += moved
+	if r := snap.Hits + snap.Misses; r > 0 {
+		snap.HitRatio = float64(snap.Hits) / float64(r)
+	}
 	return snap
 }
 
