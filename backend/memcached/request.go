@@ -23,10 +23,12 @@ import (
 //     is never applied twice.
 //   - A write whose request may have reached the server but whose reply was
 //     lost fails with an error wrapping cachekit.ErrUnknownOutcome.
-//   - The breaker counts connection failures (dial errors, dead
-//     connections, no reply within the client's Timeout) and successes (any
-//     reply, a miss or NOT_STORED included); a request not sent because the
-//     caller's context ended counts as nothing.
+//   - The breaker counts connection failures (dial errors, no reply within
+//     the client's Timeout, a connection closed or reset even when fresh)
+//     and successes (any reply, a miss or NOT_STORED included). A pooled
+//     connection found dead, or a request not sent because the caller's
+//     context ended, counts as nothing: the next request dials, and its
+//     outcome counts.
 
 // do sends one request, fn (one gomemcache call), for server key sk; write
 // marks requests that change data.
@@ -45,14 +47,19 @@ func (c *Cache) do(cl *call, sk string, write bool, fn func() error) error {
 			br.Done(breaker.Success, nil)
 			return err
 		}
-		if attempt == 0 && deadConn(err) && (!write || f == notSent) {
+		if attempt == 0 && deadConn(err) {
+			// Probably a pooled connection the server closed: after a
+			// restart every idle connection is dead. Drop them all (the
+			// client stays usable) so that the next request dials, and
+			// let that one tell the breaker whether the server is up.
 			br.Done(breaker.Ignore, nil)
-			// Every idle connection to a restarted server is dead: drop
-			// them all (the client stays usable) so the retry dials.
 			_ = c.client.Close()
-			continue
+			if !write || f == notSent {
+				continue
+			}
+		} else {
+			br.Done(breaker.Failure, err)
 		}
-		br.Done(breaker.Failure, err)
 		if write && f == lost {
 			return unknownOutcome(err)
 		}
