@@ -37,7 +37,8 @@
 // password are percent-encoded (p%40ss for p@ss). Query parameters:
 //
 //	namespace       key namespace, see below (default none)
-//	timeout         default per-operation timeout, e.g. 100ms (default 1s; 0: none)
+//	allow_flush     true lets Clear without a namespace run FLUSHDB (default false)
+//	timeout         per-operation timeout, e.g. 100ms (default 1s; 0: none)
 //	dial_timeout    connect timeout (default go-redis's, 5s)
 //	read_timeout    socket read timeout (default go-redis's, 5s; 0: none)
 //	write_timeout   socket write timeout (default go-redis's, same as read_timeout; 0: none)
@@ -45,20 +46,30 @@
 //	max_value_size  largest value accepted, e.g. 1MiB (default and maximum 512MiB)
 //	master_name     Sentinel only, required: the name of the monitored master
 //	sentinel_auth   Sentinel only: true to send user:password to the Sentinels too (default false)
+//	breaker_threshold  consecutive connection failures that open the circuit breaker (default 3; 0: no breaker)
+//	breaker_duration   how long the open breaker refuses calls, e.g. 2s (default 1s; 0: no breaker)
 //
 // Any other parameter is an error wrapping cachekit.ErrInvalidURL, as is a
 // malformed value. Opening a URL does not contact the server; the first
 // operation does. A cache opened from a URL always has go-redis's
-// ContextTimeoutEnabled set. The password is kept only inside the go-redis
+// ContextTimeoutEnabled set, MaxRetries -1 (go-redis resends nothing; the
+// cache retries reads itself, see "Failures") and DialerRetries 1 (a refused
+// dial fails at once, with its cause, instead of being retried until the
+// operation's timeout hides it). The password is kept only inside the go-redis
 // client options: it never appears in an error, a log line, or when an
 // [Options] or [Cache] value is printed.
 //
 // # Key layout
 //
 // With a namespace, the key "k" is stored in Redis as "<namespace>:k"; without
-// one, as "k". Namespaces nest: keys of "app:users" also start with "app:", so
-// Clear on namespace "app" removes them too. On a cluster, a namespace holding
-// a hash tag, such as "{app}", puts all of its keys in one slot.
+// one, as "k". In the namespace, ':' is written "%3A" and '%' is written
+// "%25" (namespace "app:users" is stored as "app%3Ausers:k"), so the first
+// ':' of a stored key ends its namespace: namespaces never nest, namespace
+// "app" with key "users:k" is not namespace "app:users" with key "k", and
+// Clear on "app" leaves "app:users" alone. Namespaces without ':' or '%' are
+// stored as they are. On a cluster, a namespace holding a hash tag, such as
+// "{app}", puts all of its keys in one slot; otherwise a cache's keys spread
+// over every slot.
 //
 // Values are stored as plain Redis strings, TTLs with millisecond precision
 // (rounded up), and counters as base-10 ASCII, so other Redis clients can read
@@ -69,11 +80,16 @@
 // Every operation is one command or one pipelined round trip: GET; MGET for
 // GetMany; SET with PX; pipelined SETs for SetMany; SET NX for Add; DEL;
 // EXISTS; INCRBY for Increment; PEXPIRE for Expire, and for Expire with a ttl
-// of 0, EXISTS and PERSIST in one MULTI/EXEC. On a cluster, GetMany and
+// of 0, EXISTS and PERSIST in one MULTI/EXEC; for CompareAndDelete
+// (cachekit.CompareAndDeleter), EVALSHA of a one-key Lua script that deletes
+// the key only while it holds the given value (EVAL when the server does not
+// have the script yet), which works on a cluster too. On a cluster, GetMany and
 // Delete group their keys by hash slot (one MGET or DEL per slot, pipelined to
 // each node concurrently), so a CROSSSLOT error never reaches the caller; a
 // ClusterClient given go-redis's command-policy resolver, which refuses such
-// commands in pipelines, gets one MGET or DEL that go-redis splits itself. On
+// commands in pipelines, gets one MGET that go-redis splits itself, and one
+// small Lua script per slot for Delete (go-redis would resend the parts of a
+// DEL it splits itself). On
 // a Ring, GetMany and Delete send one GET or DEL per key, pipelined per shard.
 // Any other UniversalClient implementation is treated as a single server.
 // Values larger than [MaxValueSize] (or Options.MaxValueSize) are rejected
@@ -82,31 +98,74 @@
 //
 // # Clear
 //
-// With a namespace, Clear walks the keyspace with SCAN MATCH "<namespace>:*",
-// the namespace's glob characters (* ? [ ] \) escaped so that a namespace
-// "a*" never matches "ab:...", and removes what it finds with UNLINK in
-// batches. On a cluster it walks every master. It never uses KEYS, and it never
-// flushes anything.
+// With a namespace, Clear walks the keyspace with SCAN MATCH "<namespace>:*"
+// (the encoded namespace, see "Key layout"), the namespace's glob characters
+// (* ? [ ] \) escaped so that a namespace "a*" never matches "ab:...", and
+// removes what it finds with UNLINK in batches. On a cluster it walks every
+// master. It never uses KEYS, and it never flushes anything.
 //
-// WITHOUT A NAMESPACE, CLEAR RUNS FLUSHDB ASYNC: it empties the whole
-// logical database (on a cluster, every master), including keys the cache did
-// not write. Give every cache that shares a database with other data a
-// namespace.
+// Without a namespace, Clear would have to empty the whole logical database
+// (FLUSHDB ASYNC; on a cluster, every master), including keys the cache did
+// not write, so it refuses: it returns an error wrapping
+// cachekit.ErrFlushNotAllowed and sends nothing, unless the cache was given
+// Options.AllowFlush (URL: allow_flush=true). A typo that drops the namespace
+// from a URL therefore cannot wipe a shared server.
 //
 // # Deadlines
 //
-// An operation whose context has no deadline gets one of Options.Timeout
-// (default 1s). A deadline holds even when it fires inside the client: the
-// error then satisfies errors.Is(err, context.DeadlineExceeded), and the
-// client's own error ("i/o timeout") stays reachable with errors.As. With a
+// Every operation is bounded by Options.Timeout (default 1s): it ends at the
+// earlier of its context's deadline and the timeout. A deadline holds even
+// when it fires inside the client: the error then satisfies
+// errors.Is(err, context.DeadlineExceeded), and the client's own error
+// ("i/o timeout") stays reachable with errors.As. With a
 // client that has go-redis's ContextTimeoutEnabled set, the deadline is put on
 // the socket. A client without it ignores deadlines on the wire, so for such a
 // client the cache runs each call on a goroutine of its own and returns when
 // the context is done; the abandoned call ends when the client's read or write
-// timeout fires, and its result is dropped. That costs a goroutine per call:
-// set ContextTimeoutEnabled on clients you pass to [New].
+// timeout fires, and its result is dropped. Nothing is handed to the client
+// after the context has ended, and a write abandoned that way (its error
+// wraps cachekit.ErrUnknownOutcome) holds back the cache's later writes
+// until it has ended, so it never lands after a write that succeeded after
+// it. That costs a goroutine per call: set ContextTimeoutEnabled on clients
+// you pass to [New].
 //
 // A cancellation (as opposed to a deadline) is seen before any I/O and while
 // waiting for a pooled connection; with a ContextTimeoutEnabled client, a
 // command already on the wire then finishes or times out first.
+//
+// # Failures
+//
+// Writes are applied at most once per call. The cache marks every write
+// command as not retryable, so go-redis never resends one, whatever the
+// client's MaxRetries: a resent INCRBY adds twice, a resent SET NX reports
+// ErrExists for the caller's own write, a resent DEL reports 0. When a write
+// fails after its request may have reached the server (the connection
+// dropped, or the deadline passed, before the reply), the error wraps
+// cachekit.ErrUnknownOutcome and the cause: the write was applied once or not
+// at all. Errors that prove nothing was sent (a refused dial, no free
+// connection, a context that ended first) and server error replies are
+// reported as they are. Reads (GET, MGET, EXISTS, SCAN) whose connection
+// dropped are tried once more while their context lasts.
+//
+// A server that cannot be reached shows in the error itself: against a
+// closed port, errors.Is(err, syscall.ECONNREFUSED) and the message says
+// "connection refused" (for clients given to [New], set MaxRetries: -1 and
+// DialerRetries: 1 to get that rather than the deadline; see New). go-redis
+// also writes such failures to its own logger, which is global
+// (goredis.SetLogger); the cache leaves it alone, since the error already
+// carries the cause.
+//
+// Each cache has a circuit breaker (Options.BreakerThreshold and
+// BreakerDuration; URL breaker_threshold and breaker_duration): after 3
+// consecutive connection failures (a failed dial, a dropped connection, the
+// cache's own Timeout firing; never the caller's cancellation or deadline)
+// every call fails at once, without touching the network, with an error
+// wrapping cachekit.ErrUnavailable and the last failure, for 1s; then one
+// call goes through as a probe, and its success closes the breaker. A cache
+// in front of a dead server thus costs its callers microseconds, not a
+// timeout per call. The breaker covers the whole client: on a cluster, one
+// dead node opens it only if calls fail on nothing else in between.
+//
+// Close returns within Options.Timeout: a Sentinel client that is still
+// trying to reach unreachable Sentinels finishes closing in the background.
 package redis
