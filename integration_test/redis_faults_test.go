@@ -15,6 +15,7 @@ import (
 
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/backend/redis"
+	"github.com/cachekit/cachekit/decorator"
 	"github.com/cachekit/cachekit/internal/faultproxy"
 	"github.com/cachekit/cachekit/internal/testserver"
 )
@@ -167,6 +168,25 @@ func TestRedisFaultKilledServer(t *testing.T) {
 	}
 	if open == 0 {
 		t.Fatal("the breaker never opened")
+	}
+
+	// A decorated function over the dead cache runs at fn's speed: the
+	// cache read and the background write fail at once.
+	calls := 0
+	f := decorator.New(cachekit.NewTyped[string](c, nil), func(ctx context.Context, id int) (string, error) {
+		calls++
+		return "v" + strconv.Itoa(id), nil
+	}, &decorator.Options[int]{Name: "killed-server-fn"})
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		v, err := f.Call(ctx, i)
+		if took := time.Since(start); err != nil || v != "v"+strconv.Itoa(i) || took > 200*time.Millisecond {
+			t.Fatalf("decorated call %d with the cache down: %q, %v after %v; want fn's value at once", i, v, err, took)
+		}
+	}
+	f.Wait()
+	if calls != 20 {
+		t.Fatalf("fn ran %d times for 20 calls", calls)
 	}
 
 	srv.Restart()
