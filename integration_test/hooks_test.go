@@ -59,7 +59,7 @@ func hooksRedis(t *testing.T) func(t *testing.T, ns string) cachekit.Cache {
 			rdb = goredis.NewClient(&goredis.Options{Addr: addr, ContextTimeoutEnabled: true, ReadTimeout: 2 * time.Second})
 			t.Cleanup(func() { rdb.Close() })
 		})
-		return redis.New(rdb, &redis.Options{Namespace: ns, MaxValueSize: 1 << 20})
+		return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: 1 << 20})
 	}
 }
 
@@ -76,7 +76,7 @@ func hooksMemcached(t *testing.T) func(t *testing.T, ns string) cachekit.Cache {
 			client.MaxIdleConns = 16
 			t.Cleanup(func() { client.Close() })
 		})
-		return memcached.New(client, &memcached.Options{Namespace: ns})
+		return memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
 	}
 }
 

@@ -1,10 +1,12 @@
 package integration_test
 
 import (
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -12,9 +14,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain runs the tests, then terminates every container the harness
-// started (see servers_test.go) and checks that no goroutine was left
-// running (goleak): a client a test forgot to Close fails the run.
+// TestMain runs the tests, then deletes the keys they left in their
+// namespaces on servers given by address (sweepNamespace), prints which
+// servers ran and which were missing (harnessSummary), terminates every
+// container the harness started (see servers_test.go) and checks that no
+// goroutine was left running (goleak): a client a test forgot to Close fails
+// the run.
 //
 // Containers are shared by all tests and live until m.Run returns; an
 // interrupt (SIGINT, SIGTERM) also removes them before the binary exits. A
@@ -28,6 +33,12 @@ func TestMain(m *testing.M) {
 		os.Setenv(harnessEnvRyukDisabled, "true")
 	}
 	flag.Parse()
+	child := os.Getenv(decEnvChild) != "" // a process of TestDecoratorDistributedStampedeProcesses
+	caDir, err := harnessTrustTestCA()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "integration_test: %v\n", err)
+		os.Exit(2)
+	}
 	if !testing.Verbose() {
 		tclog.SetDefault(tclog.NewNoopLogger()) // testcontainers' chatter, in -v only
 	}
@@ -50,6 +61,20 @@ func TestMain(m *testing.M) {
 
 	signal.Stop(sig)
 	close(sig)
+	if caDir != "" {
+		os.RemoveAll(caDir)
+	}
+	if !child {
+		if err := harnessSweep(os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "integration_test: %v\n", err)
+			code = 1
+		}
+		// Printed without -v too (the Makefile runs go test in local
+		// directory mode, which shows a passing binary's output).
+		if harnessSummary(os.Stdout) > 0 && harnessCI() {
+			code = 1
+		}
+	}
 	if err := harnessStopAll(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration_test: removing containers: %v\n", err)
 		code = 1
@@ -68,4 +93,38 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// harnessTrustTestCA makes the certificate in CACHEKIT_TEST_REDIS_TLS_CA_FILE
+// a trusted root for this process, as a rediss:// URL needs, without dropping
+// the system's: it copies it to a new directory and adds that to
+// SSL_CERT_DIR, which crypto/x509 reads on Linux and the BSDs on first use.
+// (SSL_CERT_FILE would replace the system bundle.) It returns the directory
+// to remove afterwards ("" when there was nothing to do).
+func harnessTrustTestCA() (string, error) {
+	ca := os.Getenv(harnessEnvRedisTLSCAFile)
+	if ca == "" {
+		return "", nil
+	}
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", harnessEnvRedisTLSCAFile, err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return "", fmt.Errorf("%s=%s holds no PEM certificate", harnessEnvRedisTLSCAFile, ca)
+	}
+	dir, err := os.MkdirTemp("", "cachekit-test-ca")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cachekit-test-ca.pem"), pem, 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	dirs := os.Getenv("SSL_CERT_DIR")
+	if dirs == "" {
+		dirs = "/etc/ssl/certs:/etc/pki/tls/certs:/system/etc/security/cacerts" // crypto/x509's defaults
+	}
+	os.Setenv("SSL_CERT_DIR", dir+":"+dirs)
+	return dir, nil
 }

@@ -57,6 +57,9 @@ func mcUnique(t *testing.T) string {
 // mcCache returns a cache over client, closed when t ends.
 func mcCache(t *testing.T, client *memcache.Client, opts *memcached.Options) *memcached.Cache {
 	t.Helper()
+	if opts != nil && opts.Namespace != "" {
+		sweepNamespace(opts.Namespace) // TestMain deletes its keys after the tests
+	}
 	c := memcached.New(client, opts)
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
@@ -72,7 +75,7 @@ func TestMemcachedConformance(t *testing.T) {
 	t.Parallel()
 	client := mcClient(t, memcachedServers(t, 1)...)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
-		return memcached.New(client, &memcached.Options{Namespace: ns})
+		return memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
 	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
 }
 
@@ -81,7 +84,7 @@ func TestMemcachedPoolConformance(t *testing.T) {
 	addrs := memcachedServers(t, 2)
 	client := mcClient(t, addrs...)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
-		return memcached.New(client, &memcached.Options{Namespace: ns})
+		return memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
 	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
 
 	// The pool is really used: keys of one cache land on both servers.
@@ -281,7 +284,8 @@ func TestMemcachedLongTTL(t *testing.T) {
 
 // TestMemcachedSubSecondTTL checks that a sub-second TTL is rounded up:
 // alive right after Set (not 0 = "forever", not already expired), gone
-// within about 2.5s.
+// within 5s (it lives 1 to 2s on the server; the bound leaves room for a
+// loaded machine).
 func TestMemcachedSubSecondTTL(t *testing.T) {
 	t.Parallel()
 	client := mcClient(t, memcachedServers(t, 1)...)
@@ -315,7 +319,7 @@ func TestMemcachedSubSecondTTL(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if time.Since(start) > 2500*time.Millisecond {
+				if time.Since(start) > 5*time.Second {
 					t.Errorf("ttl 100ms: still there after %v", time.Since(start))
 					return
 				}
@@ -452,7 +456,7 @@ func TestMemcachedIncrementKeepsTTL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if time.Since(set) > 4500*time.Millisecond {
+		if time.Since(set) > 8*time.Second { // lives 2 to 3s; room for a loaded machine
 			t.Fatal("the incremented counter outlived its 2s TTL")
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -469,9 +473,11 @@ func TestMemcachedIncrementKeepsTTL(t *testing.T) {
 }
 
 // TestMemcachedDeadline checks, against a TCP peer on 127.0.0.1 that
-// accepts and never replies, that a context deadline ends a call within
-// about 50ms of it although gomemcache takes no context, with an error that
-// is context.DeadlineExceeded.
+// accepts and never replies, that a context deadline ends a call although
+// gomemcache takes no context, with an error that is
+// context.DeadlineExceeded, long before the client's own timeout: within a
+// second of the deadline (a bound a loaded machine meets; the client's
+// timeout is three times that).
 func TestMemcachedDeadline(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -507,19 +513,20 @@ func TestMemcachedDeadline(t *testing.T) {
 	}()
 
 	client := memcache.New(ln.Addr().String())
-	client.Timeout = time.Second // well past the deadlines; Close waits for it
+	client.Timeout = 3 * time.Second // well past the deadlines; Close waits for it
 	defer client.Close()
 	c := memcached.New(client, &memcached.Options{Namespace: "deadline"})
 	defer c.Close()
-	// Timing on a shared machine can stall a goroutine: the 50ms bound must
-	// hold in one of three attempts, the error kind in all of them.
+	// Timing on a shared machine can stall a goroutine: the bound must hold
+	// in one of two attempts, the error kind in all of them.
+	const slack = time.Second
 	for _, d := range []time.Duration{20 * time.Millisecond, 200 * time.Millisecond} {
 		for name, op := range map[string]func(ctx context.Context) error{
 			"Set": func(ctx context.Context) error { return c.Set(ctx, "k", []byte("v"), 0) },
 			"Get": func(ctx context.Context) error { _, err := c.Get(ctx, "k"); return err },
 		} {
 			var took time.Duration
-			for attempt := 0; attempt < 3; attempt++ {
+			for attempt := 0; attempt < 2; attempt++ {
 				ctx, cancel := context.WithTimeout(mcBg, d)
 				start := time.Now()
 				err := op(ctx)
@@ -528,12 +535,12 @@ func TestMemcachedDeadline(t *testing.T) {
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Fatalf("%s against a silent server with a %v deadline: %v; want DeadlineExceeded", name, d, err)
 				}
-				if took <= d+50*time.Millisecond {
+				if took <= d+slack {
 					break
 				}
 			}
-			if took > d+50*time.Millisecond {
-				t.Fatalf("%s returned %v after its %v deadline; want within 50ms", name, took-d, d)
+			if took > d+slack {
+				t.Fatalf("%s returned %v after its %v deadline; want within %v, before the client's %v timeout", name, took-d, d, slack, client.Timeout)
 			}
 		}
 	}

@@ -48,7 +48,7 @@ func decBackends() []decBackend {
 	return []decBackend{
 		{"redis", func(t *testing.T, ns string) cachekit.Cache {
 			client := goredis.NewClient(&goredis.Options{Addr: redisServer(t), PoolSize: 32, ReadTimeout: 5 * time.Second})
-			c := redis.New(client, &redis.Options{Namespace: ns})
+			c := redis.New(client, &redis.Options{Namespace: sweepNamespace(ns)})
 			t.Cleanup(func() { c.Close(); client.Close() })
 			return c
 		}},
@@ -56,7 +56,7 @@ func decBackends() []decBackend {
 			client := memcache.New(memcachedServers(t, 1)...)
 			client.Timeout = 5 * time.Second
 			client.MaxIdleConns = 64
-			c := memcached.New(client, &memcached.Options{Namespace: ns})
+			c := memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
 			t.Cleanup(func() { c.Close(); client.Close() })
 			// gomemcache opens a connection per concurrent operation, and
 			// memcached refuses connections past its limit (-c, 1024 by
@@ -581,7 +581,7 @@ func TestDecoratorDistributedStampedeProcesses(t *testing.T) {
 	}
 	for _, backend := range []string{"redis", "memcached"} {
 		t.Run(backend, func(t *testing.T) {
-			env := []string{decEnvChild + "=" + backend, decEnvNamespace + "=dec-" + decUnique(t),
+			env := []string{decEnvChild + "=" + backend, decEnvNamespace + "=" + sweepNamespace("dec-"+decUnique(t)),
 				// Start together, a little after every child is up.
 				decEnvStart + "=" + strconv.FormatInt(time.Now().Add(3*time.Second).UnixNano(), 10)}
 			if backend == "redis" {

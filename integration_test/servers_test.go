@@ -1,35 +1,54 @@
 package integration_test
 
-// The servers the integration tests run against. Tests call three helpers:
+// The servers the integration tests run against. Tests call the helpers:
 //
 //	redisServer(t)            "host:port" of a standalone Redis
 //	redisCluster(t)           addresses of a Redis Cluster (3 masters, all slots, state ok)
 //	memcachedServers(t, n)    n distinct memcached addresses
+//	redisSentinel(t)          Sentinel addresses and the monitored master's name
+//	redisTLS(t)               "host:port" of a TLS-only Redis
 //
 // Each resolves its servers once per test binary and shares them between all
 // tests (which must therefore isolate themselves with unique keys or
-// namespaces, and never FLUSHALL/flush_all a shared server):
+// namespaces, clean up after themselves, and never FLUSHALL/flush_all a
+// shared server):
 //
 //  1. from the environment (CACHEKIT_TEST_REDIS_ADDR, CACHEKIT_TEST_REDIS_CLUSTER_ADDRS,
-//     CACHEKIT_TEST_MEMCACHED_ADDRS), checked once for a real reply;
-//  2. else as containers started with testcontainers-go from
-//     CACHEKIT_TEST_REDIS_IMAGE / CACHEKIT_TEST_MEMCACHED_IMAGE, terminated by
-//     TestMain after m.Run;
-//  3. else the test is skipped with a message that says how to run it, or,
+//     CACHEKIT_TEST_MEMCACHED_ADDRS, CACHEKIT_TEST_REDIS_SENTINEL_ADDRS with
+//     CACHEKIT_TEST_REDIS_SENTINEL_MASTER, CACHEKIT_TEST_REDIS_TLS_ADDR),
+//     checked once for a real reply;
+//  2. else, for standalone Redis, the Cluster and memcached, as containers
+//     started with testcontainers-go from CACHEKIT_TEST_REDIS_IMAGE /
+//     CACHEKIT_TEST_MEMCACHED_IMAGE (default redis:7.4 / memcached:1.6; when
+//     a default image is absent and can't be pulled, the local
+//     cachekit-test/*:local images, built on first use with
+//     docker/build-test-images.sh), terminated by TestMain after m.Run.
+//     CACHEKIT_TEST_DOCKER=0 turns this off;
+//  3. else the test is skipped with one line that says what to provide, or,
 //     when CI is set, fails.
 //
-// Identifiers other than the three helpers start with "harness" so that the
+// Every helper records what it handed out or why it could not; TestMain
+// prints that summary after the tests, with or without -v.
+//
+// Identifiers other than the helpers start with "harness" so that the
 // backend test files of this package can't collide with them.
 
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,23 +61,30 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/testcontainers/testcontainers-go"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 const (
-	harnessEnvCI                 = "CI"
-	harnessEnvRedisAddr          = "CACHEKIT_TEST_REDIS_ADDR"
-	harnessEnvRedisClusterAddrs  = "CACHEKIT_TEST_REDIS_CLUSTER_ADDRS"
-	harnessEnvMemcachedAddrs     = "CACHEKIT_TEST_MEMCACHED_ADDRS"
-	harnessEnvRedisImage         = "CACHEKIT_TEST_REDIS_IMAGE"
-	harnessEnvMemcachedImage     = "CACHEKIT_TEST_MEMCACHED_IMAGE"
-	harnessEnvRyukDisabled       = "TESTCONTAINERS_RYUK_DISABLED"
-	harnessDefaultRedisImage     = "redis:7.4"
-	harnessDefaultMemcachedImage = "memcached:1.6"
-	harnessLocalRedisImage       = "cachekit-test/redis:local"
-	harnessLocalMemcachedImage   = "cachekit-test/memcached:local"
+	harnessEnvCI                  = "CI"
+	harnessEnvRedisAddr           = "CACHEKIT_TEST_REDIS_ADDR"
+	harnessEnvRedisClusterAddrs   = "CACHEKIT_TEST_REDIS_CLUSTER_ADDRS"
+	harnessEnvMemcachedAddrs      = "CACHEKIT_TEST_MEMCACHED_ADDRS"
+	harnessEnvRedisSentinelAddrs  = "CACHEKIT_TEST_REDIS_SENTINEL_ADDRS"
+	harnessEnvRedisSentinelMaster = "CACHEKIT_TEST_REDIS_SENTINEL_MASTER"
+	harnessEnvRedisTLSAddr        = "CACHEKIT_TEST_REDIS_TLS_ADDR"
+	harnessEnvRedisTLSCAFile      = "CACHEKIT_TEST_REDIS_TLS_CA_FILE"
+	harnessEnvRedisFlushOK        = "CACHEKIT_TEST_REDIS_FLUSH_OK"
+	harnessEnvDocker              = "CACHEKIT_TEST_DOCKER"
+	harnessEnvRedisImage          = "CACHEKIT_TEST_REDIS_IMAGE"
+	harnessEnvMemcachedImage      = "CACHEKIT_TEST_MEMCACHED_IMAGE"
+	harnessEnvRyukDisabled        = "TESTCONTAINERS_RYUK_DISABLED"
+	harnessDefaultRedisImage      = "redis:7.4"
+	harnessDefaultMemcachedImage  = "memcached:1.6"
+	harnessLocalRedisImage        = "cachekit-test/redis:local"
+	harnessLocalMemcachedImage    = "cachekit-test/memcached:local"
 
 	harnessClusterMasters      = 3
 	harnessMaxMemcachedServers = 4
@@ -71,6 +97,7 @@ const (
 
 	harnessDockerTimeout  = 20 * time.Second // reaching the Docker engine
 	harnessPullTimeout    = 90 * time.Second // one attempt to pull a missing image
+	harnessBuildTimeout   = 5 * time.Minute  // docker/build-test-images.sh
 	harnessStartupTimeout = 60 * time.Second // one container becoming ready
 	harnessClusterTimeout = 60 * time.Second // the cluster reaching cluster_state:ok
 	harnessStopTimeout    = 60 * time.Second // terminating everything in TestMain
@@ -82,20 +109,30 @@ const (
 // test, or fails it when CI is set.
 func redisServer(t testing.TB) string {
 	t.Helper()
+	addr, err := harnessRedisAddr()
+	if err != nil {
+		harnessUnavailable(t, harnessBackendRedis, err)
+	}
+	harnessBackendRedis.used(t)
+	return addr
+}
+
+// harnessRedisAddr is redisServer without a test: the address or why there
+// is none, the same for every caller.
+func harnessRedisAddr() (string, error) {
 	harnessRedis.once.Do(func() {
 		if addr := strings.TrimSpace(os.Getenv(harnessEnvRedisAddr)); addr != "" {
-			harnessRedis.addr, harnessRedis.fromEnv = addr, true
+			harnessRedis.addr = addr
 			harnessRedis.err = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
 				return harnessPollReady(ctx, addr, harnessRedisPing)
 			})
+			harnessBackendRedis.setSource(addr+" from "+harnessEnvRedisAddr, harnessRedis.err, true)
 			return
 		}
-		harnessRedis.addr, harnessRedis.err = harnessStartRedis()
+		harnessRedis.addr, harnessRedis.err = harnessDockerRedis()
+		harnessBackendRedis.setSource(harnessRedis.addr+" in a container of "+harnessImageName(&harnessRedisImage), harnessRedis.err, false)
 	})
-	if harnessRedis.err != nil {
-		harnessUnavailable(t, "Redis", harnessRedis.fromEnv, harnessRedis.err)
-	}
-	return harnessRedis.addr
+	return harnessRedis.addr, harnessRedis.err
 }
 
 // redisCluster returns the addresses of the nodes of a Redis Cluster with
@@ -106,10 +143,19 @@ func redisServer(t testing.TB) string {
 // ports. Without either it skips the test, or fails it when CI is set.
 func redisCluster(t testing.TB) []string {
 	t.Helper()
+	addrs, err := harnessRedisClusterAddrs()
+	if err != nil {
+		harnessUnavailable(t, harnessBackendCluster, err)
+	}
+	harnessBackendCluster.used(t)
+	return addrs
+}
+
+func harnessRedisClusterAddrs() ([]string, error) {
 	harnessCluster.once.Do(func() {
 		if env := os.Getenv(harnessEnvRedisClusterAddrs); strings.TrimSpace(env) != "" {
 			addrs := harnessSplitAddrs(env)
-			harnessCluster.addrs, harnessCluster.fromEnv = addrs, true
+			harnessCluster.addrs = addrs
 			harnessCluster.err = harnessWithTimeout(harnessClusterTimeout, func(ctx context.Context) error {
 				for _, addr := range addrs {
 					if err := harnessPollReady(ctx, addr, harnessRedisPing); err != nil {
@@ -118,14 +164,13 @@ func redisCluster(t testing.TB) []string {
 				}
 				return harnessWaitClusterOK(ctx, addrs, 0)
 			})
+			harnessBackendCluster.setSource(strings.Join(addrs, ",")+" from "+harnessEnvRedisClusterAddrs, harnessCluster.err, true)
 			return
 		}
-		harnessCluster.addrs, harnessCluster.err = harnessStartRedisCluster()
+		harnessCluster.addrs, harnessCluster.err = harnessDockerCluster()
+		harnessBackendCluster.setSource(strings.Join(harnessCluster.addrs, ",")+" in containers of "+harnessImageName(&harnessRedisImage), harnessCluster.err, false)
 	})
-	if harnessCluster.err != nil {
-		harnessUnavailable(t, "Redis Cluster", harnessCluster.fromEnv, harnessCluster.err)
-	}
-	return slices.Clone(harnessCluster.addrs)
+	return slices.Clone(harnessCluster.addrs), harnessCluster.err
 }
 
 // memcachedServers returns n (1 to 4) distinct memcached addresses shared by
@@ -139,16 +184,29 @@ func memcachedServers(t testing.TB, n int) []string {
 	if n < 1 || n > harnessMaxMemcachedServers {
 		t.Fatalf("memcachedServers: n = %d, want 1 to %d", n, harnessMaxMemcachedServers)
 	}
+	b := harnessBackendMemcached
+	if n > 1 {
+		b = harnessBackendMemcachedPool
+	}
+	addrs, err := harnessMemcachedAddrs(n)
+	if err != nil {
+		harnessUnavailable(t, b, err)
+	}
+	b.used(t)
+	return addrs
+}
+
+func harnessMemcachedAddrs(n int) ([]string, error) {
 	m := &harnessMemcached
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	b := harnessBackendMemcached
+	if n > 1 {
+		b = harnessBackendMemcachedPool
+	}
 
 	if env := os.Getenv(harnessEnvMemcachedAddrs); strings.TrimSpace(env) != "" {
 		addrs := harnessSplitAddrs(env)
-		if len(addrs) < n {
-			harnessUnavailable(t, fmt.Sprintf("%d memcached servers", n), true,
-				fmt.Errorf("%s lists %d address(es) (%q), this test needs %d", harnessEnvMemcachedAddrs, len(addrs), env, n))
-		}
 		if !m.envChecked {
 			m.envChecked = true
 			m.envErr = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
@@ -160,35 +218,182 @@ func memcachedServers(t testing.TB, n int) []string {
 				return nil
 			})
 		}
-		if m.envErr != nil {
-			harnessUnavailable(t, "memcached", true, m.envErr)
+		var err error
+		switch {
+		case m.envErr != nil:
+			err = m.envErr
+		case len(addrs) < n:
+			err = fmt.Errorf("%s lists %d address(es), these tests need %d", harnessEnvMemcachedAddrs, len(addrs), n)
 		}
-		return addrs[:n]
+		if err != nil {
+			b.setSource("", err, true)
+			return nil, err
+		}
+		b.setSource(strings.Join(addrs[:n], ",")+" from "+harnessEnvMemcachedAddrs, nil, true)
+		return addrs[:n], nil
 	}
 
+	addrs, err := harnessDockerMemcachedLocked(n)
+	if err != nil {
+		b.setSource("", err, false)
+		return nil, err
+	}
+	b.setSource(strings.Join(addrs, ",")+" in containers of "+harnessImageName(&harnessMemcachedImage), nil, false)
+	return addrs, nil
+}
+
+// harnessDockerRedis, harnessDockerCluster and harnessDockerMemcached start
+// the servers in containers (once per binary) whatever the environment says.
+func harnessDockerRedis() (string, error) {
+	harnessContainerRedis.once.Do(func() {
+		harnessContainerRedis.addr, harnessContainerRedis.err = harnessStartRedis()
+	})
+	return harnessContainerRedis.addr, harnessContainerRedis.err
+}
+
+func harnessDockerCluster() ([]string, error) {
+	harnessContainerCluster.once.Do(func() {
+		harnessContainerCluster.addrs, harnessContainerCluster.err = harnessStartRedisCluster()
+	})
+	return slices.Clone(harnessContainerCluster.addrs), harnessContainerCluster.err
+}
+
+func harnessDockerMemcached(n int) ([]string, error) {
+	harnessMemcached.mu.Lock()
+	defer harnessMemcached.mu.Unlock()
+	return harnessDockerMemcachedLocked(n)
+}
+
+func harnessDockerMemcachedLocked(n int) ([]string, error) {
+	m := &harnessMemcached
 	if m.err == nil && len(m.addrs) < n {
 		added, err := harnessStartMemcached(n - len(m.addrs))
 		m.addrs = append(m.addrs, added...)
 		m.err = err
 	}
 	if len(m.addrs) < n {
-		harnessUnavailable(t, fmt.Sprintf("%d memcached server(s)", n), false, m.err)
+		if len(m.addrs) == 0 {
+			return nil, m.err
+		}
+		return nil, fmt.Errorf("%d memcached container(s) needed, %d started: %w", n, len(m.addrs), m.err)
 	}
-	return slices.Clone(m.addrs[:n])
+	return slices.Clone(m.addrs[:n]), nil
+}
+
+// redisSentinel returns the addresses of Redis Sentinels and the name of the
+// master they monitor (CACHEKIT_TEST_REDIS_SENTINEL_ADDRS, comma-separated,
+// and CACHEKIT_TEST_REDIS_SENTINEL_MASTER), checked once: every Sentinel
+// answers and names a master that answers. Without them it skips the test,
+// or fails it when CI is set.
+func redisSentinel(t testing.TB) (addrs []string, master string) {
+	t.Helper()
+	harnessSentinel.once.Do(func() {
+		env, name := strings.TrimSpace(os.Getenv(harnessEnvRedisSentinelAddrs)), strings.TrimSpace(os.Getenv(harnessEnvRedisSentinelMaster))
+		if env == "" || name == "" {
+			harnessSentinel.err = fmt.Errorf("%s and %s are not both set", harnessEnvRedisSentinelAddrs, harnessEnvRedisSentinelMaster)
+			harnessBackendSentinel.setSource("", harnessSentinel.err, false)
+			return
+		}
+		harnessSentinel.addrs, harnessSentinel.master = harnessSplitAddrs(env), name
+		var masterAddr string
+		harnessSentinel.err = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
+			for _, addr := range harnessSentinel.addrs {
+				err := harnessPollReady(ctx, addr, func(ctx context.Context, addr string) error {
+					reply, err := harnessRESPList(ctx, addr, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+					if err != nil {
+						return err
+					}
+					if len(reply) != 2 {
+						return fmt.Errorf("sentinel %s does not know master %q (reply %q)", addr, name, reply)
+					}
+					masterAddr = net.JoinHostPort(reply[0], reply[1])
+					return harnessRedisPing(ctx, masterAddr)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		harnessBackendSentinel.setSource(fmt.Sprintf("master %q at %s from %s (%s)", name, masterAddr, harnessEnvRedisSentinelAddrs, env),
+			harnessSentinel.err, true)
+	})
+	if harnessSentinel.err != nil {
+		harnessUnavailable(t, harnessBackendSentinel, harnessSentinel.err)
+	}
+	harnessBackendSentinel.used(t)
+	return slices.Clone(harnessSentinel.addrs), harnessSentinel.master
+}
+
+// redisTLS returns the "host:port" of a TLS-only Redis server
+// (CACHEKIT_TEST_REDIS_TLS_ADDR) whose certificate verifies against the
+// system roots plus CACHEKIT_TEST_REDIS_TLS_CA_FILE (which TestMain adds; see
+// harnessTrustTestCA), checked once with a TLS PING. Without it it skips the
+// test, or fails it when CI is set.
+func redisTLS(t testing.TB) string {
+	t.Helper()
+	harnessTLS.once.Do(func() {
+		addr := strings.TrimSpace(os.Getenv(harnessEnvRedisTLSAddr))
+		if addr == "" {
+			harnessTLS.err = fmt.Errorf("%s is not set", harnessEnvRedisTLSAddr)
+			harnessBackendTLS.setSource("", harnessTLS.err, false)
+			return
+		}
+		harnessTLS.addr = addr
+		harnessTLS.err = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
+			return harnessPollReady(ctx, addr, harnessRedisTLSPing)
+		})
+		src := addr + " from " + harnessEnvRedisTLSAddr
+		if ca := os.Getenv(harnessEnvRedisTLSCAFile); ca != "" {
+			src += ", CA " + ca
+		}
+		harnessBackendTLS.setSource(src, harnessTLS.err, true)
+	})
+	if harnessTLS.err != nil {
+		harnessUnavailable(t, harnessBackendTLS, harnessTLS.err)
+	}
+	harnessBackendTLS.used(t)
+	return harnessTLS.addr
+}
+
+// redisFlushAllowed skips t (or fails it under CI) unless it may flush
+// databases on the Redis server whose address came from envAddr: servers
+// the harness started itself always may; servers given by address only with
+// CACHEKIT_TEST_REDIS_FLUSH_OK=1.
+func redisFlushAllowed(t testing.TB, envAddr string) {
+	t.Helper()
+	if os.Getenv(envAddr) == "" {
+		return // the harness's own server, if any
+	}
+	if os.Getenv(harnessEnvRedisFlushOK) == "" {
+		err := fmt.Errorf("Clear without a namespace runs FLUSHDB, and the server in %s is not the harness's own", envAddr)
+		harnessBackendFlush.setSource("", err, true)
+		harnessUnavailable(t, harnessBackendFlush, err)
+	}
+	harnessBackendFlush.setSource("allowed by "+harnessEnvRedisFlushOK+" on the servers given by address", nil, true)
+	harnessBackendFlush.used(t)
 }
 
 var (
 	harnessRedis struct {
-		once    sync.Once
-		addr    string
-		fromEnv bool
-		err     error
+		once sync.Once
+		addr string
+		err  error
 	}
 	harnessCluster struct {
-		once    sync.Once
-		addrs   []string
-		fromEnv bool
-		err     error
+		once  sync.Once
+		addrs []string
+		err   error
+	}
+	harnessContainerRedis struct {
+		once sync.Once
+		addr string
+		err  error
+	}
+	harnessContainerCluster struct {
+		once  sync.Once
+		addrs []string
+		err   error
 	}
 	harnessMemcached struct {
 		mu         sync.Mutex
@@ -197,38 +402,170 @@ var (
 		envChecked bool
 		envErr     error
 	}
+	harnessSentinel struct {
+		once   sync.Once
+		addrs  []string
+		master string
+		err    error
+	}
+	harnessTLS struct {
+		once sync.Once
+		addr string
+		err  error
+	}
 )
 
-// harnessUnavailable skips t, or fails it when CI is set, saying how to run it.
-func harnessUnavailable(t testing.TB, what string, fromEnv bool, err error) {
-	t.Helper()
-	var msg string
-	if fromEnv {
-		msg = fmt.Sprintf("%s from the environment is not usable: %v\n"+
-			"Fix or unset the address variables (CACHEKIT_TEST_REDIS_ADDR, CACHEKIT_TEST_REDIS_CLUSTER_ADDRS, "+
-			"CACHEKIT_TEST_MEMCACHED_ADDRS) to use Docker instead.", what, err)
-	} else {
-		msg = fmt.Sprintf("%s is not available: %v\n%s", what, err, harnessHowToRun)
-	}
-	if os.Getenv(harnessEnvCI) != "" {
-		t.Fatalf("CI is set, so a missing server fails the test instead of skipping it.\n%s", msg)
-	}
-	t.Skip(msg)
+// --- What ran, what didn't, and why -------------------------------------------
+
+// harnessBackend is one kind of server, a line of the summary TestMain prints.
+type harnessBackend struct {
+	name    string
+	provide string // what to set to run its tests, in one line
+	docker  bool   // the harness can start it in Docker
+
+	mu      sync.Mutex
+	source  string          // where its servers came from
+	fromEnv bool            // given by the environment
+	err     error           // why it is not available
+	ran     map[string]bool // tests that got it
+	skipped map[string]bool // tests skipped (or, under CI, failed) without it
 }
 
-const harnessHowToRun = `To run the integration tests, either
-  - make a Docker engine available (DOCKER_HOST or /var/run/docker.sock). The harness starts
-    CACHEKIT_TEST_REDIS_IMAGE (default ` + harnessDefaultRedisImage + `) and CACHEKIT_TEST_MEMCACHED_IMAGE (default ` + harnessDefaultMemcachedImage + `)
-    with testcontainers-go (the Redis Cluster uses host networking). Where images can't be pulled,
-    build local ones from Debian's redis-server/memcached with 'make test-images' and set
-    CACHEKIT_TEST_REDIS_IMAGE=` + harnessLocalRedisImage + ` CACHEKIT_TEST_MEMCACHED_IMAGE=` + harnessLocalMemcachedImage + `
-    (and TESTCONTAINERS_RYUK_DISABLED=true where the Ryuk image can't be pulled); or
-  - point the tests at running servers:
-    CACHEKIT_TEST_REDIS_ADDR=127.0.0.1:6379
-    CACHEKIT_TEST_REDIS_CLUSTER_ADDRS=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
-    CACHEKIT_TEST_MEMCACHED_ADDRS=127.0.0.1:11211,127.0.0.1:11212
-    ('make compose-up' starts Redis on 6379 and memcached on 11211).
-With CI set, a missing server fails the test instead of skipping it.`
+var (
+	harnessBackendRedis = &harnessBackend{name: "Redis", docker: true,
+		provide: harnessEnvRedisAddr + "=host:port"}
+	harnessBackendCluster = &harnessBackend{name: "Redis Cluster", docker: true,
+		provide: harnessEnvRedisClusterAddrs + "=host:port,host:port,host:port (3 masters)"}
+	harnessBackendSentinel = &harnessBackend{name: "Redis Sentinel",
+		provide: harnessEnvRedisSentinelAddrs + "=host:port,... and " + harnessEnvRedisSentinelMaster + "=name"}
+	harnessBackendTLS = &harnessBackend{name: "Redis TLS",
+		provide: harnessEnvRedisTLSAddr + "=host:port (and " + harnessEnvRedisTLSCAFile + "=ca.pem unless the system trusts its certificate)"}
+	harnessBackendMemcached = &harnessBackend{name: "Memcached", docker: true,
+		provide: harnessEnvMemcachedAddrs + "=host:port"}
+	harnessBackendMemcachedPool = &harnessBackend{name: "Memcached pool", docker: true,
+		provide: harnessEnvMemcachedAddrs + "=host:port,host:port (2 or more)"}
+	harnessBackendFlush = &harnessBackend{name: "Redis FLUSHDB",
+		provide: harnessEnvRedisFlushOK + "=1 (lets Clear without a namespace flush database 15 of " + harnessEnvRedisAddr + " and the cluster in " + harnessEnvRedisClusterAddrs + ")"}
+	harnessBackendDocker = &harnessBackend{name: "Docker",
+		provide: "a Docker engine (DOCKER_HOST or /var/run/docker.sock), or " + harnessEnvDocker + "=0 to say there is none"}
+
+	harnessBackends = []*harnessBackend{
+		harnessBackendRedis, harnessBackendCluster, harnessBackendSentinel, harnessBackendTLS,
+		harnessBackendMemcached, harnessBackendMemcachedPool, harnessBackendFlush, harnessBackendDocker,
+	}
+)
+
+// setSource records where b's servers came from, or why there are none
+// (the first answer wins: every test gets the same one).
+func (b *harnessBackend) setSource(source string, err error, fromEnv bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.source != "" || b.err != nil {
+		return
+	}
+	b.fromEnv = fromEnv
+	if err != nil {
+		b.err = err
+		return
+	}
+	b.source = source
+}
+
+func (b *harnessBackend) used(t testing.TB) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ran == nil {
+		b.ran = map[string]bool{}
+	}
+	b.ran[t.Name()] = true
+}
+
+func (b *harnessBackend) skip(t testing.TB) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.skipped == nil {
+		b.skipped = map[string]bool{}
+	}
+	b.skipped[t.Name()] = true
+}
+
+// harnessCI reports whether CI is set: then a missing server fails the test.
+func harnessCI() bool { return os.Getenv(harnessEnvCI) != "" }
+
+// harnessUnavailable skips t, or fails it when CI is set, with one line that
+// says what is missing and what to provide.
+func harnessUnavailable(t testing.TB, b *harnessBackend, err error) {
+	t.Helper()
+	b.skip(t)
+	verb := "set"
+	if b == harnessBackendDocker {
+		verb = "provide"
+	}
+	msg := fmt.Sprintf("%s not available: %v; to run this test %s %s", b.name, harnessOneLine(err), verb, b.provide)
+	if b.docker {
+		msg += ", or make Docker usable"
+	}
+	if harnessCI() {
+		t.Fatalf("%s (CI is set, so a missing server fails the test instead of skipping it)", msg)
+	}
+	t.Skip(msg + " (see README.md, \"Running the integration tests\")")
+}
+
+// harnessOneLine shortens err's text to one line of reasonable length.
+func harnessOneLine(err error) string {
+	s := strings.Join(strings.Fields(err.Error()), " ")
+	if len(s) > 300 {
+		s = s[:300] + "..."
+	}
+	return s
+}
+
+// harnessSummary writes, per backend, whether its tests ran (and on what) or
+// were skipped (and why), and returns how many backends had tests skipped.
+func harnessSummary(w io.Writer) (skipped int) {
+	fmt.Fprintf(w, "\nintegration_test: servers (CI=%q; -v lists every test):\n", os.Getenv(harnessEnvCI))
+	for _, b := range harnessBackends {
+		b.mu.Lock()
+		ran, skip := len(b.ran), len(b.skipped)
+		var status, detail string
+		switch {
+		case skip > 0 && ran > 0:
+			status = fmt.Sprintf("ran %d, skipped %d", ran, skip)
+		case skip > 0:
+			status = fmt.Sprintf("skipped %d", skip)
+		case ran > 0:
+			status = fmt.Sprintf("ran %d", ran)
+		default:
+			status = "not used"
+		}
+		if harnessCI() && skip > 0 {
+			status = strings.Replace(status, "skipped", "FAILED", 1)
+		}
+		switch {
+		case b.err != nil && b == harnessBackendDocker:
+			detail = harnessOneLine(b.err) + "; to run: provide " + b.provide
+		case b.err != nil:
+			detail = harnessOneLine(b.err) + "; to run: set " + b.provide
+			if b.docker {
+				detail += ", or make Docker usable"
+			}
+		case b.source != "":
+			detail = b.source
+		}
+		if skip > 0 {
+			skipped++
+		}
+		b.mu.Unlock()
+		fmt.Fprintf(w, "  %-15s %-20s %s\n", b.name, status, detail)
+	}
+	switch {
+	case skipped > 0 && harnessCI():
+		fmt.Fprintf(w, "integration_test: %d kind(s) of server missing; CI is set, so their tests failed\n", skipped)
+	case skipped > 0:
+		fmt.Fprintf(w, "integration_test: %d kind(s) of server missing, their tests were SKIPPED (with CI set they fail)\n", skipped)
+	}
+	return skipped
+}
 
 func harnessSplitAddrs(s string) []string {
 	var addrs []string
@@ -252,10 +589,37 @@ func harnessWithTimeout(d time.Duration, f func(ctx context.Context) error) erro
 // returns the reply: the text of a simple string or integer, the body of a
 // bulk string, or an error for an error reply.
 func harnessRESP(ctx context.Context, addr string, args ...string) (string, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	reply, err := harnessCommand(ctx, addr, nil, args...)
 	if err != nil {
 		return "", err
+	}
+	if len(reply) != 1 {
+		return "", fmt.Errorf("redis %s: %s replied with %d elements", addr, args[0], len(reply))
+	}
+	return reply[0], nil
+}
+
+// harnessRESPList is harnessRESP for a command that replies with an array
+// of strings (or a nil array: no elements).
+func harnessRESPList(ctx context.Context, addr string, args ...string) ([]string, error) {
+	return harnessCommand(ctx, addr, nil, args...)
+}
+
+// harnessCommand sends args on a new connection (TLS with tlsConf, when not
+// nil) and reads a reply: one string for a simple string, an integer or a
+// bulk string, the strings of an array (of those), or an error.
+func harnessCommand(ctx context.Context, addr string, tlsConf *tls.Config, args ...string) ([]string, error) {
+	var conn net.Conn
+	var err error
+	if tlsConf != nil {
+		d := &tls.Dialer{Config: tlsConf}
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, err
 	}
 	defer conn.Close()
 	deadline := time.Now().Add(5 * time.Second)
@@ -270,9 +634,39 @@ func harnessRESP(ctx context.Context, addr string, args ...string) (string, erro
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
 	if _, err := io.WriteString(conn, b.String()); err != nil {
-		return "", err
+		return nil, err
 	}
 	r := bufio.NewReader(conn)
+	line, err := harnessReadLine(r)
+	if err != nil {
+		return nil, err
+	}
+	if line[0] != '*' {
+		s, err := harnessReadScalar(r, addr, line)
+		if err != nil {
+			return nil, err
+		}
+		return []string{s}, nil
+	}
+	n, err := strconv.Atoi(line[1:])
+	if err != nil {
+		return nil, fmt.Errorf("unexpected reply %q", line)
+	}
+	var out []string // n < 0: a nil array
+	for range n {
+		if line, err = harnessReadLine(r); err != nil {
+			return nil, err
+		}
+		s, err := harnessReadScalar(r, addr, line)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func harnessReadLine(r *bufio.Reader) (string, error) {
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return "", fmt.Errorf("read reply: %w", err)
@@ -281,6 +675,11 @@ func harnessRESP(ctx context.Context, addr string, args ...string) (string, erro
 	if line == "" {
 		return "", errors.New("empty reply")
 	}
+	return line, nil
+}
+
+// harnessReadScalar returns the value of a reply that starts with line.
+func harnessReadScalar(r *bufio.Reader, addr, line string) (string, error) {
 	switch line[0] {
 	case '+', ':':
 		return line[1:], nil
@@ -299,6 +698,24 @@ func harnessRESP(ctx context.Context, addr string, args ...string) (string, erro
 	default:
 		return "", fmt.Errorf("unexpected reply %q", line)
 	}
+}
+
+// harnessRedisTLSPing PINGs a TLS server, verifying its certificate as a
+// rediss:// URL does (system roots, which TestMain extends with
+// CACHEKIT_TEST_REDIS_TLS_CA_FILE; the host as the server name).
+func harnessRedisTLSPing(ctx context.Context, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	reply, err := harnessCommand(ctx, addr, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}, "PING")
+	if err != nil {
+		return err
+	}
+	if len(reply) != 1 || reply[0] != "PONG" {
+		return fmt.Errorf("redis %s: PING over TLS replied %q", addr, reply)
+	}
+	return nil
 }
 
 func harnessRedisPing(ctx context.Context, addr string) error {
@@ -429,6 +846,9 @@ var harnessDockerConnected atomic.Pointer[testcontainers.DockerClient]
 func harnessDockerClient() (*testcontainers.DockerClient, error) {
 	harnessDocker.once.Do(func() {
 		harnessDocker.err = harnessCatchPanic(func() error {
+			if v := os.Getenv(harnessEnvDocker); harnessOff(v) {
+				return fmt.Errorf("Docker is off (%s=%s)", harnessEnvDocker, v)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), harnessDockerTimeout)
 			defer cancel()
 			// testcontainers falls back from a DOCKER_HOST that doesn't
@@ -787,25 +1207,152 @@ func harnessPublishLoopback(port string) testcontainers.CustomizeRequestOption {
 	})
 }
 
-func harnessRedisImage() string {
-	if img := strings.TrimSpace(os.Getenv(harnessEnvRedisImage)); img != "" {
-		return img
+// harnessOff reports whether an environment value turns something off.
+func harnessOff(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "0", "false", "off", "no":
+		return true
 	}
-	return harnessDefaultRedisImage
+	return false
 }
 
-func harnessMemcachedImage() string {
-	if img := strings.TrimSpace(os.Getenv(harnessEnvMemcachedImage)); img != "" {
+// harnessImageChoice is the image the harness runs for one kind of server:
+// env's value, else the official image; when that is the official image (or
+// the local one) and it is absent and can't be pulled, the local image, built
+// with docker/build-test-images.sh if it is not there yet.
+type harnessImageChoice struct {
+	env, official, local string
+
+	once  sync.Once
+	image string
+	err   error
+}
+
+var (
+	harnessRedisImage     = harnessImageChoice{env: harnessEnvRedisImage, official: harnessDefaultRedisImage, local: harnessLocalRedisImage}
+	harnessMemcachedImage = harnessImageChoice{env: harnessEnvMemcachedImage, official: harnessDefaultMemcachedImage, local: harnessLocalMemcachedImage}
+)
+
+// harnessImageName is the image asked for (for messages).
+func harnessImageName(c *harnessImageChoice) string {
+	if c.image != "" {
+		return c.image
+	}
+	if img := strings.TrimSpace(os.Getenv(c.env)); img != "" {
 		return img
 	}
-	return harnessDefaultMemcachedImage
+	return c.official
+}
+
+// resolve returns the image to run, present in the engine.
+func (c *harnessImageChoice) resolve() (string, error) {
+	c.once.Do(func() {
+		cli, err := harnessDockerClient()
+		if err != nil {
+			c.err = err
+			return
+		}
+		want := harnessImageName(c)
+		if want != c.local {
+			err := harnessEnsureImage(cli, want)
+			if err == nil {
+				c.image = want
+				return
+			}
+			if want != c.official {
+				c.err = fmt.Errorf("%w (%s names it; unset it to use %s, or %s where that can't be pulled)", err, c.env, c.official, c.local)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "integration_test: %s is not present and can't be pulled; using %s instead\n", want, c.local)
+		}
+		if !harnessImagePresent(cli, c.local) {
+			if err := harnessBuildLocalImages(); err != nil {
+				c.err = fmt.Errorf("%s is not present and can't be pulled, and building %s failed: %w", want, c.local, err)
+				return
+			}
+		}
+		if err := harnessEnsureImage(cli, c.local); err != nil {
+			c.err = err
+			return
+		}
+		c.image = c.local
+	})
+	return c.image, c.err
+}
+
+func harnessImagePresent(cli *testcontainers.DockerClient, image string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), harnessDockerTimeout)
+	defer cancel()
+	_, err := cli.ImageInspect(ctx, image)
+	return err == nil
+}
+
+var harnessBuild struct {
+	once sync.Once
+	err  error
+}
+
+// harnessBuildLocalImages runs docker/build-test-images.sh once, to build
+// cachekit-test/redis:local and cachekit-test/memcached:local from the
+// redis-server and memcached binaries installed on this machine.
+func harnessBuildLocalImages() error {
+	harnessBuild.once.Do(func() {
+		script, err := harnessFindUp(filepath.Join("docker", "build-test-images.sh"))
+		if err != nil {
+			harnessBuild.err = err
+			return
+		}
+		fmt.Fprintf(os.Stderr, "integration_test: building %s and %s with %s\n", harnessLocalRedisImage, harnessLocalMemcachedImage, script)
+		ctx, cancel := context.WithTimeout(context.Background(), harnessBuildTimeout)
+		defer cancel()
+		start := time.Now()
+		cmd := exec.CommandContext(ctx, "bash", script)
+		cmd.Env = append(os.Environ(),
+			harnessEnvRedisImage+"="+harnessLocalRedisImage,
+			harnessEnvMemcachedImage+"="+harnessLocalMemcachedImage)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			tail := strings.TrimSpace(string(out))
+			if len(tail) > 1000 {
+				tail = "..." + tail[len(tail)-1000:]
+			}
+			harnessBuild.err = fmt.Errorf("%s: %w: %s", script, err, tail)
+			return
+		}
+		fmt.Fprintf(os.Stderr, "integration_test: built the local images in %s\n", time.Since(start).Round(time.Second))
+	})
+	return harnessBuild.err
+}
+
+// harnessFindUp looks for rel in the working directory (the package's, under
+// go test) and its parents.
+func harnessFindUp(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%s not found above the working directory", rel)
+		}
+		dir = parent
+	}
 }
 
 // --- Redis -----------------------------------------------------------------
 
 func harnessStartRedis() (string, error) {
 	const port = "6379/tcp"
-	c, err := harnessRun(harnessRedisImage(),
+	image, err := harnessRedisImage.resolve()
+	if err != nil {
+		return "", err
+	}
+	c, err := harnessRun(image,
 		&harnessReady{port: port, check: harnessRedisPing, timeout: harnessStartupTimeout},
 		testcontainers.WithExposedPorts(port),
 		harnessPublishLoopback(port),
@@ -845,7 +1392,8 @@ func harnessTryStartRedisCluster() ([]string, error) {
 	if _, err := harnessDockerClient(); err != nil {
 		return nil, err
 	}
-	if err := harnessEnsureImage(harnessDocker.cli, harnessRedisImage()); err != nil {
+	image, err := harnessRedisImage.resolve()
+	if err != nil {
 		return nil, fmt.Errorf("%w (%w)", err, errHarnessNoRetry)
 	}
 	ports, err := harnessFreePorts(2 * harnessClusterMasters)
@@ -864,7 +1412,7 @@ func harnessTryStartRedisCluster() ([]string, error) {
 		go func() {
 			defer wg.Done()
 			p := strconv.Itoa(port)
-			containers[i], errs[i] = harnessRun(harnessRedisImage(),
+			containers[i], errs[i] = harnessRun(image,
 				&harnessReady{port: p + "/tcp", check: harnessRedisPing, timeout: harnessStartupTimeout},
 				testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 					hc.NetworkMode = "host"
@@ -1020,6 +1568,10 @@ func harnessInfoFields(info string) map[string]string {
 // (USER 65534:65534), and makes root-running images work.
 func harnessStartMemcached(n int) ([]string, error) {
 	const port = "11211/tcp"
+	image, err := harnessMemcachedImage.resolve()
+	if err != nil {
+		return nil, err
+	}
 	addrs := make([]string, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -1027,7 +1579,7 @@ func harnessStartMemcached(n int) ([]string, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := harnessRun(harnessMemcachedImage(),
+			c, err := harnessRun(image,
 				&harnessReady{port: port, check: harnessMemcachedVersion, timeout: harnessStartupTimeout},
 				testcontainers.WithExposedPorts(port),
 				harnessPublishLoopback(port),
@@ -1050,4 +1602,214 @@ func harnessStartMemcached(n int) ([]string, error) {
 		}
 	}
 	return ok, errors.Join(errs...)
+}
+
+// --- Leaving nothing behind ------------------------------------------------------
+
+// harnessNamespaces is every namespace a test wrote in (sweepNamespace).
+var harnessNamespaces struct {
+	mu  sync.Mutex
+	set map[string]bool
+}
+
+// sweepNamespace records that a test writes keys in namespace ns and returns
+// ns. After the tests, TestMain deletes every key of the recorded namespaces
+// from the servers given by address (containers are removed anyway), so that
+// a run leaves nothing behind on a server it was pointed at: Clear can't do
+// that on Memcached, where it moves the namespace to a new generation and
+// leaves the old keys to age out (never, without a TTL).
+func sweepNamespace(ns string) string {
+	harnessNamespaces.mu.Lock()
+	defer harnessNamespaces.mu.Unlock()
+	if harnessNamespaces.set == nil {
+		harnessNamespaces.set = map[string]bool{}
+	}
+	harnessNamespaces.set[ns] = true
+	return ns
+}
+
+// harnessSweep deletes the keys of the recorded namespaces from every
+// server given by address, and reports how many it deleted where.
+func harnessSweep(w io.Writer) error {
+	harnessNamespaces.mu.Lock()
+	set := maps.Clone(harnessNamespaces.set)
+	harnessNamespaces.mu.Unlock()
+	if len(set) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var errs []error
+	report := func(what string, n int, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweeping %s: %w", what, err))
+		}
+		if n > 0 {
+			fmt.Fprintf(w, "integration_test: deleted %d key(s) the tests left in their namespaces on %s\n", n, what)
+		}
+	}
+	// Redis: every database the tests use is 0 (15 is flushed by its test).
+	redisOpts := func(addr string) *goredis.Options {
+		return &goredis.Options{Addr: addr, DialTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	}
+	if harnessRedis.err == nil && os.Getenv(harnessEnvRedisAddr) != "" && harnessRedis.addr != "" {
+		rdb := goredis.NewClient(redisOpts(harnessRedis.addr))
+		n, err := harnessSweepRedis(ctx, rdb, set)
+		rdb.Close()
+		report("Redis "+harnessRedis.addr, n, err)
+	}
+	if harnessCluster.err == nil && os.Getenv(harnessEnvRedisClusterAddrs) != "" && len(harnessCluster.addrs) > 0 {
+		rdb := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: harnessCluster.addrs, ReadTimeout: 10 * time.Second})
+		var total atomic.Int64
+		err := rdb.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
+			n, err := harnessSweepRedis(ctx, node, set)
+			total.Add(int64(n))
+			return err
+		})
+		rdb.Close()
+		report("the Redis Cluster", int(total.Load()), err)
+	}
+	if harnessSentinel.err == nil && len(harnessSentinel.addrs) > 0 {
+		rdb := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: harnessSentinel.master,
+			SentinelAddrs: harnessSentinel.addrs, ReadTimeout: 10 * time.Second})
+		n, err := harnessSweepRedis(ctx, rdb, set)
+		rdb.Close()
+		report("the Redis Sentinel master "+harnessSentinel.master, n, err)
+	}
+	if harnessTLS.err == nil && harnessTLS.addr != "" {
+		host, _, _ := net.SplitHostPort(harnessTLS.addr)
+		o := redisOpts(harnessTLS.addr)
+		o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		rdb := goredis.NewClient(o)
+		n, err := harnessSweepRedis(ctx, rdb, set)
+		rdb.Close()
+		report("Redis TLS "+harnessTLS.addr, n, err)
+	}
+	if harnessMemcached.envChecked && harnessMemcached.envErr == nil {
+		parts := map[string]bool{}
+		for ns := range set {
+			parts[harnessMemcachedNamespacePart(ns)] = true
+		}
+		for _, addr := range harnessSplitAddrs(os.Getenv(harnessEnvMemcachedAddrs)) {
+			n, err := harnessSweepMemcached(ctx, addr, parts)
+			report("memcached "+addr, n, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// harnessSweepRedis deletes the keys "ns:..." of the namespaces in set, in
+// one SCAN of the database.
+func harnessSweepRedis(ctx context.Context, rdb goredis.UniversalClient, set map[string]bool) (int, error) {
+	deleted := 0
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, k := range batch { // one key at a time: a cluster node refuses CROSSSLOT
+			n, err := rdb.Unlink(ctx, k).Result()
+			if err != nil {
+				return err
+			}
+			deleted += int(n)
+		}
+		batch = batch[:0]
+		return nil
+	}
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		for i := 0; i < len(k); i++ {
+			if k[i] == ':' && set[k[:i]] {
+				batch = append(batch, k)
+				break
+			}
+		}
+		if len(batch) >= 500 {
+			if err := flush(); err != nil {
+				return deleted, err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return deleted, err
+	}
+	return deleted, flush()
+}
+
+// harnessMemcachedNamespacePart is backend/memcached's form of a namespace
+// in server keys ("~" + part + ":gen" and "~" + part + ":" + generation +
+// ":" + key): the namespace itself when it is 1 to 64 printable ASCII bytes
+// without ':' or '~' not starting with '=', else "=" + base64url(sha256).
+func harnessMemcachedNamespacePart(ns string) string {
+	ok := len(ns) >= 1 && len(ns) <= 64 && ns[0] != '='
+	for i := 0; ok && i < len(ns); i++ {
+		ok = ns[i] > ' ' && ns[i] < 0x7f && ns[i] != ':' && ns[i] != '~'
+	}
+	if ok {
+		return ns
+	}
+	sum := sha256.Sum256([]byte(ns))
+	return "=" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// harnessSweepMemcached lists the keys of a memcached server (lru_crawler
+// metadump all) and deletes those of the namespace parts in parts.
+func harnessSweepMemcached(ctx context.Context, addr string, parts map[string]bool) (int, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	r := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, "lru_crawler metadump all\r\n"); err != nil {
+		return 0, err
+	}
+	var doomed []string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return 0, fmt.Errorf("metadump: %w", err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "END" {
+			break
+		}
+		if strings.HasPrefix(line, "ERROR") || strings.HasPrefix(line, "BUSY") || strings.HasPrefix(line, "CLIENT_ERROR") {
+			return 0, fmt.Errorf("lru_crawler metadump all: %s", line)
+		}
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		raw, ok := strings.CutPrefix(fields[0], "key=")
+		if !ok {
+			continue
+		}
+		key, err := url.QueryUnescape(raw)
+		if err != nil || !strings.HasPrefix(key, "~") {
+			continue
+		}
+		part, _, ok := strings.Cut(key[1:], ":")
+		if ok && parts[part] {
+			doomed = append(doomed, key)
+		}
+	}
+	deleted := 0
+	for _, k := range doomed {
+		if _, err := io.WriteString(conn, "delete "+k+"\r\n"); err != nil {
+			return deleted, err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return deleted, err
+		}
+		if strings.HasPrefix(line, "DELETED") {
+			deleted++
+		}
+	}
+	return deleted, nil
 }
