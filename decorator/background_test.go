@@ -3,6 +3,7 @@ package decorator_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +20,16 @@ type gated struct {
 	setGate, delGate atomic.Pointer[chan struct{}]
 	setsIn, delsIn   atomic.Int32 // calls that reached the gate
 
-	holdGet atomic.Pointer[chan struct{}] // the next Get answers only after it opens
+	holdGet atomic.Pointer[chan struct{}] // the next Get or GetMany answers only after it opens
+}
+
+func (c *gated) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
+	g := c.holdGet.Swap(nil)
+	m, err := c.Cache.GetMany(ctx, keys)
+	if g != nil {
+		<-*g
+	}
+	return m, err
 }
 
 func (c *gated) Get(ctx context.Context, key string) ([]byte, error) {
@@ -395,5 +405,31 @@ func TestMissJustBeforeAWriteLandsDoesNotLoadAgain(t *testing.T) {
 	close(hold)
 	if v := <-late; v != 1 || calls.Load() != 1 {
 		t.Fatalf("the late caller got %d after %d calls of fn; want 1 and 1", v, calls.Load())
+	}
+}
+
+// The same for CachedMany: a batch whose read missed just before another
+// batch's write landed loads only what is still missing.
+func TestManyMissJustBeforeAWriteLandsDoesNotLoadAgain(t *testing.T) {
+	g := &gated{Cache: newMem(t)}
+	var b batchFn
+	f := decorator.NewMany(cachekit.NewTyped[string](g, nil), b.fn, &decorator.Options[int]{Name: "m"})
+	hold := make(chan struct{})
+	g.holdGet.Store(&hold)
+	late := make(chan map[int]string)
+	go func() { v, _ := f.Call(bg, []int{2, 4}); late <- v }() // its read misses, and answers late
+	eventually(t, "the first read", func() bool { return g.holdGet.Load() == nil })
+	time.Sleep(10 * time.Millisecond) // let it reach the backend (not needed for correctness)
+	if v, err := f.Call(bg, []int{2}); err != nil || v[2] != "v2" {
+		t.Fatalf("Call = %v, %v", v, err)
+	}
+	f.Wait() // the write has landed
+	close(hold)
+	v := <-late
+	if len(v) != 2 || v[2] != "v2" || v[4] != "v4" {
+		t.Fatalf("the late caller got %v", v)
+	}
+	if l := b.loaded(); len(l) != 2 || !slices.Equal(l[1], []int{4}) {
+		t.Fatalf("batches %v; want [2] then [4] (2 was stored meanwhile)", l)
 	}
 }

@@ -1,6 +1,7 @@
 package decorator
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -106,6 +107,9 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		return out, nil
 	}
 
+	for _, it := range items {
+		it.e.seen = f.stripe(it.key).ended.Load()
+	}
 	cctx, cancel := f.cacheCtx(ctx)
 	raw, err := f.cache.GetMany(cctx, keys)
 	cancel()
@@ -145,6 +149,9 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		}
 	}
 	if len(missing) == 0 {
+		return out, nil
+	}
+	if missing = f.recheck(ctx, missing, out); len(missing) == 0 {
 		return out, nil
 	}
 
@@ -222,6 +229,61 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		return nil, firstErr
 	}
 	return out, nil
+}
+
+// recheck looks again at the missing arguments whose writes, from loads
+// that just ended, may have landed after the caller's read began: it takes
+// the values of writes still on their way, reads again (one GetMany) the
+// keys whose writes ended meanwhile, and adds what it finds to out. It
+// returns the arguments still missing.
+func (f *ManyFunc[K, V]) recheck(ctx context.Context, missing []*item[K, V], out map[K]V) []*item[K, V] {
+	var again []*item[K, V]
+	rest := missing[:0:0]
+	for _, it := range missing {
+		p, pending, landed := f.lookup(it.key, it.e.seen)
+		switch {
+		case pending:
+			if !p.neg {
+				out[it.k] = p.v
+				if p.stale {
+					f.emit(ctx, cachekit.EventStaleServed, it.key, nil, 0)
+				}
+			}
+		case landed:
+			again = append(again, it)
+		default:
+			rest = append(rest, it)
+		}
+	}
+	if len(again) == 0 {
+		return rest
+	}
+	keys := make([]string, len(again))
+	for i, it := range again {
+		keys[i] = it.key
+	}
+	cctx, cancel := f.cacheCtx(ctx)
+	raw, _ := f.cache.GetMany(cctx, keys) // on failure, load them
+	cancel()
+	now := time.Now().UnixNano()
+	for _, it := range again {
+		if b, ok := raw[it.key]; ok && !bytes.Equal(b, it.e.raw) {
+			if e, err := f.parse(ctx, it.key, b, now); err == nil {
+				switch e.state {
+				case stFresh:
+					out[it.k] = e.v
+					if e.h.flags&flagStale != 0 {
+						f.emit(ctx, cachekit.EventStaleServed, it.key, nil, 0)
+					}
+					continue
+				case stNegative:
+					continue
+				}
+			}
+		}
+		rest = append(rest, it)
+	}
+	return rest
 }
 
 // leave records that a caller stopped waiting for b; the last one cancels
