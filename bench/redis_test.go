@@ -35,11 +35,9 @@ package bench
 import (
 	"context"
 	"errors"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -332,9 +330,9 @@ func BenchmarkRedisGetMany(b *testing.B) {
 	trips := &rdTrips{}
 	client.AddHook(trips)
 	benchGetMany(b, client, trips, "")
-	if addrs := os.Getenv("CACHEKIT_BENCH_REDIS_CLUSTER_ADDRS"); addrs != "" {
+	if addrs := clusterAddrs(); len(addrs) > 0 {
 		cl := goredis.NewClusterClient(&goredis.ClusterOptions{
-			Addrs:                 strings.Split(addrs, ","),
+			Addrs:                 addrs,
 			ContextTimeoutEnabled: true,
 		})
 		b.Cleanup(func() { cl.Close() })
