@@ -23,8 +23,9 @@
 // Unix socket path (memcached:///run/memcached.sock). Parameters: namespace,
 // timeout (socket timeout, default 500ms), max_idle_conns (per server, default
 // 16), max_value_size (default 1MiB-512B), generation_ttl (default 1s),
-// batch_concurrency (default max_idle_conns times the servers). Unknown
-// parameters are errors. See [OpenURL].
+// batch_concurrency (default max_idle_conns times the servers), allow_flush
+// (default false), breaker_threshold (default 3) and breaker_duration
+// (default 1s). Unknown parameters are errors. See [OpenURL].
 //
 // # Pools and consistent hashing
 //
@@ -60,20 +61,27 @@
 // new random generation starts, which empties the namespace and never brings
 // old keys back.
 //
-// Reads (Get, GetMany, Exists, and the reads inside Increment and Expire)
-// fetch the generation key in the same multi-key get as the data (on a pool,
-// a concurrent request to the server that holds it), so they see a Clear
-// made by any process at once, at no extra round trip. Writes (Set, SetMany, Add, Delete) use
-// the generation this cache last saw if it saw it within
+// Reads (Get, GetMany, Exists, and the reads inside Increment, Expire and
+// CompareAndDelete) fetch the generation key in the same multi-key get as
+// the data (on a pool, a concurrent request to the server that holds it), so
+// they see a Clear made by any process at once, at no extra round trip.
+// Delete asks for the generation before it deletes (one more round trip), so
+// a delete never lands in a generation another process has cleared, where
+// it would count a dead key and leave the live one readable. Set, SetMany
+// and Add use the generation this cache last saw if it saw it within
 // Options.GenerationTTL (default 1s), else ask first: a write that races
 // another process's Clear within that window may land in the old generation
-// and be lost, as if evicted, and Delete may count such a key as existing.
-// Add that finds its key present asks for the generation again before
-// reporting ErrExists, so a Clear elsewhere never makes Add fail wrongly.
+// and be lost, as if evicted. Add that finds its key present asks for the
+// generation again before reporting ErrExists, so a Clear elsewhere never
+// makes Add fail wrongly.
 //
-// Without a namespace, keys are stored as encoded above and Clear flushes
-// every server of the client (flush_all): everything on them is removed,
-// including other programs' keys and other namespaces.
+// Without a namespace, keys are stored as encoded above, and Clear would
+// have to flush every server of the client (flush_all), removing everything
+// on them, including other programs' keys and other namespaces. It does so
+// only with Options.AllowFlush (URL allow_flush=true); otherwise Clear
+// returns an error wrapping cachekit.ErrFlushNotAllowed and sends nothing,
+// so that a configuration mistake that drops the namespace cannot wipe a
+// shared server.
 //
 // # TTLs
 //
@@ -105,6 +113,17 @@
 // Expire is a compare-and-swap too (touch cannot change flags), so it sends
 // the value back: it costs two round trips and the value's size both ways.
 //
+// # CompareAndDelete
+//
+// Cache implements cachekit.CompareAndDeleter (lease and lock release).
+// memcached's delete takes no compare-and-swap id, and gomemcache speaks no
+// meta protocol (md with C<cas>), so CompareAndDelete reads the item with
+// gets, compares the bytes, and replaces it with cas and a negative expiry:
+// memcached stores such an item as already expired, so the swap is an atomic
+// delete-if-unchanged, and the key is a miss for every get, add and delete
+// at once (no tombstone to skip). A cas that finds the item changed reads it
+// again; exactly one of many concurrent releases of one value deletes it.
+//
 // # Values
 //
 // Values larger than Options.MaxValueSize (default 1 MiB - 512 bytes, what
@@ -118,9 +137,56 @@
 // (context.Background) runs on the caller's goroutine, bounded by the
 // client's Timeout. Any other call runs its requests on a goroutine and
 // returns the context's error as soon as the context is done; the abandoned
-// request ends within the client's Timeout, and Close waits for it. A write
-// abandoned that way may still complete on the server. Client i/o timeouts
-// that happen once the context is done are reported as the context's error.
+// requests end within the client's Timeout, and Close waits for them. Client
+// i/o timeouts that happen once the context is done are reported as the
+// context's error.
+//
+// An abandoned call sends nothing more: its goroutine checks before every
+// request, so no request leaves after the context has ended, and a write
+// abandoned before its request left returns the plain context error (it did
+// nothing). A write abandoned after its request left may still be applied:
+// its error wraps the context's error and cachekit.ErrUnknownOutcome, and
+// until its goroutine ends, a later write to the same key through the same
+// client (or a Clear of the namespace) waits for it, within the later
+// write's own context. So a write that returned an error never lands after
+// a later successful write from this process. (One request can still leave
+// late: one whose connection was being dialed when the context ended; the
+// same ordering keeps it from overtaking a later write.)
+//
+// # Failures
+//
+// Errors carry their cause: a dead server's error wraps the dial error, so
+// errors.Is(err, syscall.ECONNREFUSED) works, and the message says so.
+//
+// Every request goes through a circuit breaker (Options.BreakerThreshold,
+// default 3, and Options.BreakerDuration, default 1s): after that many
+// consecutive connection failures of a server (refused or timed-out dials,
+// connections reset or closed, no reply within the client's Timeout; not
+// the caller's context ending, and not the server's error replies), calls
+// that need that server fail at once, without touching the network, with an
+// error wrapping cachekit.ErrUnavailable and the last failure. After
+// BreakerDuration one call goes through as a probe; its success closes the
+// breaker. The breakers are per server when the cache knows the client's
+// selector (caches opened from a URL, or Options.Selector), so one dead
+// server of a pool leaves the keys of the others working; otherwise there is
+// one breaker for the client. With a namespace every call also needs the
+// server that holds the namespace's generation key.
+//
+// A request that fails on a connection the server had closed (after a
+// restart every pooled connection is dead) drops the client's idle
+// connections and is resent once on a fresh one: reads always, writes only
+// when the request surely never left. [LivenessDialer] (used by caches
+// opened from a URL) checks a pooled connection before writing to it, so a
+// dead one is found before the request leaves and writes are resent too;
+// without it, a write on a dead connection fails with
+// cachekit.ErrUnknownOutcome. A write whose request may have reached the
+// server but whose reply was lost (the connection failed, or no reply
+// within the client's Timeout) is never resent: its error wraps
+// cachekit.ErrUnknownOutcome, and it was applied once or not at all.
+// Increment, Add and Delete never turn a lost reply into a wrong number,
+// a wrong ErrExists or a wrong count. A write that failed with the client's
+// own Timeout against a stalled server may still be applied when the
+// server resumes; its error says the outcome is unknown.
 //
 // # Batches
 //

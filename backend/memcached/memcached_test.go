@@ -27,16 +27,21 @@ func TestMain(m *testing.M) {
 // against local servers without Docker.
 func testServers(t *testing.T, n int) []string {
 	t.Helper()
+	addrs := splitAddrs()
+	if len(addrs) < n {
+		t.Skipf("set CACHEKIT_TEST_MEMCACHED_ADDRS to %d comma-separated memcached addresses to run this test", n)
+	}
+	return addrs[:n]
+}
+
+func splitAddrs() []string {
 	var addrs []string
 	for _, a := range strings.Split(os.Getenv("CACHEKIT_TEST_MEMCACHED_ADDRS"), ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			addrs = append(addrs, a)
 		}
 	}
-	if len(addrs) < n {
-		t.Skipf("set CACHEKIT_TEST_MEMCACHED_ADDRS to %d comma-separated memcached addresses to run this test", n)
-	}
-	return addrs[:n]
+	return addrs
 }
 
 func runConformance(t *testing.T, addrs []string) {
