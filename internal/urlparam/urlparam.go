@@ -1,9 +1,36 @@
 // Package urlparam reads a cache URL's query parameters strictly: every
 // parameter must be read by the opener, and any left over is an error. It is
 // shared by the backends' URL openers so they all behave the same way.
+//
+// The query is parsed strictly, with the rules of url.ParseQuery, and any
+// pair it cannot parse is an error rather than dropped (url.URL.Query drops
+// it silently, so "namespace=tenant;a" would open a cache with no namespace
+// at all). A parameter given more than once is an error too, even with the
+// same value: a URL assembled from two sources that both set namespace is a
+// configuration mistake, and the cache cannot know which one was meant.
+//
+// Errors wrap cachekit.ErrInvalidURL. They name the parameter and the
+// problem; they quote a value only when it failed to parse as the number,
+// duration, size or bool the opener asked for, and never quote the URL, so
+// no password reaches them.
+//
+// The opener style all backends follow:
+//
+//	p := urlparam.New(u)
+//	ns := p.String("namespace", "")
+//	timeout := p.Duration("timeout", time.Second)
+//	...                   // ask for every parameter this URL may have
+//	if err := p.Err(); err != nil {
+//		return nil, err // malformed query, bad value, or unknown parameter
+//	}
+//
+// Err lists the parameters the opener asked for when it reports an unknown
+// one, so the opener must ask for every parameter it accepts before calling
+// Err (asking for one that is absent just returns the default).
 package urlparam
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -18,32 +45,91 @@ import (
 // Parse errors are collected; Err reports the first one, or the unknown
 // parameters.
 type Params struct {
-	q    url.Values
-	used map[string]bool
-	err  error
+	q     url.Values
+	asked []string        // parameter names the opener asked for, in order
+	used  map[string]bool // the same, as a set
+	err   error
 }
 
-// New returns the query parameters of u.
+// New returns the query parameters of u, parsed strictly from u.RawQuery. A
+// query that does not parse is reported by Err.
 func New(u *url.URL) *Params {
-	return &Params{q: u.Query(), used: make(map[string]bool)}
+	p := &Params{used: make(map[string]bool)}
+	p.q, p.err = Parse(u.RawQuery)
+	return p
+}
+
+// Parse parses a raw query strictly. It accepts exactly what url.ParseQuery
+// accepts (pairs separated by '&', each key=value or key, both
+// percent-encoded, '+' for a space) and fails on the first pair
+// url.ParseQuery would skip: one with a ';' or a bad %-escape. Unlike
+// url.ParseQuery it returns no values with an error, and its error names the
+// pair's key and what is wrong without quoting the value. The error wraps
+// cachekit.ErrInvalidURL.
+func Parse(rawQuery string) (url.Values, error) {
+	q := make(url.Values)
+	for n, rest := 1, rawQuery; rest != ""; n++ {
+		var pair string
+		pair, rest, _ = strings.Cut(rest, "&")
+		if pair == "" {
+			continue
+		}
+		rawKey, rawValue, _ := strings.Cut(pair, "=")
+		key, kerr := url.QueryUnescape(rawKey)
+		which := "query pair " + strconv.Itoa(n)
+		if kerr == nil && key != "" {
+			which = "parameter " + strconv.Quote(key)
+		}
+		if strings.Contains(pair, ";") {
+			return nil, fmt.Errorf("%w: %s contains ';', which a query may not: separate parameters with '&', and write a ';' inside a value as %%3B",
+				cachekit.ErrInvalidURL, which)
+		}
+		if kerr != nil {
+			return nil, fmt.Errorf("%w: %s has a malformed %%-escape in its name (write a literal '%%' as %%25)", cachekit.ErrInvalidURL, which)
+		}
+		value, err := url.QueryUnescape(rawValue)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s has a malformed %%-escape in its value (write a literal '%%' as %%25)", cachekit.ErrInvalidURL, which)
+		}
+		q[key] = append(q[key], value)
+	}
+	return q, nil
 }
 
 func (p *Params) get(name string) (string, bool) {
-	p.used[name] = true
+	if !p.used[name] {
+		p.used[name] = true
+		p.asked = append(p.asked, name)
+	}
 	vs, ok := p.q[name]
 	if !ok || len(vs) == 0 {
 		return "", false
 	}
 	if len(vs) > 1 {
-		p.fail(name, strings.Join(vs, ","), "given more than once")
+		p.setErr(fmt.Errorf("%w: parameter %s is given %d times; give it once", cachekit.ErrInvalidURL, name, len(vs)))
+		return "", false
 	}
-	return vs[len(vs)-1], true
+	return vs[0], true
 }
 
 func (p *Params) fail(name, value, why string) {
+	p.setErr(fmt.Errorf("%w: parameter %s=%q: %s", cachekit.ErrInvalidURL, name, value, why))
+}
+
+func (p *Params) setErr(err error) {
 	if p.err == nil {
-		p.err = fmt.Errorf("%w: parameter %s=%q: %s", cachekit.ErrInvalidURL, name, value, why)
+		p.err = err
 	}
+}
+
+// Has reports whether the parameter is present, and counts it as known.
+func (p *Params) Has(name string) bool {
+	if !p.used[name] {
+		p.used[name] = true
+		p.asked = append(p.asked, name)
+	}
+	_, ok := p.q[name]
+	return ok
 }
 
 // String returns the parameter's value, or def when it is absent.
@@ -133,13 +219,24 @@ func ParseBytes(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("want a size such as 64MiB")
+		return 0, errors.New("want a size such as 64MiB")
 	}
 	return n * mult, nil
 }
 
-// Err returns the first malformed parameter, else an error naming every
-// parameter that was never read, else nil. Both wrap cachekit.ErrInvalidURL.
+// Known returns the names of the parameters the opener asked for so far,
+// sorted.
+func (p *Params) Known() []string {
+	out := append([]string(nil), p.asked...)
+	sort.Strings(out)
+	return out
+}
+
+// Err returns the first problem found: a query that does not parse, a
+// parameter given more than once, a malformed value, else an error naming
+// every parameter that was never asked for together with the ones that were
+// (the valid parameters of this URL), else nil. All wrap
+// cachekit.ErrInvalidURL.
 func (p *Params) Err() error {
 	if p.err != nil {
 		return p.err
@@ -150,9 +247,72 @@ func (p *Params) Err() error {
 			unknown = append(unknown, k)
 		}
 	}
-	if len(unknown) > 0 {
-		sort.Strings(unknown)
-		return fmt.Errorf("%w: unknown parameter(s) %s", cachekit.ErrInvalidURL, strings.Join(unknown, ", "))
+	if len(unknown) == 0 {
+		return nil
 	}
-	return nil
+	sort.Strings(unknown)
+	known := p.Known()
+	var b strings.Builder
+	if len(unknown) == 1 {
+		b.WriteString("unknown parameter ")
+	} else {
+		b.WriteString("unknown parameters ")
+	}
+	for i, k := range unknown {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(k))
+		if s := suggest(k, known); s != "" {
+			b.WriteString(" (did you mean " + s + "?)")
+		}
+	}
+	if len(known) == 0 {
+		b.WriteString("; this URL takes no parameters")
+	} else {
+		b.WriteString("; valid parameters: " + strings.Join(known, ", "))
+	}
+	return fmt.Errorf("%w: %s", cachekit.ErrInvalidURL, b.String())
+}
+
+// suggest returns the known name closest to k, if one is close enough to
+// be a typo of it: a different case or separator, or at most two edits.
+func suggest(k string, known []string) string {
+	norm := func(s string) string {
+		return strings.NewReplacer("_", "", "-", "", ".", "").Replace(strings.ToLower(s))
+	}
+	best, bestD := "", 3
+	for _, n := range known {
+		if norm(n) == norm(k) {
+			return n
+		}
+		if d := editDistance(k, n); d < bestD && d < len(n)/2 {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (short strings only).
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

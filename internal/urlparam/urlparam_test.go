@@ -3,6 +3,8 @@ package urlparam
 import (
 	"errors"
 	"net/url"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,5 +55,90 @@ func TestParseBytes(t *testing.T) {
 		if _, err := ParseBytes(in); err == nil {
 			t.Errorf("ParseBytes(%q) succeeded", in)
 		}
+	}
+}
+
+// TestParseMatchesParseQuery checks that Parse accepts what url.ParseQuery
+// accepts, with the same result, and fails exactly where ParseQuery reports
+// an error (where Query would silently drop a pair).
+func TestParseMatchesParseQuery(t *testing.T) {
+	for _, raw := range []string{
+		"", "a=1", "a=1&b=2", "a", "a=", "=x", "&&a=1&", "a=1&a=2", "a+b=c+d", "a=%41%2f", "k=v=w",
+		"namespace=tenant;a", "a;b", "a=%zz", "%zz=1", "a=1&b=%", "a=1;b=2",
+	} {
+		want, wantErr := url.ParseQuery(raw)
+		got, err := Parse(raw)
+		if (err != nil) != (wantErr != nil) {
+			t.Errorf("Parse(%q) error %v; url.ParseQuery error %v", raw, err, wantErr)
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, cachekit.ErrInvalidURL) {
+				t.Errorf("Parse(%q) = %v; want ErrInvalidURL", raw, err)
+			}
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Parse(%q) = %v; url.ParseQuery = %v", raw, got, want)
+		}
+	}
+}
+
+// TestMalformedQueryIsAnError is issue 12's first defect: url.URL.Query
+// dropped "namespace=tenant;a", so the cache opened with no namespace.
+func TestMalformedQueryIsAnError(t *testing.T) {
+	for _, tc := range []struct{ query, want string }{
+		{"namespace=tenant;a", `parameter "namespace" contains ';'`},
+		{"timeout=1s;namespace=a", `parameter "timeout" contains ';'`},
+		{"namespace=a%zz", `parameter "namespace" has a malformed %-escape in its value`},
+		{"name%zz=a", `query pair 1 has a malformed %-escape in its name`},
+	} {
+		u := &url.URL{Scheme: "x", RawQuery: tc.query}
+		p := New(u)
+		if ns := p.String("namespace", ""); ns != "" {
+			t.Errorf("%s: namespace = %q", tc.query, ns)
+		}
+		p.Duration("timeout", 0)
+		err := p.Err()
+		if !errors.Is(err, cachekit.ErrInvalidURL) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Err = %v; want ErrInvalidURL saying %q", tc.query, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "tenant") {
+			t.Errorf("%s: Err = %v quotes the value", tc.query, err)
+		}
+	}
+}
+
+func TestRepeatedParameterIsAnError(t *testing.T) {
+	for _, q := range []string{"namespace=a&namespace=b", "namespace=a&namespace=a", "namespace=a&namespace="} {
+		p := New(&url.URL{RawQuery: q})
+		if ns := p.String("namespace", "def"); ns != "def" {
+			t.Errorf("%s: namespace = %q; want the default, as the URL is rejected", q, ns)
+		}
+		if err := p.Err(); !errors.Is(err, cachekit.ErrInvalidURL) || !strings.Contains(err.Error(), "namespace is given 2 times") {
+			t.Errorf("%s: Err = %v; want ErrInvalidURL naming the repeated parameter", q, err)
+		}
+	}
+}
+
+func TestUnknownParameterListsValidOnes(t *testing.T) {
+	p := New(&url.URL{RawQuery: "max_byte=1MiB&zzz=1&namespace=a"})
+	p.String("namespace", "")
+	p.Bytes("max_bytes", 0)
+	p.Int("max_entries", 0)
+	err := p.Err()
+	want := `unknown parameters "max_byte" (did you mean max_bytes?), "zzz"; valid parameters: max_bytes, max_entries, namespace`
+	if !errors.Is(err, cachekit.ErrInvalidURL) || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("Err = %v; want ErrInvalidURL ending %q", err, want)
+	}
+	p = New(&url.URL{RawQuery: "a=1"})
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "takes no parameters") {
+		t.Errorf("Err with nothing asked = %v", err)
+	}
+	if got := suggest("Max-Bytes", []string{"max_bytes", "namespace"}); got != "max_bytes" {
+		t.Errorf("suggest(Max-Bytes) = %q", got)
+	}
+	if got := suggest("foo", []string{"max_bytes", "namespace"}); got != "" {
+		t.Errorf("suggest(foo) = %q", got)
 	}
 }
