@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cachekit/cachekit/internal/flight"
@@ -23,11 +26,24 @@ type TypedOptions struct {
 	TTL time.Duration
 
 	// OnError, when set, receives the cache errors that GetOrLoad absorbs
-	// to keep serving: a failed read before a load, and a failed write of
-	// the loaded value. Default: nil, such errors are dropped. It must be
-	// safe for concurrent use.
+	// to keep serving: a failed read before a load, a value that fails to
+	// encode, and a failed background write of the loaded value. Default:
+	// nil, such errors are dropped. It must be safe for concurrent use; it
+	// may be called from a background goroutine after GetOrLoad returned.
 	OnError func(ctx context.Context, err error)
+
+	// WriteTimeout bounds the background write with which GetOrLoad stores
+	// a loaded value. The write does not inherit the caller's cancellation
+	// or deadline (the caller has its value already), only its context's
+	// values. Default (0): DefaultWriteTimeout. Negative: no bound of
+	// Typed's own, the write is bounded only by the backend's own operation
+	// timeout (the timeout URL parameter of Redis and Memcached).
+	WriteTimeout time.Duration
 }
+
+// DefaultWriteTimeout is the bound on GetOrLoad's background writes when
+// TypedOptions.WriteTimeout is 0.
+const DefaultWriteTimeout = time.Second
 
 // Typed is a cache of values of type V over a byte-level [Cache]: it
 // serializes values, applies a default TTL, and loads missing values through
@@ -38,27 +54,104 @@ type TypedOptions struct {
 // errors.Is(err, ErrDecode) reports true, carried in an [*Error] naming the
 // operation and key; it is never a panic and never a silent zero value.
 //
-// Typed is safe for concurrent use. Close the underlying Cache, not the
-// Typed, when done.
+// Typed is safe for concurrent use. It has no Close: close the underlying
+// Cache when done, after calling [Typed.Wait] so that the values GetOrLoad
+// is still writing in the background land first.
 type Typed[V any] struct {
-	c       Cache
-	ser     serializer.Serializer
-	ttl     time.Duration
-	onError func(context.Context, error)
-	loads   flight.Group[string, V]
+	c            Cache
+	ser          serializer.Serializer
+	ttl          time.Duration
+	writeTimeout time.Duration // > 0: bound on background writes; < 0: none
+	onError      func(context.Context, error)
+	loads        flight.Group[string, loaded[V]]
+
+	// Loads that finished while another caller read the cache (see
+	// GetOrLoad). gens[i] counts the loads of the keys hashing to stripe i
+	// that finished or whose write ended; recent holds each loaded value
+	// until its background write has ended.
+	seed     maphash.Seed
+	gens     [genStripes]atomic.Uint64
+	recentMu sync.Mutex
+	recent   map[string]*recentLoad[V]
+	writes   tracker // background writes
 }
+
+// genStripes is the number of load generations a Typed keeps: keys share
+// them by hash, and a shared one only costs an extra cache read.
+const genStripes = 64
+
+// loaded is what GetOrLoad's flight returns: the value, and whether it came
+// from another caller's load instead of a load of this flight's own.
+type loaded[V any] struct {
+	v      V
+	shared bool
+}
+
+type recentLoad[V any] struct{ v V }
 
 // NewTyped returns a Typed cache of V values stored in c.
 func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
-	t := &Typed[V]{c: c, ser: serializer.JSON{}}
+	t := &Typed[V]{c: c, ser: serializer.JSON{}, writeTimeout: DefaultWriteTimeout, seed: maphash.MakeSeed()}
 	if opts != nil {
 		if opts.Serializer != nil {
 			t.ser = opts.Serializer
 		}
 		t.ttl = opts.TTL
 		t.onError = opts.OnError
+		if opts.WriteTimeout != 0 {
+			t.writeTimeout = opts.WriteTimeout
+		}
 	}
 	return t
+}
+
+// Wait returns when every goroutine that GetOrLoad started in the
+// background has ended: the background writes of loaded values (each
+// bounded by TypedOptions.WriteTimeout), and loads that are still running
+// after every caller waiting for them gave up (their context is cancelled,
+// but a load may not watch it). Loads and writes started while Wait waits
+// are waited for too.
+//
+// Call Wait before closing the underlying Cache, at shutdown or at the end
+// of a test: a background write that runs after Close fails with ErrClosed
+// (reported to TypedOptions.OnError) and stores nothing.
+func (t *Typed[V]) Wait() {
+	t.loads.Wait()  // a load ends after starting its write,
+	t.writes.wait() // so the writes are all known here
+}
+
+// tracker counts running goroutines and waits for them, without the
+// ordering rules of sync.WaitGroup: add may run concurrently with wait.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle *sync.Cond
+}
+
+func (k *tracker) add() {
+	k.mu.Lock()
+	k.n++
+	k.mu.Unlock()
+}
+
+func (k *tracker) done() {
+	k.mu.Lock()
+	k.n--
+	if k.n == 0 && k.idle != nil {
+		k.idle.Broadcast()
+	}
+	k.mu.Unlock()
+}
+
+func (k *tracker) wait() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for k.n > 0 {
+		if k.idle == nil {
+			k.idle = sync.NewCond(&k.mu)
+		}
+		k.idle.Wait()
+	}
 }
 
 // SetOption changes one write of a [Typed] cache.
@@ -175,13 +268,30 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 		return nil, WrapError("GetMany", "", err)
 	}
 	out := make(map[string]V, len(raw))
-	for k, b := range raw {
+	var first error
+	for _, k := range keys {
+		b, ok := raw[k]
+		if !ok {
+			continue
+		}
+		if _, done := out[k]; done {
+			continue // a key asked for twice
+		}
 		var v V
 		if err := t.decode(b, &v); err != nil {
+			// One event per undecodable value, so that a hook that counted
+			// the value as a hit can count it as a miss instead.
 			Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: k, Err: err})
-			return nil, &Error{Op: "GetMany", Key: k, Err: err}
+			if first == nil {
+				first = &Error{Op: "GetMany", Key: k, Err: err}
+			}
+			delete(raw, k)
+			continue
 		}
 		out[k] = v
+	}
+	if first != nil {
+		return nil, first
 	}
 	return out, nil
 }
@@ -209,12 +319,23 @@ func (t *Typed[V]) Delete(ctx context.Context, keys ...string) (int, error) {
 // GetOrLoad returns the value under key, calling load to produce it on a
 // miss and storing what load returns (with the default TTL, or WithTTL's).
 //
-// Concurrent calls for the same key on this Typed share one call of load.
-// Each caller waits only as long as its own ctx allows, and a caller that
-// gives up never fails the others. load runs with a context that carries
-// the first caller's values but not its cancellation; that context is
-// cancelled when every caller waiting for it has given up. A panic in load
-// is returned to every waiter as an error for which
+// The caller gets the loaded value as soon as load returns: the value is
+// written to the cache in the background, with a context that keeps the
+// first caller's values but none of its cancellation, bounded by
+// TypedOptions.WriteTimeout (1 s by default). A failed write goes to
+// TypedOptions.OnError. [Typed.Wait] waits for these writes; call it before
+// closing the Cache.
+//
+// Concurrent calls for the same key on this Typed share one call of load,
+// and so do calls whose cache read overlaps a load that finished meanwhile:
+// a caller whose read missed while another caller's load of the key ended
+// takes that load's value rather than loading again (re-reading the cache
+// if that load's write has landed already). Each caller waits only as long
+// as its own ctx allows, and a caller that gives up never fails the others.
+// load runs with a context that carries the first caller's values but not
+// its cancellation; that context is cancelled when every caller waiting for
+// it has given up. A panic in load, or a call of runtime.Goexit, is
+// returned to every waiter as an error for which
 // errors.Is(err, ErrLoaderPanic) reports true.
 //
 // Errors from load are returned as they are (inside an *Error) and nothing is
@@ -224,6 +345,8 @@ func (t *Typed[V]) Delete(ctx context.Context, keys ...string) (int, error) {
 // storing the loaded value fails, the value is still returned. Such errors go
 // to TypedOptions.OnError.
 func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.Context) (V, error), opts ...SetOption) (V, error) {
+	gen := &t.gens[maphash.String(t.seed, key)%genStripes]
+	before := gen.Load() // loads of key that ended before this read began
 	v, err := t.Get(ctx, key)
 	switch {
 	case err == nil:
@@ -238,28 +361,99 @@ func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.
 	if err := CheckTTL(o.ttl); err != nil {
 		return v, &Error{Op: "GetOrLoad", Key: key, Err: err}
 	}
-	v, err, joined := t.loads.Do(ctx, key, func(lctx context.Context) (V, error) {
-		start := time.Now()
-		v, err := callLoad(lctx, load)
-		if err != nil {
-			Emit(lctx, t.c, Event{Kind: EventLoadError, Key: key, Err: err, Duration: time.Since(start)})
-			return v, err
+	r, err, joined := t.loads.Do(ctx, key, func(lctx context.Context) (loaded[V], error) {
+		// A load of key may have ended while this caller read the cache:
+		// its value is then in recent (write pending) or in the cache.
+		if v, ok := t.recentValue(key); ok {
+			return loaded[V]{v: v, shared: true}, nil
 		}
-		Emit(lctx, t.c, Event{Kind: EventLoad, Key: key, Duration: time.Since(start)})
-		if b, err := t.encode("GetOrLoad", key, v); err != nil {
-			t.reportError(lctx, err)
-		} else if err := t.c.Set(lctx, key, b, o.ttl); err != nil {
-			t.reportError(lctx, WrapError("GetOrLoad", key, err))
+		if gen.Load() != before {
+			if v, err := t.Get(lctx, key); err == nil {
+				return loaded[V]{v: v, shared: true}, nil
+			}
 		}
-		return v, nil
+		v, err := t.load(lctx, key, load, o.ttl, gen)
+		return loaded[V]{v: v}, err
 	})
-	if joined {
+	if joined || r.shared {
 		Emit(ctx, t.c, Event{Kind: EventStampedeJoin, Key: key})
 	}
 	if err != nil {
-		return v, &Error{Op: "GetOrLoad", Key: key, Err: err}
+		if errors.Is(err, flight.ErrGoexit) {
+			err = fmt.Errorf("%w: %w", ErrLoaderPanic, err)
+		}
+		var zero V
+		return zero, &Error{Op: "GetOrLoad", Key: key, Err: err}
 	}
+	return r.v, nil
+}
+
+// load calls load and, when it returns a value, starts its background
+// write.
+func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Context) (V, error), ttl time.Duration, gen *atomic.Uint64) (V, error) {
+	start := time.Now()
+	returned := false
+	defer func() {
+		if !returned { // load called runtime.Goexit (panics are recovered in callLoad)
+			Emit(lctx, t.c, Event{Kind: EventLoadError, Key: key, Err: fmt.Errorf("%w: %w", ErrLoaderPanic, flight.ErrGoexit), Duration: time.Since(start)})
+		}
+	}()
+	v, err := callLoad(lctx, load)
+	returned = true
+	if err != nil {
+		Emit(lctx, t.c, Event{Kind: EventLoadError, Key: key, Err: err, Duration: time.Since(start)})
+		return v, err
+	}
+	Emit(lctx, t.c, Event{Kind: EventLoad, Key: key, Duration: time.Since(start)})
+	b, err := t.encode("GetOrLoad", key, v)
+	if err != nil {
+		t.reportError(lctx, err)
+		return v, nil
+	}
+	rl := &recentLoad[V]{v: v}
+	t.recentMu.Lock()
+	if t.recent == nil {
+		t.recent = make(map[string]*recentLoad[V])
+	}
+	t.recent[key] = rl
+	t.recentMu.Unlock()
+	gen.Add(1)
+	t.writes.add()
+	go t.write(context.WithoutCancel(lctx), key, b, ttl, rl, gen)
 	return v, nil
+}
+
+// write stores a loaded value in the background, then forgets it in recent.
+func (t *Typed[V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, rl *recentLoad[V], gen *atomic.Uint64) {
+	defer t.writes.done()
+	if t.writeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.writeTimeout)
+		defer cancel()
+	}
+	if err := t.c.Set(ctx, key, b, ttl); err != nil {
+		t.reportError(ctx, WrapError("GetOrLoad", key, err))
+	}
+	t.recentMu.Lock()
+	if t.recent[key] == rl {
+		delete(t.recent, key)
+	}
+	t.recentMu.Unlock()
+	// A caller whose read began before the write landed, and who finds
+	// nothing in recent any more, sees this and reads the cache again.
+	gen.Add(1)
+}
+
+// recentValue returns the value of a load of key whose write has not ended.
+func (t *Typed[V]) recentValue(key string) (V, bool) {
+	t.recentMu.Lock()
+	rl, ok := t.recent[key]
+	t.recentMu.Unlock()
+	if !ok {
+		var zero V
+		return zero, false
+	}
+	return rl.v, true
 }
 
 // callLoad runs load, turning a panic into an error that wraps

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -184,6 +187,7 @@ func TestGetOrLoadStoresAndHits(t *testing.T) {
 	if loads != 1 {
 		t.Fatalf("load ran %d times; want 1", loads)
 	}
+	c.Wait() // the loaded value is written in the background
 	if v, err := c.Get(ctx, "k"); err != nil || v != "loaded" {
 		t.Fatalf("Get after GetOrLoad = %q, %v", v, err)
 	}
@@ -325,6 +329,7 @@ func TestGetOrLoadOverwritesUndecodableValue(t *testing.T) {
 	if err != nil || v != "fresh" {
 		t.Fatalf("GetOrLoad over a corrupt value = %q, %v; want fresh, nil", v, err)
 	}
+	c.Wait()
 	if len(reported) != 1 || !errors.Is(reported[0], cachekit.ErrDecode) {
 		t.Fatalf("OnError got %v; want one ErrDecode", reported)
 	}
@@ -341,5 +346,336 @@ func TestGetOrLoadOnClosedCache(t *testing.T) {
 	_, err := c.GetOrLoad(ctx, "k", func(context.Context) (int, error) { loads++; return 1, nil })
 	if !errors.Is(err, cachekit.ErrClosed) || loads != 0 {
 		t.Fatalf("GetOrLoad on a closed cache = %v after %d loads; want ErrClosed, no load", err, loads)
+	}
+}
+
+// gatedCache is a Cache whose Set waits for release (or for its context)
+// before storing, and records the context it was given.
+type gatedCache struct {
+	cachekit.Cache
+	release chan struct{}
+	mu      sync.Mutex
+	setErrs []error
+}
+
+func (c *gatedCache) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+		c.mu.Lock()
+		c.setErrs = append(c.setErrs, ctx.Err())
+		c.mu.Unlock()
+		return ctx.Err()
+	}
+	return c.Cache.Set(ctx, key, v, ttl)
+}
+
+// GetOrLoad hands the loaded value over as soon as the load returns: a slow
+// cache write is not the caller's wait, and the caller's cancellation does
+// not cancel the write (issue 12, item 7).
+func TestGetOrLoadDoesNotWaitForTheWrite(t *testing.T) {
+	slow := &gatedCache{Cache: newMem(t), release: make(chan struct{})}
+	var mu sync.Mutex
+	var reported []error
+	c := cachekit.NewTyped[string](slow, &cachekit.TypedOptions{
+		WriteTimeout: time.Minute,
+		OnError: func(_ context.Context, err error) {
+			mu.Lock()
+			reported = append(reported, err)
+			mu.Unlock()
+		},
+	})
+	// The write cannot finish before the caller's deadline: before the fix,
+	// the caller waited for it and got DeadlineExceeded, and the write,
+	// cancelled with the caller, never landed.
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	v, err := c.GetOrLoad(cctx, "k", func(context.Context) (string, error) {
+		time.Sleep(50 * time.Millisecond)
+		return "loaded", nil
+	})
+	cancel() // the caller is gone before the write proceeds
+	if err != nil || v != "loaded" {
+		t.Fatalf("GetOrLoad with a slow cache write = %q, %v; want loaded, nil", v, err)
+	}
+	close(slow.release)
+	c.Wait()
+	if got, err := c.Get(ctx, "k"); err != nil || got != "loaded" {
+		t.Fatalf("Get after Wait = %q, %v; want the loaded value stored", got, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 0 || len(slow.setErrs) != 0 {
+		t.Fatalf("the write failed: OnError %v, Set saw %v", reported, slow.setErrs)
+	}
+}
+
+// deadlineCache records the deadline of each Set's context.
+type deadlineCache struct {
+	cachekit.Cache
+	mu        sync.Mutex
+	deadlines []time.Duration // time left when Set was called; -1: no deadline
+}
+
+func (c *deadlineCache) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	c.mu.Lock()
+	c.deadlines = append(c.deadlines, left)
+	c.mu.Unlock()
+	return c.Cache.Set(ctx, key, v, ttl)
+}
+
+func TestGetOrLoadWriteTimeout(t *testing.T) {
+	load := func(context.Context) (int, error) { return 1, nil }
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		max     time.Duration // longest deadline the write may have; -1: none
+	}{
+		{"default", 0, cachekit.DefaultWriteTimeout},
+		{"set", 20 * time.Millisecond, 20 * time.Millisecond},
+		{"none", -1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dc := &deadlineCache{Cache: newMem(t)}
+			c := cachekit.NewTyped[int](dc, &cachekit.TypedOptions{WriteTimeout: tc.timeout})
+			// The caller's own deadline is far longer: the write has its own.
+			cctx, cancel := context.WithTimeout(ctx, time.Hour)
+			defer cancel()
+			if _, err := c.GetOrLoad(cctx, "k", load); err != nil {
+				t.Fatal(err)
+			}
+			c.Wait()
+			dc.mu.Lock()
+			defer dc.mu.Unlock()
+			if len(dc.deadlines) != 1 {
+				t.Fatalf("%d writes; want 1", len(dc.deadlines))
+			}
+			got := dc.deadlines[0]
+			if tc.max < 0 {
+				if got != -1 {
+					t.Fatalf("write had a deadline %v away; want none of Typed's own", got)
+				}
+				return
+			}
+			if got <= 0 || got > tc.max {
+				t.Fatalf("write deadline %v away; want within (0, %v]", got, tc.max)
+			}
+		})
+	}
+
+	// A write that outlasts WriteTimeout ends with DeadlineExceeded, reported.
+	stuck := &gatedCache{Cache: newMem(t), release: make(chan struct{})}
+	errs := make(chan error, 1)
+	c := cachekit.NewTyped[int](stuck, &cachekit.TypedOptions{
+		WriteTimeout: 20 * time.Millisecond,
+		OnError:      func(_ context.Context, err error) { errs <- err },
+	})
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second) // fail, not hang, if GetOrLoad waits for the write
+	defer cancel()
+	if v, err := c.GetOrLoad(cctx, "k", load); err != nil || v != 1 {
+		t.Fatalf("GetOrLoad = %d, %v", v, err)
+	}
+	c.Wait()
+	var ce *cachekit.Error
+	if err := <-errs; !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &ce) || ce.Op != "GetOrLoad" || ce.Key != "k" {
+		t.Fatalf("OnError got %v; want a GetOrLoad *Error wrapping DeadlineExceeded", err)
+	}
+}
+
+// slowFirstGet is a Cache whose first Get reads a miss, then holds it back
+// until release is closed: the read of a caller that began before another
+// caller's load and returns after that load finished.
+type slowFirstGet struct {
+	cachekit.Cache
+	once    sync.Once
+	reading chan struct{} // closed when the first Get has read
+	release chan struct{}
+	setGate chan struct{} // if non-nil, Set waits for it
+}
+
+func (c *slowFirstGet) Get(ctx context.Context, key string) ([]byte, error) {
+	first := false
+	c.once.Do(func() { first = true })
+	b, err := c.Cache.Get(ctx, key)
+	if first {
+		close(c.reading)
+		<-c.release
+	}
+	return b, err
+}
+
+func (c *slowFirstGet) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if c.setGate != nil {
+		<-c.setGate
+	}
+	return c.Cache.Set(ctx, key, v, ttl)
+}
+
+// A caller whose cache read overlaps another caller's whole load takes that
+// load's value instead of loading again (issue 12, item 9), whether the
+// load's write has landed by then or not.
+func TestGetOrLoadOverlappingReadDoesNotLoadAgain(t *testing.T) {
+	for _, landed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "write landed", false: "write pending"}[landed], func(t *testing.T) {
+			sc := &slowFirstGet{Cache: newMem(t), reading: make(chan struct{}), release: make(chan struct{})}
+			if !landed {
+				sc.setGate = make(chan struct{})
+			}
+			var joins atomic.Int32
+			hooked := cachekit.WithHooks(sc, cachekit.EventHookFunc(func(_ context.Context, ev cachekit.Event) {
+				if ev.Kind == cachekit.EventStampedeJoin {
+					joins.Add(1)
+				}
+			}))
+			c := cachekit.NewTyped[int](hooked, nil)
+			var loads atomic.Int32
+			load := func(context.Context) (int, error) { return int(loads.Add(1)), nil }
+
+			first := make(chan int)
+			go func() {
+				v, err := c.GetOrLoad(ctx, "k", load)
+				if err != nil {
+					t.Errorf("the slow reader's GetOrLoad: %v", err)
+				}
+				first <- v
+			}()
+			<-sc.reading // the slow reader has seen the miss
+			// (A deadline, so that a GetOrLoad waiting for its write fails
+			// rather than hangs.)
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if v, err := c.GetOrLoad(cctx, "k", load); err != nil || v != 1 {
+				t.Fatalf("the second caller's GetOrLoad = %d, %v; want 1 (its load)", v, err)
+			}
+			if landed {
+				c.Wait() // the write has landed: nothing of the load is left in flight
+			}
+			close(sc.release)
+			if v := <-first; v != 1 {
+				t.Fatalf("the slow reader got %d; want 1, the value of the load that finished during its read", v)
+			}
+			if n := loads.Load(); n != 1 {
+				t.Fatalf("load ran %d times; want 1", n)
+			}
+			if j := joins.Load(); j != 1 {
+				t.Fatalf("%d stampede_join events; want 1, for the slow reader", j)
+			}
+			if sc.setGate != nil {
+				close(sc.setGate)
+			}
+			c.Wait()
+		})
+	}
+}
+
+// A loader calling runtime.Goexit (t.FailNow in a test's loader, say)
+// fails every waiter with ErrLoaderPanic instead of returning a zero value
+// and a nil error (issue 12, item 12).
+func TestGetOrLoadGoexit(t *testing.T) {
+	var events atomic.Int32
+	mem := cachekit.WithHooks(newMem(t), cachekit.EventHookFunc(func(_ context.Context, ev cachekit.Event) {
+		if ev.Kind == cachekit.EventLoadError && errors.Is(ev.Err, cachekit.ErrLoaderPanic) {
+			events.Add(1)
+		}
+	}))
+	c := cachekit.NewTyped[int](mem, nil)
+	release := make(chan struct{})
+	load := func(context.Context) (int, error) {
+		<-release
+		runtime.Goexit()
+		return 1, nil
+	}
+	const n = 5
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := c.GetOrLoad(ctx, "k", load)
+			if !errors.Is(err, cachekit.ErrLoaderPanic) || !strings.Contains(err.Error(), "Goexit") || v != 0 {
+				t.Errorf("GetOrLoad with a loader calling Goexit = %d, %v; want ErrLoaderPanic naming Goexit", v, err)
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	c.Wait()
+	if e := events.Load(); e != 1 {
+		t.Fatalf("%d load_error events; want 1", e)
+	}
+	if _, err := c.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("a load that called Goexit stored something: %v", err)
+	}
+	if v, err := c.GetOrLoad(ctx, "k", func(context.Context) (int, error) { return 2, nil }); err != nil || v != 2 {
+		t.Fatalf("GetOrLoad after a Goexit = %d, %v; want 2, nil", v, err)
+	}
+	c.Wait()
+}
+
+// Wait also waits for a load that every caller left, and for its write.
+func TestTypedWaitForAbandonedLoad(t *testing.T) {
+	c := cachekit.NewTyped[int](newMem(t), nil)
+	release := make(chan struct{})
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { time.Sleep(10 * time.Millisecond); cancel() }()
+	_, err := c.GetOrLoad(cctx, "k", func(context.Context) (int, error) {
+		<-release // ignores its context
+		return 5, nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("GetOrLoad = %v; want Canceled", err)
+	}
+	waited := make(chan struct{})
+	go func() { c.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while the load was still running")
+	case <-time.After(30 * time.Millisecond):
+	}
+	close(release)
+	<-waited
+	if v, err := c.Get(ctx, "k"); err != nil || v != 5 {
+		t.Fatalf("Get after Wait = %d, %v; want the abandoned load's value, written", v, err)
+	}
+}
+
+// Every undecodable value read reports one decode_error event, so that a
+// hook which counted the read as a hit can count a miss instead (issue 12,
+// item 16).
+func TestDecodeErrorEventPerValue(t *testing.T) {
+	var mu sync.Mutex
+	var keys []string
+	mem := cachekit.WithHooks(newMem(t), cachekit.EventHookFunc(func(_ context.Context, ev cachekit.Event) {
+		if ev.Kind == cachekit.EventDecodeError {
+			mu.Lock()
+			keys = append(keys, ev.Key)
+			mu.Unlock()
+		}
+	}))
+	for _, k := range []string{"bad1", "bad2"} {
+		if err := mem.Set(ctx, k, []byte("{corrupt"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mem.Set(ctx, "good", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c := cachekit.NewTyped[int](mem, nil)
+	_, err := c.GetMany(ctx, []string{"good", "bad1", "missing", "bad2"})
+	var ce *cachekit.Error
+	if !errors.Is(err, cachekit.ErrDecode) || !errors.As(err, &ce) || ce.Op != "GetMany" || ce.Key != "bad1" {
+		t.Fatalf("GetMany = %v; want an *Error{Op: GetMany, Key: bad1} wrapping ErrDecode", err)
+	}
+	if _, err := c.Get(ctx, "bad1"); !errors.Is(err, cachekit.ErrDecode) {
+		t.Fatalf("Get = %v; want ErrDecode", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(keys, []string{"bad1", "bad2", "bad1"}) {
+		t.Fatalf("decode_error events for %q; want bad1, bad2 (GetMany) and bad1 (Get)", keys)
 	}
 }
