@@ -93,8 +93,8 @@ func (f *Func[K, V]) Call(ctx context.Context, k K) (V, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, ctxError(key, err)
 	}
+	seen := f.ended.Load() // before the read: see loadOnce
 	var e entry[V]
-	e.seen = f.stripe(key).ended.Load()
 	if err := f.read(ctx, key, &e); err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return zero, ctxError(key, cerr)
@@ -117,6 +117,7 @@ func (f *Func[K, V]) Call(ctx context.Context, k K) (V, error) {
 	case stNegative:
 		return zero, f.o.NegativeError
 	}
+	e.seen = seen
 	return f.load(ctx, k, key, e)
 }
 

@@ -47,7 +47,7 @@ type entry[V any] struct {
 	v     V
 	raw   []byte // the stored bytes
 	h     header // envelope mode only
-	seen  uint64 // writes ended on the key's stripe before the read began
+	seen  uint64 // core.ended before the read began
 }
 
 // stripe coordinates, for the keys that hash to it, the writes of loads
@@ -65,20 +65,16 @@ type entry[V any] struct {
 //
 // A registered write also carries the value it writes, so that a load of
 // the key that starts while the write is on its way takes that value
-// rather than calling fn again; ended counts the writes that ended, and
-// recent holds the key hashes of the last ones, so that a load can tell
-// whether a write of its key landed after its caller's read began (and
-// only then reads again before calling fn).
+// rather than calling fn again (see core.ended for the writes that have
+// landed).
 type stripe[V any] struct {
 	mu     sync.Mutex
 	epoch  atomic.Uint64                 // written under mu
-	ended  atomic.Uint64                 // written under mu
-	recent [nRecent]uint64               // recent[i%nRecent]: hash of the key of the i-th write that ended; guarded by mu
 	writes map[string][]*pendingWrite[V] // guarded by mu
 }
 
-// nRecent is how many ended writes a stripe remembers the keys of.
-const nRecent = 8
+// nRecent is how many ended writes a core remembers the keys of.
+const nRecent = 256
 
 // pendingWrite is a write of a loaded value that has not ended yet.
 type pendingWrite[V any] struct {
@@ -104,6 +100,15 @@ type core[K comparable, V any] struct {
 	bgMu   sync.Mutex
 	bgCond sync.Cond
 	bgN    int
+
+	// ended counts the writes that have ended, and recent holds the key
+	// hashes of the last ones, so that a load can tell whether a write of
+	// its key landed after its caller's read began, and only then read
+	// again before calling fn. (A caller reads ended before its read: one
+	// atomic load on the hit path.)
+	endMu  sync.Mutex
+	ended  atomic.Uint64   // written under endMu
+	recent [nRecent]uint64 // recent[i%nRecent]: the hash of the i-th ended write's key
 }
 
 func (c *core[K, V]) init(typed *cachekit.Typed[V], fn any, opts *Options[K]) {
@@ -359,10 +364,12 @@ func (c *core[K, V]) end(p *pendingWrite[V]) {
 	} else {
 		s.writes[p.key] = ws
 	}
-	n := s.ended.Load()
-	s.recent[n%nRecent] = c.hash(p.key)
-	s.ended.Store(n + 1)
 	s.mu.Unlock()
+	c.endMu.Lock()
+	n := c.ended.Load()
+	c.recent[n%nRecent] = c.hash(p.key)
+	c.ended.Store(n + 1)
+	c.endMu.Unlock()
 	close(p.done)
 }
 
@@ -373,22 +380,28 @@ func (c *core[K, V]) pending(key string) (pendingWrite[V], bool) {
 }
 
 // lookup returns the newest write of key that has not ended, if any, and
-// reports whether a write of key may have ended since the stripe's ended
-// count was seen.
+// reports whether a write of key may have ended since c.ended was seen.
 func (c *core[K, V]) lookup(key string, seen uint64) (p pendingWrite[V], ok, landed bool) {
 	h := c.hash(key)
 	s := &c.stripes[h%nStripes]
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if ws := s.writes[key]; len(ws) > 0 {
-		return *ws[len(ws)-1], true, false
+		p = *ws[len(ws)-1]
+		s.mu.Unlock()
+		return p, true, false
 	}
-	n := s.ended.Load()
+	s.mu.Unlock()
+	if c.ended.Load() == seen {
+		return p, false, false
+	}
+	c.endMu.Lock()
+	defer c.endMu.Unlock()
+	n := c.ended.Load()
 	if n-seen > nRecent {
 		return p, false, true // too many to tell
 	}
 	for i := seen; i < n; i++ {
-		if s.recent[i%nRecent] == h {
+		if c.recent[i%nRecent] == h {
 			return p, false, true
 		}
 	}

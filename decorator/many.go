@@ -107,8 +107,9 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 		return out, nil
 	}
 
+	ended := f.ended.Load()
 	for _, it := range items {
-		it.e.seen = f.stripe(it.key).ended.Load()
+		it.e.seen = ended
 	}
 	cctx, cancel := f.cacheCtx(ctx)
 	raw, err := f.cache.GetMany(cctx, keys)
