@@ -349,6 +349,58 @@ func TestMemcachedFaultDeadServer(t *testing.T) {
 	}
 }
 
+// TestMemcachedFaultFrozenServer: a frozen server (SIGSTOP) costs each call
+// at most the op timeout, its own timeout counts against the breaker, and
+// once the breaker is open calls fail at once; after a thaw the cache
+// recovers.
+func TestMemcachedFaultFrozenServer(t *testing.T) {
+	t.Parallel()
+	srv := testserver.StartMemcached(t)
+	c := mcOpen(t, "memcached://"+srv.Addr()+"?namespace=frozen&timeout=300ms&breaker_threshold=2&breaker_duration=300ms")
+	if err := c.Set(mcBg, "k", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			srv.Thaw()
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		start := time.Now()
+		_, err := c.Get(mcBg, "k")
+		took := time.Since(start)
+		if err == nil || errors.Is(err, cachekit.ErrUnavailable) {
+			t.Fatalf("Get %d against a frozen server: %v; want its timeout", i, err)
+		}
+		if took > 2*time.Second {
+			t.Fatalf("Get %d against a frozen server took %v; want about the 300ms op timeout", i, took)
+		}
+	}
+	start := time.Now()
+	_, err := c.Get(mcBg, "k")
+	if !errors.Is(err, cachekit.ErrUnavailable) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("Get with the breaker open: %v after %v; want ErrUnavailable at once", err, time.Since(start))
+	}
+	srv.Thaw()
+	thawed = true
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(mcBg, "k")
+		if err == nil {
+			if string(v) != "v" {
+				t.Fatalf("Get after the thaw: %q", v)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery 10s after the thaw: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestMemcachedFaultOneDeadServerOfAPool: the breakers are per server, so
 // once one server of a pool is dead, keys on the other keep working and
 // keys on the dead one fail at once.
