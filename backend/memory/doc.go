@@ -9,12 +9,17 @@
 //
 // # Bounds and eviction
 //
-// The cache is bounded by the bytes its entries hold ([Options.MaxBytes],
-// 64 MiB by default). Each entry weighs the length of its key and of its
-// value plus [EntryOverhead] bytes of bookkeeping (about what the entry
-// costs on the heap). When the total would exceed MaxBytes, the entries
-// least likely to be used again are evicted (W-TinyLFU, which keeps
-// frequently used entries through scans). [Options.MaxEntries] optionally
+// The cache is bounded by the heap its entries hold ([Options.MaxBytes],
+// 64 MiB by default). Each entry weighs the allocations of its key and value
+// as the Go allocator makes them (rounded up to its size class, and above
+// 32 KiB to whole 8 KiB pages: a 32,769-byte value weighs 40,960) plus
+// [EntryOverhead] bytes for the engine's node and hash table. Measured
+// after a GC, a full cache holds between 0.87 and 1.01 times MaxBytes of
+// heap for values from 10 bytes to 1 MiB. When the total would exceed
+// MaxBytes, the entries least likely to be used again are evicted
+// (W-TinyLFU, which keeps frequently used entries through scans); the 1 MiB
+// case holds less because 15 such entries leave a gap the next one does
+// not fit in. [Options.MaxEntries] optionally
 // bounds the number of entries as well. A value longer than
 // [Options.MaxValueSize] (MaxBytes/4 by default) is rejected with an error
 // for which errors.Is(err, cachekit.ErrTooLarge) reports true, so that one

@@ -22,10 +22,11 @@ import (
 const DefaultMaxBytes = 64 << 20
 
 // EntryOverhead is the number of bytes each entry is counted for on top of
-// its key, namespace and value: the engine's node, its share of the hash
-// table and the allocator's rounding of the value, as measured on 64-bit
-// platforms (about 150 bytes), so that MaxBytes approximates the heap the
-// cache holds.
+// the allocations of its key and value: the engine's node and its share of
+// the hash table, as measured on 64-bit platforms (142 to 168 bytes,
+// depending on how full the table is). The key and value are counted as the
+// Go allocator holds them, rounded up to its size class (to whole 8 KiB
+// pages above 32 KiB), so that MaxBytes bounds the heap the cache holds.
 const EntryOverhead = 160
 
 // Options configures a [Cache]. A nil *Options is valid and means the zero
@@ -40,10 +41,12 @@ type Options struct {
 	// namespace).
 	Namespace string
 
-	// MaxBytes bounds the total weight of the entries: the bytes of every
-	// key and value plus [EntryOverhead] per entry (and, for keys of other
-	// namespaces than Namespace, the namespace). The engine evicts the
-	// entries least likely to be used again to stay within it.
+	// MaxBytes bounds the total weight of the entries, which is the heap
+	// they hold: the allocations of every key and value, rounded up as the
+	// Go allocator rounds them (a 32,769-byte value takes 40,960), plus
+	// [EntryOverhead] per entry (and, for keys of other namespaces than
+	// Namespace, the namespace). The engine evicts the entries least
+	// likely to be used again to stay within it.
 	// Default (zero or negative): [DefaultMaxBytes], 64 MiB.
 	MaxBytes int64
 
@@ -57,7 +60,9 @@ type Options struct {
 	// MaxValueSize is the longest value Set, SetMany and Add accept; a
 	// longer one fails with an error for which errors.Is(err,
 	// cachekit.ErrTooLarge) reports true. It is lowered, if need be, to
-	// MaxBytes-EntryOverhead; and an entry whose key, namespace and value
+	// the longest value whose entry (with a short key) weighs at most
+	// MaxBytes, a little under MaxBytes-EntryOverhead because of the
+	// allocator's rounding; and an entry whose key, namespace and value
 	// together weigh more than MaxBytes is rejected the same way, rather
 	// than stored and evicted at once. Default (zero or negative):
 	// MaxBytes/4, so that one entry cannot flush most of the cache.
@@ -162,7 +167,7 @@ func New(opts *Options) *Cache {
 	// The largest value that fits in maxWeight at all, and whose weight
 	// fits in a uint32 with any key; Set also checks each entry's weight,
 	// key and namespace included.
-	fit := min(int64(s.maxWeight), math.MaxUint32-2*cachekit.MaxKeySize) - EntryOverhead
+	fit := int64(largestValue(min(s.maxWeight, math.MaxUint32-2*cachekit.MaxKeySize)))
 	s.maxValue = o.MaxValueSize
 	if s.maxValue <= 0 {
 		s.maxValue = int64(s.maxWeight) / 4
@@ -229,8 +234,7 @@ func (s *store) live(e entry) bool {
 
 // weigh is the engine's Weigher.
 func (s *store) weigh(k string, e entry) uint32 {
-	w := uint64(len(k)) + uint64(len(e.data)) + EntryOverhead
-	w = max(w, uint64(s.minWeight))
+	w := max(entryWeight(len(k), len(e.data)), uint64(s.minWeight))
 	return uint32(min(w, math.MaxUint32))
 }
 
@@ -258,7 +262,7 @@ func (c *Cache) checkOpen() error {
 // checkValue returns ErrTooLarge when key and value cannot be stored.
 func (c *Cache) checkValue(k string, value []byte) error {
 	if int64(len(value)) > c.s.maxValue ||
-		uint64(len(c.prefix))+uint64(len(escapedPrefix))+uint64(len(k))+uint64(len(value))+EntryOverhead > c.s.maxWeight {
+		entryWeight(len(c.prefix)+len(escapedPrefix)+len(k), len(value)) > c.s.maxWeight {
 		return cachekit.ErrTooLarge
 	}
 	return nil

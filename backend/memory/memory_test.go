@@ -95,7 +95,7 @@ func TestEvictionKeepsBytesBounded(t *testing.T) {
 		}
 	}
 	n := memory.EntryCount(c)
-	perEntry := 1000 + 6 + memory.EntryOverhead
+	perEntry := 1024 + 8 + memory.EntryOverhead // the allocations of value and key
 	if n > maxBytes/perEntry || n < maxBytes/perEntry/2 {
 		t.Fatalf("%d entries of about %d bytes in %d bytes; want about %d", n, perEntry, maxBytes, maxBytes/perEntry)
 	}
@@ -137,12 +137,14 @@ func TestLimits(t *testing.T) {
 		{&memory.Options{MaxBytes: 1 << 20, MaxValueSize: 1 << 10, Namespace: "ns"}, 1 << 20, 0, 1 << 10, "ns"},
 		{&memory.Options{MaxBytes: 1000, MaxEntries: 3}, 1000, 334, 250, ""},
 		// A MaxValueSize that cannot fit is lowered to what fits.
-		{&memory.Options{MaxBytes: 1 << 20, MaxValueSize: 1 << 30}, 1 << 20, 0, 1<<20 - memory.EntryOverhead, ""},
+		// A value of n > 32 KiB bytes weighs n rounded up to 8 KiB pages.
+		{&memory.Options{MaxBytes: 1 << 20, MaxValueSize: 1 << 30}, 1 << 20, 0, 127 * 8192, ""},
+		{&memory.Options{MaxBytes: 1000, MaxValueSize: 1 << 30}, 1000, 0, 768, ""}, // a size class
 		{&memory.Options{MaxBytes: 100}, 100, 0, 0, ""},
 		// Weights are uint32: a per-entry share that does not fit lowers
 		// the total instead.
 		{&memory.Options{MaxBytes: 1 << 40, MaxEntries: 2}, 2 * (1<<32 - 1), 1<<32 - 1, 2 * (1<<32 - 1) / 4, ""},
-		{&memory.Options{MaxBytes: 1 << 40, MaxValueSize: 1 << 40}, 1 << 40, 0, 1<<32 - 1 - 2*cachekit.MaxKeySize - memory.EntryOverhead, ""},
+		{&memory.Options{MaxBytes: 1 << 40, MaxValueSize: 1 << 40}, 1 << 40, 0, (1<<32 - 1 - 2*cachekit.MaxKeySize - memory.EntryOverhead - 8) &^ 8191, ""},
 	} {
 		c := newCache(t, tc.o)
 		maxW, minW, maxV, ns := memory.Limits(c)
