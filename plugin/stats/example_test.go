@@ -25,6 +25,7 @@ func Example() {
 	// Typed's loads are counted too.
 	users := cachekit.NewTyped[string](c, nil)
 	_, _ = users.GetOrLoad(ctx, "user:4", func(context.Context) (string, error) { return "bob", nil })
+	users.Wait() // GetOrLoad stores the value in the background
 
 	s := st.Snapshot()
 	fmt.Printf("ops %d, hits %d, misses %d, hit ratio %.2f, errors %d\n", s.Ops, s.Hits, s.Misses, s.HitRatio, s.Errors)

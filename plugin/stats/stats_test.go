@@ -143,6 +143,7 @@ func TestEvents(t *testing.T) {
 	if v, err := typed.GetOrLoad(bg, "k1", load("one")); err != nil || v != "one" {
 		t.Fatalf("GetOrLoad(k1) = %q, %v", v, err)
 	}
+	typed.Wait() // GetOrLoad writes in the background
 	// A hit.
 	if v, err := typed.GetOrLoad(bg, "k1", load("other")); err != nil || v != "one" {
 		t.Fatalf("GetOrLoad(k1) again = %q, %v", v, err)
@@ -191,6 +192,7 @@ func TestEvents(t *testing.T) {
 		t.Fatalf("GetOrLoad(k4) = %q, %v", v, err)
 	}
 
+	typed.Wait() // the background writes of k3 and k4
 	got := withoutLatency(st.Snapshot())
 	want := stats.Snapshot{
 		// Gets: k1 miss, k1 hit, k2 miss, 4 × k3 miss, k4 hit for the
