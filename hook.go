@@ -71,7 +71,9 @@ func (f EventHookFunc) ProcessOp(ctx context.Context, op *Op) error { return op.
 // [Error.Op].
 type OpKind uint8
 
-// The operations a [Hook] sees, one per method of [Cache] except Close.
+// The operations a [Hook] sees: one per method of [Cache] except Close, and
+// one per method of the optional interfaces that the wrapped cache
+// implements ([CompareAndDeleter]). Kinds are only ever added, at the end.
 const (
 	OpGet OpKind = iota
 	OpGetMany
@@ -83,11 +85,14 @@ const (
 	OpIncrement
 	OpExpire
 	OpClear
+	// OpCompareAndDelete is [CompareAndDeleter.CompareAndDelete], seen only
+	// when the wrapped cache implements it.
+	OpCompareAndDelete
 )
 
 // NumOpKinds is the number of [OpKind] values: an array indexed by OpKind has
-// this length.
-const NumOpKinds = int(OpClear) + 1
+// this length. It grows when a kind is added.
+const NumOpKinds = int(OpCompareAndDelete) + 1
 
 var opNames = [NumOpKinds]string{
 	OpGet:       "Get",
@@ -100,6 +105,8 @@ var opNames = [NumOpKinds]string{
 	OpIncrement: "Increment",
 	OpExpire:    "Expire",
 	OpClear:     "Clear",
+
+	OpCompareAndDelete: "CompareAndDelete",
 }
 
 // String returns the name of the Cache method, such as "Get", or "OpKind(n)"
@@ -164,9 +171,9 @@ func (o Outcome) String() string {
 type Op struct {
 	// Inputs. Which ones an operation uses depends on its kind.
 
-	Key   string            // Get, Set, Add, Exists, Increment, Expire
+	Key   string            // Get, Set, Add, Exists, Increment, Expire, CompareAndDelete
 	Keys  []string          // GetMany, Delete
-	Value []byte            // Set, Add: the value to store. Get: the output, the value found.
+	Value []byte            // Set, Add: the value to store. CompareAndDelete: the old value. Get: the output, the value found.
 	Items map[string][]byte // SetMany
 	TTL   time.Duration     // Set, SetMany, Add, Expire
 	Delta int64             // Increment
@@ -175,7 +182,7 @@ type Op struct {
 
 	Values map[string][]byte // GetMany: the hits
 	Count  int               // Delete: how many keys existed
-	OK     bool              // Exists: present; Expire: the key existed
+	OK     bool              // Exists: present; Expire: the key existed; CompareAndDelete: deleted
 	N      int64             // Increment: the new value
 
 	// Internal state. done, which recycles an Op, clears every field.
@@ -190,7 +197,8 @@ func (op *Op) Kind() OpKind { return op.kind }
 
 // Name returns the name of the Cache method this operation is: "Get",
 // "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment",
-// "Expire" or "Clear".
+// "Expire", "Clear", or "CompareAndDelete" for the optional interface's
+// method.
 func (op *Op) Name() string { return opNames[op.kind] }
 
 // Err returns the error the last call of Next returned: the error of the
@@ -242,6 +250,9 @@ func (op *Op) run(ctx context.Context) (err error) {
 		op.OK, err = c.Expire(ctx, op.Key, op.TTL)
 	case OpClear:
 		err = c.Clear(ctx)
+	case OpCompareAndDelete:
+		// Only the wrapper of a CompareAndDeleter makes this kind.
+		op.OK, err = c.(CompareAndDeleter).CompareAndDelete(ctx, op.Key, op.Value)
 	}
 	return err
 }
@@ -250,7 +261,8 @@ func (op *Op) run(ctx context.Context) (err error) {
 // OutcomeError if it failed with anything but the expected answers
 // ErrNotFound from Get (OutcomeMiss) and ErrExists from Add (OutcomeExists);
 // otherwise OutcomeHit or OutcomeMiss for Get and Exists, and OutcomeOK for
-// the rest, GetMany included. Call it after Next.
+// the rest, GetMany and CompareAndDelete included (see [Op.OK] for whether
+// CompareAndDelete deleted). Call it after Next.
 func (op *Op) Outcome() Outcome {
 	if op.err != nil {
 		switch {
@@ -320,13 +332,14 @@ func (op *Op) Misses() int {
 }
 
 // Size returns the bytes of value data the operation moves: the value
-// written by Set and Add, the values written by SetMany, and, once Next has
+// written by Set and Add, the old value CompareAndDelete compares, the
+// values written by SetMany, and, once Next has
 // returned, the value read by Get and the values read by GetMany. It is 0
 // for the other operations. Keys are not counted.
 func (op *Op) Size() int {
 	n := 0
 	switch op.kind {
-	case OpGet, OpSet, OpAdd:
+	case OpGet, OpSet, OpAdd, OpCompareAndDelete:
 		n = len(op.Value)
 	case OpSetMany:
 		for _, v := range op.Items {
@@ -371,8 +384,10 @@ var opPool = sync.Pool{New: func() any { return new(Op) }}
 // [Emit] go to every hook that implements [EventHook], in order, and then to
 // c if c is an [EventHandler] itself.
 //
-// The returned Cache also has a method Unwrap() Cache that returns c, for
-// code that needs an optional interface of the backend beneath.
+// The returned Cache implements the optional interfaces that c implements,
+// and only those: when c is a [CompareAndDeleter], so is the returned
+// Cache, and its CompareAndDelete runs through the hooks as an Op of kind
+// [OpCompareAndDelete]. It also has a method Unwrap() Cache that returns c.
 //
 // With hooks that do not allocate, the wrapper adds no allocation per
 // operation: Ops are recycled, which is why hooks must not keep them.
@@ -390,7 +405,7 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 	if len(events) == 0 {
 		return c
 	}
-	if inner, ok := c.(*hooked); ok {
+	if inner := asHooked(c); inner != nil {
 		chain = append(chain, inner.hooks...)
 		events = append(events, inner.all...)
 		c = inner.c
@@ -402,7 +417,44 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 		}
 	}
 	h.next, _ = c.(EventHandler)
+	// As database/sql does for its drivers: the wrapper has a method of an
+	// optional interface only when c has it, so that a type assertion on the
+	// wrapper tells the truth about c. (Each further optional interface
+	// doubles the types: keep them generated from this switch.)
+	if _, ok := c.(CompareAndDeleter); ok {
+		return &hookedCAD{h}
+	}
 	return h
+}
+
+// asHooked returns the *hooked inside a Cache that WithHooks returned, or nil.
+func asHooked(c Cache) *hooked {
+	switch h := c.(type) {
+	case *hooked:
+		return h
+	case *hookedCAD:
+		return h.hooked
+	}
+	return nil
+}
+
+// hookedCAD is the Cache that WithHooks returns for a [CompareAndDeleter].
+type hookedCAD struct{ *hooked }
+
+var (
+	_ Cache             = (*hookedCAD)(nil)
+	_ EventHandler      = (*hookedCAD)(nil)
+	_ CompareAndDeleter = (*hookedCAD)(nil)
+)
+
+// CompareAndDelete runs CompareAndDelete through the hooks.
+func (c *hookedCAD) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	op := c.op(OpCompareAndDelete)
+	op.Key, op.Value = key, old
+	err := op.Next(ctx)
+	ok := op.OK
+	done(op)
+	return ok, wrap("CompareAndDelete", key, err)
 }
 
 // hooked is the Cache that WithHooks returns.

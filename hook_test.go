@@ -536,7 +536,7 @@ func TestHookNoAllocations(t *testing.T) {
 }
 
 func TestHookStrings(t *testing.T) {
-	names := []string{"Get", "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment", "Expire", "Clear"}
+	names := []string{"Get", "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment", "Expire", "Clear", "CompareAndDelete"}
 	if len(names) != cachekit.NumOpKinds {
 		t.Fatalf("NumOpKinds = %d", cachekit.NumOpKinds)
 	}
@@ -555,6 +555,101 @@ func TestHookStrings(t *testing.T) {
 		if got := o.String(); got != want {
 			t.Errorf("Outcome(%d) = %q, want %q", o, got, want)
 		}
+	}
+}
+
+// plainCache hides every method of a Cache beyond the Cache interface, such
+// as a backend's CompareAndDelete.
+type plainCache struct{ cachekit.Cache }
+
+// cadCache is a Cache with CompareAndDelete, for tests that must not depend
+// on a backend's.
+type cadCache struct {
+	cachekit.Cache
+	mu sync.Mutex
+}
+
+func (c *cadCache) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, err := c.Cache.Get(ctx, key)
+	switch {
+	case errors.Is(err, cachekit.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	case string(v) != string(old):
+		return false, nil
+	}
+	_, err = c.Cache.Delete(ctx, key)
+	return err == nil, err
+}
+
+// WithHooks forwards CompareAndDeleter when, and only when, the wrapped
+// cache implements it, and runs it through the hooks (issue 12, item 17).
+func TestHooksForwardCompareAndDelete(t *testing.T) {
+	ctx := context.Background()
+	m := memory.New(nil)
+	defer m.Close()
+	rec := &hookRecorder{}
+
+	plain := cachekit.WithHooks(plainCache{m}, rec)
+	if _, ok := plain.(cachekit.CompareAndDeleter); ok {
+		t.Fatal("WithHooks of a cache without CompareAndDelete claims to have it")
+	}
+	if _, ok := cachekit.WithHooks(plain, hookPassThrough).(cachekit.CompareAndDeleter); ok {
+		t.Fatal("WithHooks of a hooked cache without CompareAndDelete claims to have it")
+	}
+
+	inner := &cadCache{Cache: plainCache{m}}
+	c := cachekit.WithHooks(inner, rec)
+	cad, ok := c.(cachekit.CompareAndDeleter)
+	if !ok {
+		t.Fatal("WithHooks hides the wrapped cache's CompareAndDelete")
+	}
+	if u, ok := c.(interface{ Unwrap() cachekit.Cache }); !ok || u.Unwrap() != cachekit.Cache(inner) {
+		t.Fatal("the CompareAndDeleter wrapper does not unwrap to the cache it wraps")
+	}
+	_ = c.Set(ctx, "lease", []byte("token-1"), 0)
+	rec.take()
+	if ok, err := cad.CompareAndDelete(ctx, "lease", []byte("token-2")); ok || err != nil {
+		t.Fatalf("CompareAndDelete(wrong value) = %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := cad.CompareAndDelete(ctx, "lease", []byte("token-1")); !ok || err != nil {
+		t.Fatalf("CompareAndDelete(right value) = %v, %v; want true, nil", ok, err)
+	}
+	if _, err := c.Get(ctx, "lease"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after CompareAndDelete = %v; want a miss", err)
+	}
+	want := []hookRecorded{
+		{Name: "CompareAndDelete", Kind: cachekit.OpCompareAndDelete, Key: "lease", Size: 7, NumKeys: 1, Outcome: cachekit.OutcomeOK},
+		{Name: "CompareAndDelete", Kind: cachekit.OpCompareAndDelete, Key: "lease", Size: 7, NumKeys: 1, Outcome: cachekit.OutcomeOK, OK: true},
+		{Name: "Get", Kind: cachekit.OpGet, Key: "lease", NumKeys: 1, Outcome: cachekit.OutcomeMiss, Misses: 1, Failed: true},
+	}
+	if got := rec.take(); !slices.EqualFunc(got, want, func(a, b hookRecorded) bool { return fmt.Sprint(a) == fmt.Sprint(b) }) {
+		t.Fatalf("hooks saw\n%+v\nwant\n%+v", got, want)
+	}
+
+	// Wrapping again keeps it, in one chain, and a hook can answer it.
+	answer := cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error {
+		if op.Kind() == cachekit.OpCompareAndDelete && op.Key == "fake" {
+			op.OK = true
+			return nil
+		}
+		return op.Next(ctx)
+	})
+	c2, ok := cachekit.WithHooks(c, answer).(cachekit.CompareAndDeleter)
+	if !ok {
+		t.Fatal("WithHooks of a hooked CompareAndDeleter hides CompareAndDelete")
+	}
+	if ok, err := c2.CompareAndDelete(ctx, "fake", []byte("x")); !ok || err != nil {
+		t.Fatalf("CompareAndDelete answered by a hook = %v, %v; want true, nil", ok, err)
+	}
+	if ok, err := c2.CompareAndDelete(ctx, "", []byte("x")); ok || err == nil {
+		t.Fatalf("CompareAndDelete(\"\") through two wrappers = %v, %v; want an error", ok, err)
+	}
+	if got := rec.take(); len(got) != 1 || got[0].Kind != cachekit.OpCompareAndDelete || !got[0].Failed {
+		t.Fatalf("the inner hook saw %+v; want one failed CompareAndDelete (the outer hook answered the other)", got)
 	}
 }
 
