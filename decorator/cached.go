@@ -383,8 +383,10 @@ func (f *Func[K, V]) Invalidate(ctx context.Context, args ...K) error {
 	return f.invalidate(ctx, keys, true)
 }
 
-// Refresh calls fn for k now, stores the result (as a load does) and
-// returns it, whatever the cache holds. Calls for k that arrive meanwhile
+// Refresh calls fn for k now, stores the result and returns it, whatever
+// the cache holds. Unlike a load, it returns only after the write has
+// ended, so that the cache holds the new value (or the write failed,
+// reported to OnError) when it returns. Calls for k that arrive meanwhile
 // join it, and loads of k that started before it do not store their older
 // result. It ignores the lease and fail-safe: fn's error is returned.
 func (f *Func[K, V]) Refresh(ctx context.Context, k K) (V, error) {

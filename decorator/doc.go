@@ -72,6 +72,12 @@
 // emit a cachekit.EventDecodeError). A failed write is reported the same
 // way. Options.FailFast returns read errors to the caller instead.
 //
+// The caller never waits for a cache write: fn's value is returned as soon
+// as fn returns, and the value is stored in the background (see Background
+// work). So a frozen or dead cache costs a caller one failed read, bounded
+// by Options.CacheTimeout when set and by the backend's own operation
+// timeout otherwise, plus fn's time.
+//
 // # Stampedes
 //
 // In a process, concurrent misses for one key share one call of fn. Each
@@ -80,9 +86,12 @@
 // cancellation, and is cancelled only when every caller waiting for it has
 // gone. A panic in fn reaches every waiter as an error for which
 // errors.Is(err, cachekit.ErrLoaderPanic) reports true, with no hang and no
-// leaked goroutine. Before calling fn, a load looks at the cache once more,
-// so that a caller who missed just as another load stored the value does
-// not run fn again.
+// leaked goroutine. A load that starts while the write of another load's
+// value of the key is still on its way takes that value instead of calling
+// fn; and when such a write ended after the caller's read began, the load
+// looks at the cache once more before calling fn. So a caller who missed
+// just as another load stored the value does not run fn again, and a cold
+// miss is one cache read (one miss to the stats hooks), not two.
 //
 // Across processes, Options.Lease adds a lease: the process that wins an
 // atomic Add of the key's lease key ("name!" and the rest of the key) with
@@ -90,9 +99,13 @@
 // jitter until the value appears, trying to win the lease only when there
 // is no value and no lease, so N processes missing one key run fn once.
 // A holder that dies releases by the lease's expiry (Options.LeaseTTL). The
-// holder releases by deleting the lease only if it still holds its token:
-// atomically when the cache implements [CompareAndDeleter], otherwise with
-// Get and Delete, skipped near the lease's expiry.
+// holder releases, after its value is stored, by deleting the lease only
+// if it still holds its token: atomically with the cache's
+// cachekit.CompareAndDeleter, which every backend of this module implements
+// and every wrapper of it (WithHooks) forwards. Only a foreign cache without
+// it gets the fallback, Get, compare and Delete, skipped near the lease's
+// expiry, whose remaining race needs the lease to expire and be won by
+// another process between the Get and the Delete.
 //
 // # Fail-safe, timeouts and early refresh
 //
@@ -100,7 +113,10 @@
 // a stale value: when fn fails and a stale value exists, the stale value is
 // returned (cachekit.EventStaleServed) and stored again as fresh for
 // Options.FailSafeThrottle, so that fn is retried at most once per
-// interval, in every process, until the stale window ends.
+// interval, in every process, until the stale window ends. A caller that
+// hangs up is not fn failing: when fn returns a context error because
+// every caller waiting for it has gone, nothing is re-stored and no
+// EventLoadError is emitted.
 //
 // Options.SoftTimeout returns the stale value when fn takes longer; fn runs
 // on in the background and stores its result. Options.HardTimeout always
@@ -122,15 +138,24 @@
 //
 // [Func.Invalidate] deletes the values of some arguments; loads of those
 // arguments that were running meanwhile in this process don't store their
-// (possibly older) results, and later calls start new loads. [Func.Refresh]
-// calls fn now and stores its result.
+// (possibly older) results, and later calls start new loads. Writes of
+// those arguments already on their way are waited for before the delete,
+// so none lands after Invalidate returns. No lock is held across a cache
+// operation: a slow Delete holds up only its caller. [Func.Refresh] calls
+// fn now and stores its result before returning.
 //
 // # Background work
 //
-// Early refreshes and runs of fn that outlive their callers run in
-// goroutines bounded by Options.BackgroundTimeout (fn must honour its ctx
-// for that bound to hold). [Func.Wait] waits for them, before closing the
-// cache or at the end of a test.
+// The cache writes of loaded values (and the lease releases after them),
+// early refreshes, and runs of fn that outlive their callers run in
+// goroutines that [Func.Wait] and [ManyFunc.Wait] wait for. A write is
+// bounded by Options.CacheTimeout when set; without it, its context has no
+// deadline, so the backend applies its own operation timeout (the URL's
+// timeout), and it is cancelled after Options.BackgroundTimeout in any
+// case. A run of fn is bounded by BackgroundTimeout (fn must honour its ctx
+// for that bound to hold). The decorated functions have no Close: call
+// Wait before closing the cache (a write still on its way then fails with
+// cachekit.ErrClosed, reported to OnError), and at the end of a test.
 //
 // # Events
 //

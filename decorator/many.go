@@ -459,7 +459,7 @@ func (f *ManyFunc[K, V]) Invalidate(ctx context.Context, args ...K) error {
 }
 
 // Refresh calls fn for args now, stores the results and returns them,
-// whatever the cache holds.
+// whatever the cache holds. It returns after the writes have ended.
 func (f *ManyFunc[K, V]) Refresh(ctx context.Context, args ...K) (map[K]V, error) {
 	keys := make([]string, 0, len(args))
 	for _, k := range args {

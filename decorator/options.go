@@ -86,15 +86,18 @@ type Options[K comparable] struct {
 
 	// FailFast makes a failed or timed-out cache read, or an undecodable
 	// value, the caller's error, instead of a reason to call fn. A failed
-	// write after fn succeeded is still only reported to OnError. Default:
+	// write after fn succeeded is still only reported to OnError (the write
+	// is made in the background, after the caller got the value). Default:
 	// false, cache trouble is not the caller's trouble.
 	FailFast bool
 
 	// CacheTimeout bounds each cache operation the decorated function
 	// makes, on top of the caller's ctx and the backend's own timeout, so
 	// that a slow cache cannot stall callers: a read that takes longer is
-	// treated as cache trouble (fn is called). Default: 0, no bound of its
-	// own (the backend's timeout and ctx apply). A bound costs a timer per
+	// treated as cache trouble (fn is called). It bounds the background
+	// writes too. Default: 0, no bound of its own (the backend's timeout
+	// and ctx apply; writes, which no caller waits for, are also cut off
+	// after BackgroundTimeout). A bound costs a timer per
 	// operation, about as much as a hit on the memory backend, so it is
 	// off by default; set it (e.g. 100ms) for Redis and Memcached when
 	// their client timeouts are longer than your callers can wait.
@@ -103,8 +106,10 @@ type Options[K comparable] struct {
 	// FailSafeMaxStale, when positive, turns on fail-safe: a value is kept
 	// for FailSafeMaxStale past its TTL, and when fn fails (an error other
 	// than NegativeError, or a panic) while such a stale value exists, the
-	// stale value is returned instead of the error. Values stored without
-	// expiry never go stale. Default: 0, off.
+	// stale value is returned instead of the error. A context error that fn
+	// returns because every caller has gone is not a failure: the callers'
+	// own ctx errors are returned and nothing is re-stored. Values stored
+	// without expiry never go stale. Default: 0, off.
 	FailSafeMaxStale time.Duration
 
 	// FailSafeThrottle is how long a stale value served by fail-safe is
@@ -130,10 +135,12 @@ type Options[K comparable] struct {
 	HardTimeout time.Duration
 
 	// BackgroundTimeout bounds the work that outlives its callers: an early
-	// refresh, and with SoftTimeout or HardTimeout set, every run of fn
-	// (which then is not cancelled when its callers leave, so that its
-	// result reaches the cache). When it passes, fn's ctx is cancelled.
-	// Default: [DefaultBackgroundTimeout], 30s.
+	// refresh, with SoftTimeout or HardTimeout set every run of fn (which
+	// then is not cancelled when its callers leave, so that its result
+	// reaches the cache), and, without CacheTimeout, each background cache
+	// write (which the backend's own timeout normally ends much sooner).
+	// When it passes, the work's ctx is cancelled. Default:
+	// [DefaultBackgroundTimeout], 30s.
 	BackgroundTimeout time.Duration
 
 	// RefreshAhead, when between 0 and 1, turns on early refresh by
@@ -157,8 +164,11 @@ type Options[K comparable] struct {
 	// key with a random owner token and LeaseTTL; the others poll the
 	// cache for the value (with backoff and jitter) until it appears or
 	// the lease ends, and only then try to win the lease themselves. A
-	// holder that dies releases by the lease's expiry. Unlock checks the
-	// owner (see [CompareAndDeleter]). Not supported by CachedMany.
+	// holder that dies releases by the lease's expiry. The holder releases
+	// after storing the value, with the cache's
+	// cachekit.CompareAndDeleter (only its own token is deleted; see the
+	// package documentation for caches without it). Not supported by
+	// CachedMany.
 	// Default: false.
 	Lease bool
 
