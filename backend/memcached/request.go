@@ -68,9 +68,10 @@ func (c *Cache) do(cl *call, sk string, write bool, fn func() error) error {
 }
 
 // getMulti gets server keys sks in one round trip: one multi-key get per
-// server involved, concurrently. With per-server breakers each server's
-// request is its own, so that one dead server fails only the keys it holds
-// ... and the call, which needs them all.
+// server involved, concurrently (as gomemcache's GetMulti does). With
+// per-server breakers each server's request goes through its own breaker,
+// so that each failure is charged to the server that caused it; the call
+// fails if any of its servers does, since it needs them all.
 func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, error) {
 	if c.selector == nil || len(sks) == 1 {
 		var m map[string]*memcache.Item
