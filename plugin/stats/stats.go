@@ -266,6 +266,10 @@ type Snapshot struct {
 
 	// Per operation kind, named after the Cache method.
 	Get, GetMany, Set, SetMany, Add, Delete, Exists, Increment, Expire, Clear OpStats
+	// CompareAndDelete counts the optional interface's calls (lease and
+	// lock releases), seen when the hooked cache implements
+	// cachekit.CompareAndDeleter. They are neither hits nor misses.
+	CompareAndDelete OpStats
 
 	// Events reported by the layers above the cache (cachekit.EventKind).
 	Loads          uint64 // EventLoad: a loader returned a value
@@ -308,8 +312,10 @@ func (s *Snapshot) byKind(k cachekit.OpKind) *OpStats {
 		return &s.Expire
 	case cachekit.OpClear:
 		return &s.Clear
+	case cachekit.OpCompareAndDelete:
+		return &s.CompareAndDelete
 	}
-	return nil
+	return nil // a kind added to cachekit after this version: counted in the totals only
 }
 
 // Snapshot returns the current counts. A call is counted when it ends, so

@@ -378,3 +378,33 @@ func TestSampling(t *testing.T) {
 		}
 	}
 }
+
+// CompareAndDelete, the optional interface that WithHooks forwards, is
+// counted under its own kind and is neither a hit nor a miss.
+func TestCompareAndDelete(t *testing.T) {
+	st := stats.New(nil)
+	m := memory.New(nil)
+	defer m.Close()
+	c := cachekit.WithHooks(m, st)
+	cad, ok := c.(cachekit.CompareAndDeleter)
+	if !ok {
+		t.Fatal("WithHooks over the memory backend hides CompareAndDeleter")
+	}
+	if err := c.Set(bg, "lease", []byte("tok"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := cad.CompareAndDelete(bg, "lease", []byte("other")); ok || err != nil {
+		t.Fatalf("CompareAndDelete(other) = %v, %v", ok, err)
+	}
+	if ok, err := cad.CompareAndDelete(bg, "lease", []byte("tok")); !ok || err != nil {
+		t.Fatalf("CompareAndDelete(tok) = %v, %v", ok, err)
+	}
+	s := st.Snapshot()
+	if s.CompareAndDelete.Count != 2 || s.Ops != 3 || s.Hits != 0 || s.Misses != 0 {
+		t.Fatalf("CompareAndDelete %+v, ops %d, hits %d, misses %d; want 2 calls, 3 ops, no hits or misses",
+			s.CompareAndDelete, s.Ops, s.Hits, s.Misses)
+	}
+	if s.ByKind(cachekit.OpCompareAndDelete) != s.CompareAndDelete {
+		t.Fatal("ByKind(OpCompareAndDelete) is not the CompareAndDelete field")
+	}
+}
