@@ -6,7 +6,8 @@
 // Each operation becomes one record with the message "cachekit" and these
 // attributes:
 //
-//	op        the Cache method: Get, GetMany, Set, SetMany, Add, Delete, Exists, Increment, Expire, Clear
+//	op        the Cache method: Get, GetMany, Set, SetMany, Add, Delete, Exists, Increment, Expire, Clear,
+//	          or CompareAndDelete (the optional interface, when the hooked cache has it)
 //	key       the key, for single-key operations (and a Delete of one key)
 //	key_len   the key's length in bytes, when the key was truncated
 //	keys      the number of keys, for GetMany, SetMany and Delete
@@ -17,6 +18,7 @@
 //	size      the bytes of value data read or written, when not 0
 //	hits      GetMany: keys found
 //	misses    GetMany: keys not found
+//	deleted   CompareAndDelete: whether it deleted the key
 //	error     the error, for outcome error
 //
 // Events (loads, load errors, stampede joins, stale values served, early
@@ -189,6 +191,9 @@ func (h *Hook) ProcessOp(ctx context.Context, op *cachekit.Op) error {
 	if op.Kind() == cachekit.OpGetMany && err == nil {
 		hits := op.Hits()
 		r.AddAttrs(slog.Int("hits", hits), slog.Int("misses", len(op.Keys)-hits))
+	}
+	if op.Kind() == cachekit.OpCompareAndDelete && err == nil {
+		r.AddAttrs(slog.Bool("deleted", op.OK))
 	}
 	if outcome == cachekit.OutcomeError {
 		r.AddAttrs(slog.String("error", errorText(err)))

@@ -358,3 +358,32 @@ func Example() {
 	// level=DEBUG msg=cachekit op=Get key=user:43 outcome=miss
 	// level=ERROR msg=cachekit op=Increment key=user:42 outcome=error error="cachekit: Increment \"user:42\": value is not an integer"
 }
+
+// CompareAndDelete, which WithHooks forwards when the cache has it, is one
+// record with whether it deleted, and never the compared value.
+func TestCompareAndDelete(t *testing.T) {
+	logger, out := newJSONLogger(slog.LevelDebug)
+	m := memory.New(nil)
+	defer m.Close()
+	c := cachekit.WithHooks(m, logging.New(logger, nil))
+	cad, ok := c.(cachekit.CompareAndDeleter)
+	if !ok {
+		t.Fatal("WithHooks over the memory backend hides CompareAndDeleter")
+	}
+	_ = m.Set(bg, "lease", []byte("secret-token"), 0)
+	_, _ = cad.CompareAndDelete(bg, "lease", []byte("wrong-token"))
+	_, _ = cad.CompareAndDelete(bg, "lease", []byte("secret-token"))
+	recs := out.records(t)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2: %v", len(recs), recs)
+	}
+	for i, deleted := range []bool{false, true} {
+		r := recs[i]
+		if r["op"] != "CompareAndDelete" || r["key"] != "lease" || r["outcome"] != "ok" || r["deleted"] != deleted {
+			t.Errorf("record %d = %v; want op CompareAndDelete, key lease, outcome ok, deleted %v", i, r, deleted)
+		}
+	}
+	if strings.Contains(out.String(), "token") {
+		t.Errorf("a compared value reached the log: %s", out.String())
+	}
+}
