@@ -34,7 +34,7 @@ func TestHooksConformance(t *testing.T) {
 			}
 			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 				return cachekit.WithHooks(root.WithNamespace(ns), hooks...)
-			}, &cachetest.Options{MaxValueSize: maxValue})
+			}, &cachetest.Options{MaxValueSize: maxValue, UnnamespacedClear: cachetest.UnnamespacedClearRemoves})
 		})
 	}
 }

@@ -12,6 +12,13 @@
 // named after the rule, so a failure says which promise was broken. Subtests
 // run in parallel, each in a namespace of its own, so the suite can share one
 // server. The suite closes every cache it is given.
+//
+// Besides the Cache methods, the suite holds a cache to the optional
+// interfaces of the cachekit package: a cache must implement
+// cachekit.CompareAndDeleter (every backend and wrapper of cachekit does)
+// unless [Options].SkipCompareAndDelete says it need not, and a wrapper (a
+// cache with an Unwrap() cachekit.Cache method) must never hide one that
+// the cache it wraps implements.
 package cachetest
 
 import (
@@ -33,6 +40,10 @@ import (
 // for different namespaces must share storage where the backend has shared
 // storage (one server, one cluster), so that the suite can check that Clear
 // and keys in one namespace leave the others alone.
+//
+// The suite asks for the empty namespace only when
+// [Options].UnnamespacedClear says what Clear does there; otherwise every
+// namespace it asks for is non-empty.
 type NewCacheFunc func(t *testing.T, namespace string) cachekit.Cache
 
 // Options tunes the suite to a backend. The zero value (or nil) runs every
@@ -42,7 +53,46 @@ type Options struct {
 	// positive, the suite checks that a value one byte larger fails with
 	// ErrTooLarge and leaves the cache usable. Zero skips that rule.
 	MaxValueSize int
+
+	// SkipCompareAndDelete says that the cache need not implement
+	// cachekit.CompareAndDeleter. By default (false) the suite fails a cache
+	// that does not, since every backend and wrapper of cachekit does; set
+	// it for a backend of your own that cannot compare and delete
+	// atomically. The suite checks CompareAndDelete whenever the cache
+	// implements it, and fails a wrapper that hides the CompareAndDelete of
+	// the cache it wraps, whatever this field says.
+	SkipCompareAndDelete bool
+
+	// UnnamespacedClear says what Clear does on a cache made with the empty
+	// namespace, and makes the suite check it. The zero value,
+	// UnnamespacedUntested, never asks NewCacheFunc for the empty namespace.
+	UnnamespacedClear UnnamespacedClear
 }
+
+// UnnamespacedClear is what Clear does on a cache that has no namespace; see
+// [Options].UnnamespacedClear.
+type UnnamespacedClear int
+
+const (
+	// UnnamespacedUntested: the suite never makes a cache without a
+	// namespace.
+	UnnamespacedUntested UnnamespacedClear = iota
+
+	// UnnamespacedClearRemoves: Clear removes every key the cache holds, as
+	// a cache over a private store does (the memory backend). The suite
+	// checks it in a subtest that runs alone, before the parallel ones,
+	// since such a Clear may remove other namespaces' keys of the same
+	// store; don't declare it for a cache over a server that other tests
+	// use at the same time.
+	UnnamespacedClearRemoves
+
+	// UnnamespacedClearRefused: Clear fails with an error for which
+	// errors.Is(err, cachekit.ErrFlushNotAllowed) reports true, carried in a
+	// *cachekit.Error with Op "Clear", and removes nothing, as Redis and
+	// Memcached do without AllowFlush: a Clear there would flush the whole
+	// server. Every other method works as with a namespace.
+	UnnamespacedClearRefused
+)
 
 // expiryWait bounds how long the suite waits for a TTL to take effect. It
 // leaves room for backends with one-second resolution (Memcached).
@@ -54,6 +104,11 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		opts = &Options{}
 	}
 	s := &suite{newCache: newCache, opts: *opts, run: randomID()}
+	if opts.UnnamespacedClear != UnnamespacedUntested {
+		// Alone, before the parallel subtests: its Clear may reach every
+		// namespace of the store.
+		t.Run("UnnamespacedClear", s.testUnnamespacedClear)
+	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T)
@@ -86,6 +141,7 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		{"SetManyTTLOnEveryKey", s.testSetManyTTL},
 		{"ClearOwnNamespaceOnly", s.testClear},
 		{"NamespaceIsolation", s.testNamespaceIsolation},
+		{"NamespacesNeverNest", s.testNamespacesNeverNest},
 		{"WeirdKeys", s.testWeirdKeys},
 		{"InvalidKeys", s.testInvalidKeys},
 		{"TooLarge", s.testTooLarge},
@@ -95,6 +151,10 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		{"ExpiredDeadline", s.testDeadline},
 		{"UseAfterClose", s.testClosed},
 		{"ErrorsCarryOpAndKey", s.testErrorShape},
+		{"InvalidKeyErrorsNameTheMethod", s.testInvalidKeyErrorShape},
+		{"CompareAndDelete", s.testCompareAndDelete},
+		{"CompareAndDeleteConcurrent", s.testCompareAndDeleteConcurrent},
+		{"CompareAndDeleteExpired", s.testCompareAndDeleteExpired},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -831,6 +891,9 @@ func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 	_, errs["Increment"] = c.Increment(ctx, "n", 1)
 	_, errs["Expire"] = c.Expire(ctx, "k", time.Second)
 	errs["Clear"] = c.Clear(ctx)
+	if cad, ok := c.(cachekit.CompareAndDeleter); ok {
+		_, errs["CompareAndDelete"] = cad.CompareAndDelete(ctx, "k", []byte("v"))
+	}
 	return errs
 }
 
@@ -890,5 +953,330 @@ func (s *suite) testErrorShape(t *testing.T) {
 	err = c.Add(bg, "text", []byte("y"), 0)
 	if !errors.As(err, &ce) || ce.Op != "Add" || ce.Key != "text" {
 		t.Fatalf("Add of a present key: %v; want a *cachekit.Error with Op=Add Key=text", err)
+	}
+}
+
+// nestingNamespaces are namespace suffixes that a naive key layout lets
+// overlap: "a" with key "b:k" is "a:b" with key "k" under "ns:key", and
+// "a*", "a?", "[a]", "a\" and the SQL wildcards are patterns, or escapes,
+// in a SCAN MATCH or LIKE that a Clear may build from them.
+var nestingNamespaces = []string{"a", "a:b", "a:", "a*", "a?", "[a]", `a\`, "a%", "a_", "ab", "a:b:c"}
+
+// nestingKeys are keys that collide across nestingNamespaces under a naive
+// layout: each namespace writes all of them.
+var nestingKeys = []string{"k", "b:k", ":k", "b:c:k", "k*", "*", "b"}
+
+// testNamespacesNeverNest checks that caches over one store whose
+// namespaces nest or look like patterns are isolated both ways, for Get,
+// GetMany and Clear.
+func (s *suite) testNamespacesNeverNest(t *testing.T) {
+	base := s.namespace(t, "-")
+	caches := make([]cachekit.Cache, len(nestingNamespaces))
+	items := make([]map[string][]byte, len(nestingNamespaces))
+	for i, ns := range nestingNamespaces {
+		caches[i] = s.cacheIn(t, base+ns)
+		items[i] = map[string][]byte{}
+		for _, k := range nestingKeys {
+			items[i][k] = []byte(ns + "|" + k) // says whose value it is
+		}
+	}
+	fill := func(i int) {
+		t.Helper()
+		for k, v := range items[i] {
+			mustSet(t, caches[i], k, v, 0)
+		}
+	}
+	for i := range caches {
+		fill(i)
+	}
+	// check that every namespace holds its own values, and none where
+	// cleared is.
+	check := func(cleared int, useGet bool) {
+		t.Helper()
+		for i, c := range caches {
+			what := fmt.Sprintf("namespace %q", nestingNamespaces[i])
+			if cleared >= 0 {
+				what += fmt.Sprintf(" after Clear on %q", nestingNamespaces[cleared])
+			}
+			if useGet {
+				for _, k := range nestingKeys {
+					got, err := c.Get(bg, k)
+					switch {
+					case i == cleared && !errors.Is(err, cachekit.ErrNotFound):
+						t.Fatalf("%s: Get(%q) = %q, %v; want a miss", what, k, got, err)
+					case i != cleared && (err != nil || !bytes.Equal(got, items[i][k])):
+						t.Fatalf("%s: Get(%q) = %q, %v; want %q", what, k, got, err, items[i][k])
+					}
+				}
+				continue
+			}
+			got, err := c.GetMany(bg, nestingKeys)
+			if err != nil {
+				t.Fatalf("%s: GetMany: %v", what, err)
+			}
+			if i == cleared {
+				if len(got) != 0 {
+					t.Fatalf("%s: GetMany found %d keys (%q...); want none", what, len(got), firstValue(got))
+				}
+				continue
+			}
+			for _, k := range nestingKeys {
+				if !bytes.Equal(got[k], items[i][k]) {
+					t.Fatalf("%s: GetMany[%q] = %q; want %q", what, k, got[k], items[i][k])
+				}
+			}
+		}
+	}
+	check(-1, true)
+	check(-1, false)
+	for i, c := range caches {
+		if err := c.Clear(bg); err != nil {
+			t.Fatalf("Clear on %q: %v", nestingNamespaces[i], err)
+		}
+		check(i, false)
+		fill(i) // so that the next Clear has this namespace's keys to spare
+	}
+	check(-1, true)
+}
+
+func firstValue(m map[string][]byte) []byte {
+	for _, v := range m {
+		return v
+	}
+	return nil
+}
+
+// testInvalidKeyErrorShape checks that a bad key is reported the same way
+// on every backend: an *cachekit.Error naming the method, wrapping
+// ErrInvalidKey.
+func (s *suite) testInvalidKeyErrorShape(t *testing.T) {
+	c := s.cache(t)
+	for _, k := range []string{"", string(make([]byte, cachekit.MaxKeySize+1))} {
+		errs := map[string]error{}
+		_, errs["Get"] = c.Get(bg, k)
+		_, errs["GetMany"] = c.GetMany(bg, []string{"ok", k})
+		errs["Set"] = c.Set(bg, k, []byte("v"), 0)
+		errs["SetMany"] = c.SetMany(bg, map[string][]byte{"ok": []byte("v"), k: []byte("v")}, 0)
+		errs["Add"] = c.Add(bg, k, []byte("v"), 0)
+		_, errs["Delete"] = c.Delete(bg, "ok", k)
+		_, errs["Exists"] = c.Exists(bg, k)
+		_, errs["Increment"] = c.Increment(bg, k, 1)
+		_, errs["Expire"] = c.Expire(bg, k, time.Second)
+		if cad, ok := c.(cachekit.CompareAndDeleter); ok {
+			_, errs["CompareAndDelete"] = cad.CompareAndDelete(bg, k, []byte("v"))
+		}
+		for op, err := range errs {
+			var ce *cachekit.Error
+			if !errors.Is(err, cachekit.ErrInvalidKey) || !errors.As(err, &ce) || ce.Op != op {
+				t.Errorf("%s with a %d-byte key: %T %v; want a *cachekit.Error with Op %q wrapping ErrInvalidKey", op, len(k), err, err, op)
+			}
+		}
+	}
+}
+
+// compareAndDeleter returns c's CompareAndDelete, skipping or failing t
+// when c has none, as Options say.
+func (s *suite) compareAndDeleter(t *testing.T, c cachekit.Cache) cachekit.CompareAndDeleter {
+	t.Helper()
+	if cad, ok := c.(cachekit.CompareAndDeleter); ok {
+		return cad
+	}
+	// A wrapper must not hide what it wraps, whatever the Options say.
+	inner := c
+	for {
+		u, ok := inner.(interface{ Unwrap() cachekit.Cache })
+		if !ok {
+			break
+		}
+		inner = u.Unwrap()
+		if _, ok := inner.(cachekit.CompareAndDeleter); ok {
+			t.Fatalf("%T wraps a %T, which implements cachekit.CompareAndDeleter, but does not implement it itself: a wrapper must forward optional interfaces", c, inner)
+		}
+	}
+	if s.opts.SkipCompareAndDelete {
+		t.Skip("the cache does not implement cachekit.CompareAndDeleter (Options.SkipCompareAndDelete)")
+	}
+	t.Fatalf("%T does not implement cachekit.CompareAndDeleter (set Options.SkipCompareAndDelete if it need not)", c)
+	return nil
+}
+
+func wantCAD(t *testing.T, cad cachekit.CompareAndDeleter, key string, old []byte, want bool) {
+	t.Helper()
+	got, err := cad.CompareAndDelete(bg, key, old)
+	if err != nil || got != want {
+		t.Fatalf("CompareAndDelete(%q, %q) = %v, %v; want %v, nil", key, abbrev(old), got, err, want)
+	}
+}
+
+func (s *suite) testCompareAndDelete(t *testing.T) {
+	base := s.namespace(t, "")
+	c := s.cacheIn(t, base+"a")
+	cad := s.compareAndDeleter(t, c)
+
+	mustSet(t, c, "lease", []byte("token-1"), 0)
+	wantCAD(t, cad, "lease", []byte("token-2"), false) // somebody else's token
+	wantCAD(t, cad, "lease", []byte("token-"), false)  // a prefix is not the value
+	wantCAD(t, cad, "lease", []byte("token-10"), false)
+	wantCAD(t, cad, "lease", nil, false)
+	wantValue(t, c, "lease", []byte("token-1"))
+	wantCAD(t, cad, "lease", []byte("token-1"), true)
+	wantMiss(t, c, "lease")
+	wantCAD(t, cad, "lease", []byte("token-1"), false) // gone: nothing to delete
+	wantCAD(t, cad, "never-set", []byte("x"), false)
+	wantMiss(t, c, "never-set")
+
+	// Binary and empty values compare as bytes; TTLs don't matter.
+	bin := []byte{0, 1, 2, 0xff, '\r', '\n'}
+	mustSet(t, c, "bin", bin, time.Hour)
+	wantCAD(t, cad, "bin", bin[:5], false)
+	wantCAD(t, cad, "bin", bin, true)
+	wantMiss(t, c, "bin")
+	mustSet(t, c, "empty", []byte{}, 0)
+	wantCAD(t, cad, "empty", []byte("x"), false)
+	wantCAD(t, cad, "empty", []byte{}, true)
+	wantMiss(t, c, "empty")
+
+	// Keys a backend may have to encode.
+	for _, k := range []string{"a b", "line\nbreak", "日本語", string(make([]byte, 300))} {
+		mustSet(t, c, k, []byte("v"), 0)
+		wantCAD(t, cad, k, []byte("v"), true)
+		wantMiss(t, c, k)
+	}
+
+	// Another namespace holding the same key and value is untouched.
+	other := s.cacheIn(t, base+"b")
+	mustSet(t, c, "shared", []byte("same"), 0)
+	mustSet(t, other, "shared", []byte("same"), 0)
+	wantCAD(t, cad, "shared", []byte("same"), true)
+	wantValue(t, other, "shared", []byte("same"))
+	if _, ok := other.(cachekit.CompareAndDeleter); !ok {
+		t.Fatalf("a second cache from the same NewCacheFunc, %T, does not implement cachekit.CompareAndDeleter", other)
+	}
+
+	// Invalid keys, the caller's context, and a value larger than old.
+	for _, k := range []string{"", string(make([]byte, cachekit.MaxKeySize+1))} {
+		_, err := cad.CompareAndDelete(bg, k, []byte("v"))
+		wantErrIs(t, fmt.Sprintf("CompareAndDelete(%d-byte key)", len(k)), err, cachekit.ErrInvalidKey)
+	}
+	mustSet(t, c, "k", []byte("v"), 0)
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	_, err := cad.CompareAndDelete(ctx, "k", []byte("v"))
+	wantErrIs(t, "CompareAndDelete with a cancelled context", err, context.Canceled)
+	wantValue(t, c, "k", []byte("v"))
+}
+
+// testCompareAndDeleteConcurrent: of many concurrent CompareAndDeletes of
+// one value, exactly one deletes it, and a new value written meanwhile is
+// never deleted by a CompareAndDelete of the old one.
+func (s *suite) testCompareAndDeleteConcurrent(t *testing.T) {
+	c := s.cache(t)
+	cad := s.compareAndDeleter(t, c)
+	for round := range 3 {
+		key := "lock-" + strconv.Itoa(round)
+		mustSet(t, c, key, []byte("owner"), 0)
+		const n = 100
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := cad.CompareAndDelete(bg, key, []byte("owner"))
+				if err != nil {
+					t.Errorf("concurrent CompareAndDelete: %v", err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					wins++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if wins != 1 {
+			t.Fatalf("%d of %d concurrent CompareAndDeletes of one value reported true; want exactly 1", wins, n)
+		}
+		wantMiss(t, c, key)
+	}
+
+	// Racing a writer: a CompareAndDelete of "old" never deletes "new".
+	for i := range 50 {
+		key := "race-" + strconv.Itoa(i)
+		mustSet(t, c, key, []byte("old"), 0)
+		var wg sync.WaitGroup
+		var deleted bool
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			var err error
+			if deleted, err = cad.CompareAndDelete(bg, key, []byte("old")); err != nil {
+				t.Errorf("CompareAndDelete: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := c.Set(bg, key, []byte("new"), 0); err != nil {
+				t.Errorf("Set: %v", err)
+			}
+		}()
+		wg.Wait()
+		// Either order of the two leaves "new": CompareAndDelete first
+		// deletes "old", Set first leaves nothing for it to delete.
+		got, err := c.Get(bg, key)
+		switch {
+		case errors.Is(err, cachekit.ErrNotFound):
+			t.Fatalf("%s: CompareAndDelete of %q (reported %v) deleted the newer value %q", key, "old", deleted, "new")
+		case err != nil:
+			t.Fatalf("Get(%s): %v", key, err)
+		case string(got) != "new":
+			t.Fatalf("Get(%s) = %q; want new", key, got)
+		}
+	}
+}
+
+func (s *suite) testCompareAndDeleteExpired(t *testing.T) {
+	c := s.cache(t)
+	cad := s.compareAndDeleter(t, c)
+	mustSet(t, c, "k", []byte("v"), 200*time.Millisecond)
+	eventuallyMiss(t, c, "k")
+	wantCAD(t, cad, "k", []byte("v"), false) // an expired value is gone
+	mustSet(t, c, "k", []byte("w"), 0)
+	wantCAD(t, cad, "k", []byte("v"), false)
+	wantValue(t, c, "k", []byte("w"))
+}
+
+// testUnnamespacedClear checks the cache with no namespace, as
+// Options.UnnamespacedClear declares.
+func (s *suite) testUnnamespacedClear(t *testing.T) {
+	c := s.cacheIn(t, "")
+	// Keys of this run only: the store may be a shared server.
+	key := s.namespace(t, "-no-namespace")
+	other := key + "-other"
+	mustSet(t, c, key, []byte("v"), time.Minute)
+	mustSet(t, c, other, []byte("w"), time.Minute)
+	t.Cleanup(func() { _, _ = c.Delete(bg, key, other) })
+	wantValue(t, c, key, []byte("v"))
+	err := c.Clear(bg)
+	switch s.opts.UnnamespacedClear {
+	case UnnamespacedClearRemoves:
+		if err != nil {
+			t.Fatalf("Clear without a namespace: %v; want nil (Options.UnnamespacedClear is UnnamespacedClearRemoves)", err)
+		}
+		wantMiss(t, c, key)
+		wantMiss(t, c, other)
+		mustSet(t, c, key, []byte("after"), time.Minute) // still usable
+		wantValue(t, c, key, []byte("after"))
+	case UnnamespacedClearRefused:
+		var ce *cachekit.Error
+		if !errors.Is(err, cachekit.ErrFlushNotAllowed) || !errors.As(err, &ce) || ce.Op != "Clear" {
+			t.Fatalf("Clear without a namespace: %T %v; want a *cachekit.Error with Op Clear wrapping ErrFlushNotAllowed (Options.UnnamespacedClear is UnnamespacedClearRefused)", err, err)
+		}
+		wantValue(t, c, key, []byte("v"))
+		wantValue(t, c, other, []byte("w"))
+	default:
+		t.Fatalf("Options.UnnamespacedClear = %d: unknown", s.opts.UnnamespacedClear)
 	}
 }
