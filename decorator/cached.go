@@ -150,6 +150,8 @@ func (f *Func[K, V]) load(ctx context.Context, k K, key string, prev entry[V]) (
 		switch {
 		case errors.As(err, &pe): // a bug in this package: fn's panics are recovered in call
 			return zero, panicError(key, pe.Value)
+		case errors.Is(err, flight.ErrGoexit): // fn called runtime.Goexit
+			return zero, &cachekit.Error{Op: "Cached", Key: key, Err: errGoexit}
 		case ctx.Err() != nil:
 			return zero, ctxError(key, ctx.Err())
 		case prev.state == stStale: // soft or hard timeout with a stale value
@@ -246,7 +248,17 @@ func (f *Func[K, V]) loadOnce(ctx context.Context, k K, key string, prev *entry[
 	}
 	now := m != modeMiss // Refresh and early refresh: write before returning
 	start := time.Now()
+	returned := false
+	defer func() {
+		if !returned { // fn called runtime.Goexit (its panics are recovered in call)
+			f.emit(ctx, cachekit.EventLoadError, key, errGoexit, time.Since(start))
+			if release != nil {
+				f.goBackground(func() { release(false) })
+			}
+		}
+	}()
 	v, err := f.call(ctx, k, key)
+	returned = true
 	took := time.Since(start)
 	at := time.Now()
 	if err != nil {

@@ -439,11 +439,29 @@ func TestLoadOverlappingInvalidateIsNotStored(t *testing.T) {
 // without a result: the callers get an error rather than a zero value or a
 // hang.
 func TestGoexitInFn(t *testing.T) {
-	c := cachekit.NewTyped[int](newMem(t), nil)
-	f := decorator.Cached(c, func(context.Context, int) (int, error) { runtime.Goexit(); return 1, nil },
-		&decorator.Options[int]{Name: "f"})
-	if v, err := f(bg, 1); err == nil {
-		t.Fatalf("got %d, nil; want an error", v)
+	for _, opts := range []*decorator.Options[int]{
+		{Name: "f"},
+		{Name: "f", Lease: true},
+		{Name: "f", HardTimeout: time.Minute},
+	} {
+		mem := newMem(t)
+		s := newSpy(mem)
+		f := decorator.New(cachekit.NewTyped[int](s, nil), func(context.Context, int) (int, error) { runtime.Goexit(); return 1, nil },
+			opts)
+		v, err := f.Call(bg, 1)
+		if !errors.Is(err, cachekit.ErrLoaderPanic) || errors.Is(err, decorator.ErrHardTimeout) {
+			t.Fatalf("%+v: got %d, %v; want an error wrapping ErrLoaderPanic, as Typed.GetOrLoad reports it", opts, v, err)
+		}
+		f.Wait()
+		if n := s.count(cachekit.EventLoadError); n != 1 {
+			t.Fatalf("%+v: %d load_error events; want 1", opts, n)
+		}
+		if opts.Lease {
+			key, _ := f.Key(1)
+			if ok, _ := mem.Exists(bg, "f!"+key[len("f:"):]); ok {
+				t.Fatal("the lease of a load whose fn called Goexit was not released")
+			}
+		}
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 // reports true as well.
 var ErrHardTimeout = fmt.Errorf("decorator: hard timeout: %w", context.DeadlineExceeded)
 
-// errGoexit is the error of a load whose fn called runtime.Goexit.
-var errGoexit = errors.New("decorator: fn called runtime.Goexit")
+// errGoexit is the error of a load whose fn called runtime.Goexit (t.FailNow
+// in a test's fn, say): a load that ended without returning, reported like
+// a panic, as Typed.GetOrLoad reports it.
+var errGoexit = fmt.Errorf("%w: decorator: fn called runtime.Goexit", cachekit.ErrLoaderPanic)
 
 // CompareAndDeleter is [cachekit.CompareAndDeleter].
 //
