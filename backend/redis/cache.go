@@ -75,10 +75,10 @@ func (c *Cache) checkKeys(ctx context.Context, op string, keys []string) error {
 	return nil
 }
 
-// mayDetach reports whether a call may be left running on its own goroutine
-// after returning, in which case values handed to it must be copies the
-// caller cannot change.
-func (c *Cache) mayDetach() bool { return !c.ctxAware }
+// mayDetach reports whether a call may be left running after returning (on
+// a goroutine of its own, or in the pipeliner's queue), in which case values
+// handed to it must be copies the caller cannot change.
+func (c *Cache) mayDetach() bool { return !c.ctxAware || c.ap != nil }
 
 // setArgs returns the arguments of SET key value [PX ms] [NX].
 func setArgs(key string, value []byte, ttl time.Duration, nx bool) []any {

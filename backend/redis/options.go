@@ -93,6 +93,27 @@ type Options struct {
 	// lets a probe through. Zero means [DefaultBreakerDuration] (1s); a
 	// negative value disables the breaker.
 	BreakerDuration time.Duration
+
+	// AutoPipeline coalesces the single-key operations (Get, Set, Add,
+	// Exists, Increment, Expire with a positive ttl, Delete of keys on one
+	// server) of concurrent callers into pipelines, through go-redis's own
+	// AutoPipeliner (the client's AsyncAutoPipeline). An operation that
+	// finds no other operation of the cache in flight is sent directly, so
+	// a lone caller pays nothing for it. GetMany, SetMany, Clear and
+	// multi-slot Deletes stay one MGET or pipeline as without it. Deadlines,
+	// the breaker, ErrUnknownOutcome and the rule that writes are never
+	// resent hold as without it; a goroutine's operations still run in the
+	// order it makes them.
+	//
+	// It pays off when many goroutines share the cache (measured on
+	// loopback: about 2.5x the throughput of plain go-redis at 64 goroutines
+	// and 5x at 512). It needs a *goredis.Client (standalone or Sentinel) or
+	// a *goredis.ClusterClient; with any other client it has no effect.
+	// It adds a hook to the client (once per client) that drops the cache's
+	// queued commands whose callers' contexts have ended before they are
+	// written, and it starts the client's deferred AutoPipeliner, which
+	// lives until the client is closed. Default false.
+	AutoPipeline bool
 }
 
 // clientKind says how multi-key operations are routed.
@@ -128,7 +149,11 @@ type Cache struct {
 	scanCount  int
 
 	breaker *breaker.Breaker // nil: disabled
-	gate    writeGate        // orders writes after abandoned ones (detached calls)
+	gate    writeGate        // orders writes after abandoned ones (detached and pipelined calls)
+
+	ap       *goredis.AutoPipeliner // nil: no auto-pipelining
+	inflight atomic.Int64           // pipelinable calls in flight, with ap
+	apAlways bool                   // tests: pipeline lone callers too
 
 	shared    atomic.Pointer[sharedTimer] // see bound
 	closed    atomic.Bool
@@ -212,6 +237,9 @@ func New(client goredis.UniversalClient, opts *Options) *Cache {
 		c.kind = ring
 		opt := cl.Options()
 		c.ctxAware = opt.ContextTimeoutEnabled && opt.ReadTimeout >= 0 && opt.WriteTimeout >= 0
+	}
+	if o.AutoPipeline {
+		c.ap = newAutoPipeliner(client)
 	}
 	return c
 }

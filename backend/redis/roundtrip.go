@@ -16,6 +16,10 @@ import (
 //     error wrapping cachekit.ErrUnavailable and the last failure;
 //   - the deadline: the cache's Timeout bounds the call (see bound), and for
 //     a client that ignores contexts the call runs detached (see detached);
+//   - the route: with Options.AutoPipeline, a single-key command that finds
+//     other calls of the cache in flight goes through go-redis's
+//     AutoPipeliner (see pipelined in autopipeline.go), any other straight
+//     to the client;
 //   - the retry rule: a read whose connection dropped is tried once more
 //     while its context lasts; a write is never resent, by the cache or by
 //     go-redis (write commands are wrapped in noRetry), and a write that
@@ -46,10 +50,24 @@ func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn
 		return err
 	}
 	bctx, cancel := c.bound(ctx)
-	err := c.attempt(bctx, kind, cmd, fn)
+	var err error
+	if c.ap != nil && cmd != nil && pipelinable(cmd) {
+		// Auto-pipelining: only while other calls are in flight, so that
+		// a lone caller keeps the direct path's latency.
+		others := c.inflight.Add(1) > 1 || c.apAlways
+		if others && !c.ap.IsClosed() {
+			err = c.pipelined(bctx, kind, cmd)
+		} else {
+			err = c.attempt(bctx, kind, cmd, nil)
+		}
+		c.inflight.Add(-1)
+	} else {
+		err = c.attempt(bctx, kind, cmd, fn)
+	}
 	if err != nil && kind == read && connDropped(err) && bctx.Err() == nil {
 		// A read is safe to resend; a pooled connection the server had
-		// closed (a restart, an idle timeout) fails this way once.
+		// closed (a restart, an idle timeout) fails this way once. The
+		// second try goes straight to the client.
 		err = c.attempt(bctx, kind, cmd, fn)
 	}
 	err = c.settle(ctx, bctx, kind, err)

@@ -178,6 +178,7 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 	writeTimeout := socketTimeout("write_timeout")
 	poolSize := p.Int("pool_size", 0)
 	cfg.opts.AllowFlush = p.Bool("allow_flush", false)
+	cfg.opts.AutoPipeline = p.Bool("auto_pipeline", false)
 	// breaker_threshold=0 or breaker_duration=0 turns the breaker off;
 	// absent means the default.
 	switch n := p.Int("breaker_threshold", -1); {

@@ -1,0 +1,313 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"weak"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Auto-pipelining (Options.AutoPipeline, URL auto_pipeline=true).
+//
+// Single-key commands go through go-redis's own AutoPipeliner (the deferred
+// face, AsyncAutoPipeline), which coalesces the commands of concurrent
+// callers into one pipeline per round trip. The cache keeps its own rules on
+// top of it:
+//
+//   - a lone caller is not pipelined: the cache counts its single-key calls
+//     in flight, and a call that finds no other one running goes straight to
+//     the client (the pipeliner would hand it to a goroutine of its own and
+//     back, which costs a lone caller about a third of its throughput);
+//   - the pipeliner runs its batches on a context of its own, so the cache
+//     waits for the result with the caller's context (bounded by Timeout),
+//     and a hook on the client (guardHook) drops, right before a batch is
+//     written, every command whose caller has stopped waiting or whose
+//     context has ended: nothing is sent after the caller's context ended;
+//   - a caller whose context ends after its command was handed to the
+//     connection gets, for a write, an error wrapping
+//     cachekit.ErrUnknownOutcome, and the cache's later writes wait until
+//     that command has finished (the same gate as detached calls), so it
+//     never lands after them; writes keep their noRetry marking, so the
+//     pipeliner never resends them either.
+
+// apOptions is the pipeliner configuration the cache asks for: one ordered
+// stream of batches (MaxConcurrentBatches 1). Unordered only lets go-redis
+// stripe its enqueue lock; every caller of the cache waits for its command
+// before sending the next one, so each goroutine's commands still run in the
+// order it sent them. A client whose deferred pipeliner already exists keeps
+// its configuration (go-redis shares one per client).
+func apOptions() *goredis.AutoPipelineOptions {
+	return &goredis.AutoPipelineOptions{
+		MaxBatchSize:         300,
+		MaxConcurrentBatches: 1,
+		Unordered:            true,
+	}
+}
+
+// newAutoPipeliner returns the client's deferred AutoPipeliner with the
+// cache's guard hook installed, or nil when the client has none (a Ring, or
+// any other UniversalClient): the cache then sends every command directly.
+func newAutoPipeliner(client goredis.UniversalClient) *goredis.AutoPipeliner {
+	switch client.(type) {
+	case *goredis.Client, *goredis.ClusterClient:
+	default:
+		return nil
+	}
+	ap, err := client.AsyncAutoPipelineWithOptions(apOptions())
+	if err != nil {
+		return nil
+	}
+	installGuard(client)
+	return ap
+}
+
+// guardedClients records the clients that already carry guardHook, so that
+// a client shared by many caches gets it once. Keys are weak pointers: the
+// map does not keep a client alive, and an entry goes when its client does.
+var guardedClients sync.Map
+
+func installGuard(client goredis.UniversalClient) {
+	switch cl := client.(type) {
+	case *goredis.Client:
+		addGuard(cl, client)
+	case *goredis.ClusterClient:
+		addGuard(cl, client)
+	}
+}
+
+func addGuard[T any](p *T, client goredis.UniversalClient) {
+	key := weak.Make(p)
+	if _, loaded := guardedClients.LoadOrStore(key, struct{}{}); loaded {
+		return
+	}
+	client.AddHook(guardHook{})
+	runtime.AddCleanup(p, func(k weak.Pointer[T]) { guardedClients.Delete(k) }, key)
+}
+
+// States of a pipelined command.
+const (
+	cmdQueued  int32 = iota // handed to the pipeliner, not yet written
+	cmdSending              // claimed by guardHook: being written, or written
+	cmdDone                 // its batch has executed
+	cmdDropped              // never written: its caller's context ended first
+)
+
+// guard is what the cache and guardHook share about one pipelined command.
+type guard struct {
+	ctx   context.Context // the caller's context, bounded by the cache's Timeout
+	state atomic.Int32
+}
+
+func (g *guard) guardState() *guard { return g }
+
+// claim decides, right before the command is written, whether it may go:
+// not when its context has ended or its caller has given up on it. It is
+// idempotent.
+func (g *guard) claim() bool {
+	if g.ctx.Err() != nil {
+		g.state.CompareAndSwap(cmdQueued, cmdDropped)
+	}
+	g.state.CompareAndSwap(cmdQueued, cmdSending)
+	return g.state.Load() == cmdSending
+}
+
+// dropErr is the error a dropped command carries: its context's (which has
+// ended, since only that drops a command), as a notSentError.
+func (g *guard) dropErr() error {
+	err := g.ctx.Err()
+	if err == nil {
+		err = context.Canceled
+	}
+	return &notSentError{ctxErr: err}
+}
+
+// notSentError marks a command guardHook dropped. go-redis takes it for a
+// reply of the server (it has the RedisError marker), so that the dropped
+// command does not fail the commands queued after it, as a connection error
+// would; the cache turns it back into the context's error.
+type notSentError struct{ ctxErr error }
+
+func (e *notSentError) Error() string { return "not sent: " + e.ctxErr.Error() }
+func (e *notSentError) Unwrap() error { return e.ctxErr }
+func (e *notSentError) RedisError()   {}
+
+type guarded interface{ guardState() *guard }
+
+// The guarded command types embed the go-redis command by pointer, so every
+// method go-redis calls on it (including its unexported ones) is the
+// command's own; NoRetry keeps the write marking of noRetry* wrappers.
+
+type guardedString struct {
+	*goredis.StringCmd
+	guard
+}
+
+type guardedInt struct {
+	*goredis.IntCmd
+	guard
+	noRetry bool
+}
+
+func (c *guardedInt) NoRetry() bool { return c.noRetry }
+
+type guardedStatus struct {
+	*goredis.StatusCmd
+	guard
+	noRetry bool
+}
+
+func (c *guardedStatus) NoRetry() bool { return c.noRetry }
+
+type guardedBool struct {
+	*goredis.BoolCmd
+	guard
+	noRetry bool
+}
+
+func (c *guardedBool) NoRetry() bool { return c.noRetry }
+
+// pipelinable reports whether cmd is a command the cache sends through the
+// pipeliner: the single commands of Get, Set, Add, Delete, Exists,
+// Increment and Expire. MGET (GetMany) and every multi-command round trip
+// stay as they are.
+func pipelinable(cmd goredis.Cmder) bool {
+	switch cmd.(type) {
+	case *goredis.StringCmd, *goredis.IntCmd, noRetryInt, noRetryStatus, noRetryBool, *goredis.BoolCmd:
+		return true
+	}
+	return false
+}
+
+// guardCmd wraps cmd (pipelinable) for the pipeliner.
+func guardCmd(ctx context.Context, cmd goredis.Cmder) (goredis.Cmder, *guard) {
+	switch c := cmd.(type) {
+	case *goredis.StringCmd:
+		w := &guardedString{StringCmd: c}
+		w.ctx = ctx
+		return w, &w.guard
+	case *goredis.IntCmd:
+		w := &guardedInt{IntCmd: c}
+		w.ctx = ctx
+		return w, &w.guard
+	case noRetryInt:
+		w := &guardedInt{IntCmd: c.IntCmd, noRetry: true}
+		w.ctx = ctx
+		return w, &w.guard
+	case noRetryStatus:
+		w := &guardedStatus{StatusCmd: c.StatusCmd, noRetry: true}
+		w.ctx = ctx
+		return w, &w.guard
+	case noRetryBool:
+		w := &guardedBool{BoolCmd: c.BoolCmd, noRetry: true}
+		w.ctx = ctx
+		return w, &w.guard
+	case *goredis.BoolCmd:
+		w := &guardedBool{BoolCmd: c}
+		w.ctx = ctx
+		return w, &w.guard
+	}
+	return nil, nil
+}
+
+// guardHook is installed on clients used for auto-pipelining. It drops the
+// cache's pipelined commands whose caller's context has ended before they
+// are written, and marks the others done once their batch has executed.
+// Every other command passes through untouched.
+type guardHook struct{}
+
+func (guardHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		gc, ok := cmd.(guarded)
+		if !ok {
+			return next(ctx, cmd)
+		}
+		g := gc.guardState()
+		if !g.claim() {
+			return g.dropErr()
+		}
+		err := next(ctx, cmd)
+		g.state.Store(cmdDone)
+		return err
+	}
+}
+
+func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		ours, dropped := 0, 0
+		for _, cmd := range cmds {
+			if gc, ok := cmd.(guarded); ok {
+				ours++
+				if !gc.guardState().claim() {
+					dropped++
+				}
+			}
+		}
+		if ours == 0 {
+			return next(ctx, cmds)
+		}
+		kept := cmds
+		if dropped > 0 {
+			kept = make([]goredis.Cmder, 0, len(cmds)-dropped)
+			for _, cmd := range cmds {
+				if gc, ok := cmd.(guarded); ok && gc.guardState().state.Load() == cmdDropped {
+					cmd.SetErr(gc.guardState().dropErr())
+					continue
+				}
+				kept = append(kept, cmd)
+			}
+		}
+		var err error
+		if len(kept) > 0 {
+			err = next(ctx, kept)
+		}
+		for _, cmd := range kept {
+			if gc, ok := cmd.(guarded); ok {
+				gc.guardState().state.Store(cmdDone)
+			}
+		}
+		return err
+	}
+}
+
+// pipelined sends cmd (pipelinable) through the pipeliner and waits for its
+// result while ctx lasts (see the rules at the top of this file).
+func (c *Cache) pipelined(ctx context.Context, kind opKind, cmd goredis.Cmder) error {
+	if kind == write {
+		if err := c.gate.wait(ctx); err != nil {
+			return err
+		}
+	}
+	wrapped, g := guardCmd(ctx, cmd)
+	f := c.ap.Submit(ctx, wrapped)
+	err := f.WaitContext(ctx)
+	var ns *notSentError
+	if errors.As(err, &ns) {
+		return ns.ctxErr // dropped unsent
+	}
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	// The context has ended: find out whether the command went out.
+	if g.state.CompareAndSwap(cmdQueued, cmdDropped) || g.state.Load() == cmdDropped {
+		return ctx.Err() // it never will: nothing was sent
+	}
+	if g.state.Load() == cmdDone {
+		return f.Wait() // its batch ended at the same moment: keep the result
+	}
+	if kind == write {
+		// Written, reply pending: later writes wait for it to finish.
+		c.gate.add()
+		go func() {
+			_ = f.Wait()
+			c.gate.release()
+		}()
+		return &abandonedError{ctxErr: ctx.Err()}
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,393 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/cachetest"
+	"github.com/cachekit/cachekit/internal/faultproxy"
+	"github.com/cachekit/cachekit/internal/testpeer"
+	"github.com/cachekit/cachekit/internal/testserver"
+)
+
+const apTestValueLimit = 1 << 20
+
+// batchCounter is a go-redis hook counting pipelines and the commands in
+// the largest one.
+type batchCounter struct {
+	pipelines atomic.Int64
+	largest   atomic.Int64
+}
+
+func (h *batchCounter) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *batchCounter) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return next
+}
+func (h *batchCounter) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.pipelines.Add(1)
+		for {
+			l := h.largest.Load()
+			if int64(len(cmds)) <= l || h.largest.CompareAndSwap(l, int64(len(cmds))) {
+				break
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// apCache returns a cache with auto-pipelining over cl; always makes it
+// pipeline lone callers too, so that sequential tests take that path.
+func apCache(cl goredis.UniversalClient, opts Options, always bool) *Cache {
+	opts.AutoPipeline = true
+	c := New(cl, &opts)
+	c.apAlways = always
+	return c
+}
+
+// TestConformanceAutoPipeline runs the conformance suite with AutoPipeline
+// on: as configured (lone callers direct, concurrent ones pipelined), with
+// every call pipelined, over a client without ContextTimeoutEnabled, and
+// through a URL with auto_pipeline=true.
+func TestConformanceAutoPipeline(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	aware := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true, ReadTimeout: 2 * time.Second})
+	unaware := realClient(t, srv.Addr(), &goredis.Options{ReadTimeout: 2 * time.Second})
+	suite := &cachetest.Options{MaxValueSize: apTestValueLimit}
+	for _, tc := range []struct {
+		name   string
+		cl     goredis.UniversalClient
+		always bool
+	}{
+		{"adaptive", aware, false},
+		{"always", aware, true},
+		{"always-without-ContextTimeoutEnabled", unaware, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+				c := apCache(tc.cl, Options{Namespace: ns, MaxValueSize: apTestValueLimit}, tc.always)
+				if c.ap == nil {
+					t.Fatal("AutoPipeline on a *goredis.Client: no pipeliner")
+				}
+				return c
+			}, suite)
+		})
+	}
+	t.Run("URL", func(t *testing.T) {
+		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+			c, err := cachekit.Open(context.Background(), "redis://"+srv.Addr()+"/0?auto_pipeline=true&max_value_size=1MiB&namespace="+url.QueryEscape(ns))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.(*Cache).ap == nil {
+				t.Fatal("auto_pipeline=true: no pipeliner")
+			}
+			return c
+		}, suite)
+	})
+}
+
+// startCluster starts a one-node Redis Cluster holding every slot.
+func startCluster(t *testing.T) string {
+	t.Helper()
+	srv := testserver.StartRedis(t, "--cluster-enabled", "yes")
+	admin := realClient(t, srv.Addr(), nil)
+	ctx := context.Background()
+	if err := admin.Do(ctx, "cluster", "addslotsrange", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		info, err := admin.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			return srv.Addr()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster never became ok: %q, %v", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestConformanceAutoPipelineCluster: the suite on a ClusterClient with
+// AutoPipeline on (a one-node cluster: every slot on one master).
+func TestConformanceAutoPipelineCluster(t *testing.T) {
+	addr := startCluster(t)
+	cl := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{addr}, ContextTimeoutEnabled: true, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { cl.Close() })
+	for _, always := range []bool{false, true} {
+		t.Run(fmt.Sprintf("always=%v", always), func(t *testing.T) {
+			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+				c := apCache(cl, Options{Namespace: ns, MaxValueSize: apTestValueLimit}, always)
+				if c.ap == nil {
+					t.Fatal("AutoPipeline on a *goredis.ClusterClient: no pipeliner")
+				}
+				return c
+			}, &cachetest.Options{MaxValueSize: apTestValueLimit})
+		})
+	}
+}
+
+// TestAutoPipelineFallsBack: a Ring has no AutoPipeliner; the option then
+// changes nothing.
+func TestAutoPipelineFallsBack(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	rg := goredis.NewRing(&goredis.RingOptions{Addrs: map[string]string{"a": srv.Addr()}, ContextTimeoutEnabled: true})
+	defer rg.Close()
+	c := New(rg, &Options{AutoPipeline: true, Namespace: "ring"})
+	if c.ap != nil {
+		t.Fatal("a Ring got a pipeliner")
+	}
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("Get: %q, %v", v, err)
+	}
+	// Many caches on one client install one guard hook.
+	cl := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true})
+	counter := &commandCounter{}
+	cl.AddHook(counter)
+	for range 20 {
+		New(cl, &Options{AutoPipeline: true})
+	}
+	n := 0
+	guardedClients.Range(func(k, _ any) bool {
+		if wp, ok := k.(interface{ Value() *goredis.Client }); ok && wp.Value() == cl {
+			n++
+		}
+		return true
+	})
+	if n != 1 {
+		t.Fatalf("client registered %d times; want once", n)
+	}
+}
+
+// TestAutoPipelineCoalesces: concurrent callers' commands share pipelines,
+// and each goroutine sees its own writes in order.
+func TestAutoPipelineCoalesces(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	cl := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true})
+	batches := &batchCounter{}
+	cl.AddHook(batches)
+	c := apCache(cl, Options{Namespace: "co"}, false)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := "k" + strconv.Itoa(g)
+			for i := range 100 {
+				v := []byte(strconv.Itoa(i))
+				if err := c.Set(ctx, key, v, time.Minute); err != nil {
+					t.Error(err)
+					return
+				}
+				got, err := c.Get(ctx, key)
+				if err != nil || string(got) != string(v) {
+					t.Errorf("goroutine %d: Get after Set(%s) = %q, %v", g, v, got, err)
+					return
+				}
+				n, err := c.Increment(ctx, "ctr"+strconv.Itoa(g), 1)
+				if err != nil || n != int64(i+1) {
+					t.Errorf("goroutine %d: Increment = %d, %v; want %d", g, n, err, i+1)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if batches.largest.Load() < 2 {
+		t.Fatalf("largest pipeline: %d commands; want concurrent calls coalesced", batches.largest.Load())
+	}
+	// Multi-key operations stay one command.
+	m, err := c.GetMany(ctx, []string{"k1", "k2", "nope"})
+	if err != nil || len(m) != 2 {
+		t.Fatalf("GetMany: %v, %v", m, err)
+	}
+	if n, err := c.Delete(ctx, "k1", "k2", "nope"); err != nil || n != 2 {
+		t.Fatalf("Delete: %d, %v", n, err)
+	}
+}
+
+// TestAutoPipelineNothingSentAfterDeadline: a command whose context ends
+// while it waits in the pipeliner's queue is never written, and its caller
+// learns that (the outcome is known); one that was written reports
+// ErrUnknownOutcome, and later writes wait for it.
+func TestAutoPipelineNothingSentAfterDeadline(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	admin := realClient(t, srv.Addr(), nil)
+	proxy := faultproxy.Start(t, srv.Addr())
+	cl := realClient(t, proxy.Addr(), &goredis.Options{ContextTimeoutEnabled: true, ReadTimeout: 3 * time.Second, Protocol: 2, DisableIdentity: true})
+	c := apCache(cl, Options{Namespace: "late", BreakerThreshold: -1}, true)
+	// Added after the cache's guard hook, so it is inside it: it counts
+	// what the guard lets through to the connection.
+	counter := &commandCounter{}
+	cl.AddHook(counter)
+	ctx := context.Background()
+	if err := c.Set(ctx, "warm", []byte("x"), 0); err != nil { // a connection, ready
+		t.Fatal(err)
+	}
+
+	proxy.SetDelay(400 * time.Millisecond)
+	// A read holds the pipeliner's one batch slot for 800ms.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := c.Get(short, "warm")
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("delayed Get: %v; want DeadlineExceeded", err)
+	}
+	// A write queued behind it, whose context ends first: never sent.
+	sent := counter.n.Load()
+	short, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	err = c.Set(short, "queued", []byte("v"), 0)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cachekit.ErrUnknownOutcome) {
+		t.Fatalf("Set queued past its deadline: %v; want DeadlineExceeded with a known outcome", err)
+	}
+	proxy.SetDelay(0)
+	long, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The slot frees; a later call flows again, and the queued write was
+	// dropped, not sent.
+	if _, err := c.Exists(long, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := admin.Exists(ctx, "late:queued").Result(); n != 0 {
+		t.Fatal("a write whose context ended in the queue reached the server")
+	}
+	if got := counter.n.Load() - sent; got != 1 {
+		t.Fatalf("%d commands reached the client's connection after the queued write; want 1 (the Exists)", got)
+	}
+
+	// A written write whose reply is late: ErrUnknownOutcome, and a later
+	// write of the same cache lands after it, never before.
+	proxy.SetDelay(400 * time.Millisecond)
+	short, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	err = c.Set(short, "k", []byte("v1"), 0)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, cachekit.ErrUnknownOutcome) {
+		t.Fatalf("Set(v1) past its deadline: %v; want DeadlineExceeded and ErrUnknownOutcome", err)
+	}
+	proxy.SetDelay(0)
+	if err := c.Set(long, "k", []byte("v2"), 0); err != nil {
+		t.Fatalf("Set(v2): %v", err)
+	}
+	time.Sleep(900 * time.Millisecond) // past v1's delays
+	if v, err := admin.Get(ctx, "late:k").Result(); err != nil || v != "v2" {
+		t.Fatalf("after Set(v1) failed and Set(v2) succeeded: %q, %v; want v2", v, err)
+	}
+}
+
+// TestAutoPipelineLostReplyIsNeverResent: pipelined writes keep their
+// no-resend marking, on a client with go-redis's default MaxRetries too.
+func TestAutoPipelineLostReplyIsNeverResent(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	admin := realClient(t, srv.Addr(), nil)
+	proxy := faultproxy.Start(t, srv.Addr())
+	ctx := context.Background()
+	opened, err := cachekit.Open(ctx, "redis://"+proxy.Addr()+"/0?namespace=url&breaker_threshold=0&auto_pipeline=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	opened.(*Cache).apAlways = true
+	caches := map[string]*Cache{
+		"New(default MaxRetries)": apCache(realClient(t, proxy.Addr(), &goredis.Options{ContextTimeoutEnabled: true}),
+			Options{Namespace: "new", BreakerThreshold: -1}, true),
+		"Open": opened.(*Cache),
+	}
+	for name, c := range caches {
+		t.Run(name, func(t *testing.T) {
+			ns := c.prefix
+			drop := func() {
+				t.Helper()
+				if _, err := c.Exists(ctx, "warm-up"); err != nil {
+					t.Fatal(err)
+				}
+				proxy.DropNextReply()
+			}
+			if _, err := c.Increment(ctx, "ctr", 10); err != nil {
+				t.Fatal(err)
+			}
+			drop()
+			_, err := c.Increment(ctx, "ctr", 1)
+			if !errors.Is(err, cachekit.ErrUnknownOutcome) || !proxy.ReplyDropped() {
+				t.Fatalf("Increment with its reply lost: %v; want ErrUnknownOutcome", err)
+			}
+			if v, _ := admin.Get(ctx, ns+"ctr").Result(); v != "11" {
+				t.Fatalf("counter after one lost Increment: %s; want 11 (applied once)", v)
+			}
+			drop()
+			err = c.Add(ctx, "lease", []byte("mine"), time.Minute)
+			if errors.Is(err, cachekit.ErrExists) || !errors.Is(err, cachekit.ErrUnknownOutcome) {
+				t.Fatalf("Add with its reply lost: %v; want ErrUnknownOutcome", err)
+			}
+			// A read whose reply is lost is read again.
+			drop()
+			if v, err := c.Get(ctx, "lease"); err != nil || string(v) != "mine" {
+				t.Fatalf("Get with its first reply lost: %q, %v; want it retried", v, err)
+			}
+		})
+	}
+}
+
+// TestAutoPipelineBreaker: pipelined calls that time out count against the
+// breaker like direct ones; the caller's own deadline does not.
+func TestAutoPipelineBreaker(t *testing.T) {
+	hole := testpeer.NewBlackhole(t)
+	counter := &commandCounter{}
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true, ReadTimeout: 300 * time.Millisecond})
+	cl.AddHook(counter)
+	c := apCache(cl, Options{Timeout: 40 * time.Millisecond, BreakerThreshold: 2, BreakerDuration: time.Hour}, true)
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		_, err := c.Get(ctx, "k")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, cachekit.ErrUnavailable) {
+			t.Fatalf("Get %d with the caller's deadline: %v; want DeadlineExceeded, breaker closed", i, err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := c.Set(context.Background(), "k", []byte("v"), 0); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Set %d with the cache's timeout: %v", i, err)
+		}
+	}
+	sent := counter.n.Load()
+	_, err := c.Get(context.Background(), "k")
+	if !errors.Is(err, cachekit.ErrUnavailable) {
+		t.Fatalf("after 2 own timeouts: %v; want ErrUnavailable", err)
+	}
+	if counter.n.Load() != sent {
+		t.Fatal("a call the breaker refused reached the client")
+	}
+}
+
+func TestParseURLAutoPipeline(t *testing.T) {
+	for raw, want := range map[string]bool{
+		"redis://h/0":                         false,
+		"redis://h/0?auto_pipeline=true":      true,
+		"redis://h/0?auto_pipeline=false":     false,
+		"redis+cluster://a,b?auto_pipeline=1": true,
+	} {
+		cfg, err := parseURL(mustParse(t, raw))
+		if err != nil || cfg.opts.AutoPipeline != want {
+			t.Errorf("%s: AutoPipeline %v, %v; want %v", raw, cfg.opts.AutoPipeline, err, want)
+		}
+	}
+	if _, err := parseURL(mustParse(t, "redis://h/0?auto_pipeline=maybe")); !errors.Is(err, cachekit.ErrInvalidURL) {
+		t.Errorf("auto_pipeline=maybe: %v; want ErrInvalidURL", err)
+	}
+}

@@ -1,0 +1,187 @@
+package bench
+
+// Redis auto-pipelining side by side, in one run (issue #13):
+//
+//	CACHEKIT_BENCH_REDIS_ADDR=127.0.0.1:6379 \
+//	  go test -run '^$' -bench 'BenchmarkRedisAutoPipeline$' -benchtime 2s -count 3 .
+//
+// 100-byte GETs over 1,000 keys at 1, 8, 64 and 512 goroutines. Rows (each
+// on a client of its own, go-redis's default pool size):
+//
+//	impl=raw-plain      goredis.NewClient(...).Get(ctx, key).Bytes()
+//	impl=raw-autopipe   the same client's AutoPipeline() (v9.22, blocking face, defaults)
+//	impl=kit-default    cachekit.Open("redis://addr/0"): cachekit's defaults
+//	impl=kit-autopipe   cachekit.Open("redis://addr/0?auto_pipeline=true")
+//
+// Besides ns/op each row reports ops/s and the p50 and p99 latency of one
+// operation (every operation is timed; the timer costs the same in every
+// row). The rows of one goroutine count run back to back, so they see about
+// the same machine load.
+//
+// BenchmarkRedisAutoPipelineSet: the same for 100-byte SETs (kit rows only
+// against raw-plain and raw-autopipe), since writes take the cache's
+// write path (no resend, value copied).
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	_ "github.com/cachekit/cachekit/backend/redis"
+)
+
+var apConcurrency = []int{1, 8, 64, 512}
+
+// apImpl is one row: do runs the operation on key i.
+type apImpl struct {
+	name string
+	get  func(ctx context.Context, key string) error
+	set  func(ctx context.Context, key string, v []byte) error
+}
+
+// apImpls opens the four clients of the comparison on addr.
+func apImpls(b *testing.B, addr string) []apImpl {
+	bg := context.Background()
+	plain := goredis.NewClient(&goredis.Options{Addr: addr})
+	b.Cleanup(func() { plain.Close() })
+	apClient := goredis.NewClient(&goredis.Options{Addr: addr})
+	b.Cleanup(func() { apClient.Close() })
+	ap, err := apClient.AutoPipeline()
+	if err != nil {
+		b.Fatal(err)
+	}
+	kit, err := cachekit.Open(bg, "redis://"+addr+"/0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { kit.Close() })
+	kitAP, err := cachekit.Open(bg, "redis://"+addr+"/0?auto_pipeline=true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { kitAP.Close() })
+	for _, c := range []goredis.UniversalClient{plain, apClient} {
+		if err := c.Ping(bg).Err(); err != nil {
+			b.Fatalf("redis at %s: %v", addr, err)
+		}
+	}
+	kitRow := func(name string, c cachekit.Cache) apImpl {
+		return apImpl{
+			name: name,
+			get:  func(ctx context.Context, key string) error { _, err := c.Get(ctx, key); return err },
+			set:  func(ctx context.Context, key string, v []byte) error { return c.Set(ctx, key, v, time.Hour) },
+		}
+	}
+	rawRow := func(name string, c goredis.Cmdable) apImpl {
+		return apImpl{
+			name: name,
+			get:  func(ctx context.Context, key string) error { _, err := c.Get(ctx, key).Bytes(); return err },
+			set:  func(ctx context.Context, key string, v []byte) error { return c.Set(ctx, key, v, time.Hour).Err() },
+		}
+	}
+	return []apImpl{
+		rawRow("raw-plain", plain),
+		rawRow("raw-autopipe", ap),
+		kitRow("kit-default", kit),
+		kitRow("kit-autopipe", kitAP),
+	}
+}
+
+// apKeys stores 1,000 keys of 100 bytes for this run and returns them.
+func apKeys(b *testing.B, addr string) ([]string, []byte) {
+	bg := context.Background()
+	admin := goredis.NewClient(&goredis.Options{Addr: addr})
+	b.Cleanup(func() { admin.Close() })
+	run := "apbench-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	value := make([]byte, 100)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	keys := make([]string, serverKeys)
+	pipe := admin.Pipeline()
+	for i := range keys {
+		keys[i] = run + "-" + strconv.Itoa(i)
+		pipe.Set(bg, keys[i], value, time.Hour)
+	}
+	if _, err := pipe.Exec(bg); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { admin.Del(bg, keys...) })
+	return keys, value
+}
+
+// apRun runs op b.N times from goroutines goroutines, timing each call, and
+// reports ops/s, p50 and p99.
+func apRun(b *testing.B, goroutines int, op func(i int) error) {
+	var mu sync.Mutex
+	var all []time.Duration
+	worker := func(start int, next func() bool) {
+		lat := make([]time.Duration, 0, 1024)
+		for i := start; next(); i++ {
+			t0 := time.Now()
+			if err := op(i); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		mu.Lock()
+		all = append(all, lat...)
+		mu.Unlock()
+	}
+	b.ResetTimer()
+	if goroutines == 1 {
+		n := 0
+		worker(0, func() bool { n++; return n <= b.N })
+	} else {
+		b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		var seq atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			worker(int(seq.Add(1))*7919, pb.Next)
+		})
+	}
+	b.StopTimer()
+	if len(all) == 0 {
+		return
+	}
+	slices.Sort(all)
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+	b.ReportMetric(float64(all[len(all)/2]), "p50-ns")
+	b.ReportMetric(float64(all[len(all)*99/100]), "p99-ns")
+}
+
+func BenchmarkRedisAutoPipeline(b *testing.B) {
+	addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
+	keys, _ := apKeys(b, addr)
+	impls := apImpls(b, addr)
+	bg := context.Background()
+	for _, g := range apConcurrency {
+		for _, impl := range impls {
+			b.Run("op=Get/g="+strconv.Itoa(g)+"/impl="+impl.name, func(b *testing.B) {
+				apRun(b, g, func(i int) error { return impl.get(bg, keys[i%len(keys)]) })
+			})
+		}
+	}
+}
+
+func BenchmarkRedisAutoPipelineSet(b *testing.B) {
+	addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
+	keys, value := apKeys(b, addr)
+	impls := apImpls(b, addr)
+	bg := context.Background()
+	for _, g := range apConcurrency {
+		for _, impl := range impls {
+			b.Run("op=Set/g="+strconv.Itoa(g)+"/impl="+impl.name, func(b *testing.B) {
+				apRun(b, g, func(i int) error { return impl.set(bg, keys[i%len(keys)], value) })
+			})
+		}
+	}
+}
