@@ -314,6 +314,7 @@ func TestMemcachedFaultDeadServer(t *testing.T) {
 		if took > time.Second {
 			t.Errorf("Get %d against a killed server took %v; want well within the 2s op timeout", i, took)
 		}
+		t.Logf("Get %d against the killed server: %v", i, took)
 	}
 	start := time.Now()
 	_, err := c.Get(mcBg, "k")
@@ -324,16 +325,19 @@ func TestMemcachedFaultDeadServer(t *testing.T) {
 	if took > 200*time.Millisecond {
 		t.Errorf("Get with the breaker open took %v; want at once", took)
 	}
+	t.Logf("Get with the breaker open: %v", took)
 	var ce *cachekit.Error
 	if !errors.As(err, &ce) || ce.Op != "Get" || ce.Key != "k" {
 		t.Errorf("breaker error %v is not a *cachekit.Error for Get k", err)
 	}
 
 	srv.Restart()
+	restarted := time.Now()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := c.Get(mcBg, "k")
 		if errors.Is(err, cachekit.ErrNotFound) { // the restarted server is empty
+			t.Logf("recovered %v after the restart", time.Since(restarted).Round(time.Millisecond))
 			break
 		}
 		if !errors.Is(err, cachekit.ErrUnavailable) {
@@ -377,6 +381,7 @@ func TestMemcachedFaultFrozenServer(t *testing.T) {
 		if took > 2*time.Second {
 			t.Fatalf("Get %d against a frozen server took %v; want about the 300ms op timeout", i, took)
 		}
+		t.Logf("Get %d against the frozen server: %v", i, took)
 	}
 	start := time.Now()
 	_, err := c.Get(mcBg, "k")
