@@ -23,8 +23,14 @@
 // the value anyway, while the per-method counts (Snapshot.Get, ...) keep
 // what the cache answered. A decorated function (package decorator) reads
 // a key once per call (a second read only when another load's write landed
-// meanwhile), so one decorated miss is one miss; with its Lease option, the
-// polls of a process waiting for another's load are reads too. Errors count operations that failed
+// meanwhile), so one decorated miss is one miss. Some reads are still
+// counted as the cache answered them although the caller's outcome
+// differs: with the decorator's Lease option, the look after winning the
+// lease and the polls of a process waiting for another's load are reads
+// too; and with its fail-safe, a value past its TTL but within
+// FailSafeMaxStale is found (a hit) although fn runs.
+//
+// Errors count operations that failed
 // with anything but a miss (Get's ErrNotFound) or Add's ErrExists, which are
 // answers rather than failures; a cancelled context, an invalid key and a
 // closed cache are errors. Events of kinds cachekit does not define are
