@@ -55,7 +55,7 @@ func runConformance(t *testing.T, addrs []string) {
 	t.Cleanup(func() { client.Close() })
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return New(client, &Options{Namespace: ns})
-	}, &cachetest.Options{MaxValueSize: DefaultMaxValueSize})
+	}, &cachetest.Options{MaxValueSize: DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
 func TestConformance(t *testing.T) { runConformance(t, testServers(t, 1)) }
