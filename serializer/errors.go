@@ -25,8 +25,9 @@ const DefaultMaxDepth = 512
 // example a *json.SyntaxError), stays reachable with errors.As.
 var ErrMalformed = errors.New("serializer: malformed input")
 
-// ErrLimitExceeded reports that a value is nested deeper than MaxDepth or is
-// larger than MaxSize.
+// ErrLimitExceeded reports that a value is nested deeper than MaxDepth, is
+// larger than MaxSize, or (when decoding) would make the decoder allocate
+// more than AllocFactor times its size plus AllocSlack.
 //
 // Unmarshal returns it together with ErrMalformed, so errors.Is matches both.
 // Marshal returns it alone: JSON and MsgPack refuse to produce bytes that

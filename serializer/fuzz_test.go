@@ -81,10 +81,10 @@ func heapAllocs() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// maxFuzzAlloc bounds what decoding an input may allocate: generous for the
-// per-element cost of small destinations, far below what an unchecked
-// declared length makes msgpack v5 allocate.
-func maxFuzzAlloc(data []byte) uint64 { return 4<<20 + 1024*uint64(len(data)) }
+// maxFuzzAlloc bounds what decoding an input may allocate: the decode
+// budget (AllocFactor times the input plus AllocSlack), plus a megabyte for
+// the decoder's fixed costs and the rest of the process.
+func maxFuzzAlloc(data []byte) uint64 { return allocBudget(len(data)) + 1<<20 }
 
 // fuzzDecode decodes data with s into a fresh T and, if that succeeds,
 // checks that encoding the result and decoding it again gives an equal

@@ -30,10 +30,15 @@ import (
 //
 // # Hostile input
 //
-// Before decoding, Unmarshal rejects input larger than MaxSize and input
-// nested deeper than MaxDepth; encoding/json then rejects anything that is
-// not exactly one well-formed JSON value. All of these are reported as
-// ErrMalformed, and v is left untouched.
+// Before decoding, Unmarshal rejects input larger than MaxSize, input
+// nested deeper than MaxDepth, and input whose decoding into v's type would
+// allocate more than AllocFactor (64) times its size plus AllocSlack
+// (1 MiB): a walk over the bytes estimates what encoding/json will allocate
+// (each [] or {} in an interface is a slice or map of its own, and slices
+// grow by appending, about five times their final size in all). Then
+// encoding/json rejects anything that is not exactly one well-formed JSON
+// value. All of these are reported as ErrMalformed (the limits also as
+// ErrLimitExceeded), and v is left untouched.
 type JSON struct {
 	// MaxDepth is the deepest nesting of arrays and objects that Unmarshal
 	// accepts and Marshal produces. Zero or negative means DefaultMaxDepth
@@ -95,6 +100,11 @@ func (j JSON) Unmarshal(data []byte, v any) error {
 	maxDepth := j.maxDepth()
 	if off := jsonTooDeep(data, maxDepth); off >= 0 {
 		return limitOnDecode("json", "nested deeper than MaxDepth "+strconv.Itoa(maxDepth)+" at offset "+strconv.Itoa(off))
+	}
+	if sh := shapeOf(v, fmtJSON); sh.mayExceed(len(data)) {
+		if cost := jsonCostOf(data, v); cost > allocBudget(len(data)) {
+			return limitOnDecode("json", formatAlloc(cost, len(data)))
+		}
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		var se *json.SyntaxError

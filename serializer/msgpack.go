@@ -45,9 +45,18 @@ import (
 // it. Input that fails is reported as ErrMalformed, and nothing is decoded.
 // This matters because msgpack v5 on its own allocates from declared
 // lengths: five bytes can make it ask for gigabytes, and deep nesting
-// overflows the stack (vmihailenco/msgpack#401). After the check, memory
-// allocated while decoding is bounded by a small multiple of len(data),
-// scaled by the size of the destination's element types.
+// overflows the stack (vmihailenco/msgpack#401).
+//
+// Well-formed input can still make the decoder allocate far more than its
+// size: each {"":nil} (3 bytes) decoded into an interface is a map of about
+// 340 bytes, and each nil in an array decoded into a []T is a whole T. So
+// Unmarshal also estimates, from the input and the destination's type,
+// what decoding will allocate (slices, maps, strings, boxed values,
+// pointees), and refuses input whose estimate exceeds AllocFactor (64)
+// times len(data) plus AllocSlack (1 MiB), with an error matching
+// ErrLimitExceeded and ErrMalformed. Ordinary values allocate a few times
+// their encoding and are never refused; input under a few kilobytes is
+// not even walked, as it cannot exceed AllocSlack.
 //
 // Unlike JSON, Marshal does not detect cyclic data structures: msgpack v5
 // recurses through a cycle until the goroutine stack overflows, so do not
@@ -60,8 +69,8 @@ type MsgPack struct {
 
 	// MaxSize is the largest encoding, in bytes, that Unmarshal accepts and
 	// Marshal produces. Zero or negative means no limit beyond the input
-	// itself: the structural check already bounds allocation by the input's
-	// size, so MaxSize is for callers who want a tighter bound.
+	// itself: the checks already bound allocation by the input's size
+	// (AllocFactor), so MaxSize is for callers who want a tighter bound.
 	MaxSize int
 }
 
@@ -158,6 +167,13 @@ func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
 	if err != nil {
 		msgpackDecoders.Put(d)
 		return err
+	}
+
+	if sh := shapeOf(v, fmtMsgpack); sh.mayExceed(len(data)) {
+		if cost := msgpackCost(data, v); cost > allocBudget(len(data)) {
+			msgpackDecoders.Put(d)
+			return limitOnDecode("msgpack", formatAlloc(cost, len(data)))
+		}
 	}
 
 	d.r.reset(data, d.traps)
