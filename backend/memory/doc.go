@@ -74,7 +74,17 @@
 //	max_value_size  Options.MaxValueSize: a size such as 1MiB
 //	namespace       Options.Namespace
 //
-// Unknown parameters are errors. A cache opened from a URL owns its storage.
+// The query is parsed strictly (internal/urlparam, shared with the other
+// backends): a malformed pair (a ';' or a bad %-escape), a parameter given
+// twice and an unknown parameter are errors wrapping cachekit.ErrInvalidURL,
+// and the error for an unknown one lists the valid ones. A cache opened from
+// a URL owns its storage.
+//
+// # Compare-and-delete
+//
+// [Cache.CompareAndDelete] implements [cachekit.CompareAndDeleter]: it
+// deletes a key only while it holds exactly the given bytes, atomically, as
+// lease and lock releases need.
 //
 // # Closing
 //
