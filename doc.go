@@ -9,7 +9,18 @@
 // sits on top: it serializes values of one Go type (JSON by default, msgpack
 // or raw bytes from the serializer package), applies a default TTL and
 // loads missing values with [Typed.GetOrLoad], one load per key at a time.
+// GetOrLoad hands the loaded value to its callers as soon as the load
+// returns and writes it to the cache in the background;
+// [Typed.Wait] waits for those writes, so call it before closing the Cache.
 // The decorator package memoizes whole functions.
+//
+// # Optional interfaces
+//
+// As database/sql drivers do, a Cache may implement more than the contract:
+// [CompareAndDeleter] deletes a key only while it holds an expected value
+// (lease and lock release). Check for it with a type assertion. Every
+// backend of this module implements it, and [WithHooks] forwards it, so
+// wrapping a cache never hides it; the cachetest suite checks both.
 //
 // # Choosing a backend
 //
@@ -43,8 +54,11 @@
 // Failures are reported with sentinel errors, to be checked with errors.Is:
 // [ErrNotFound] for a miss, [ErrExists], [ErrNotInteger], [ErrClosed],
 // [ErrInvalidKey], [ErrTooLarge], [ErrInvalidTTL], [ErrDecode], [ErrEncode],
-// [ErrLoaderPanic] and [ErrInvalidURL]. They usually arrive inside an
-// [*Error] that names the operation and key. A backend client's own errors
+// [ErrLoaderPanic] (a loader panicked or called runtime.Goexit),
+// [ErrInvalidURL], [ErrUnavailable], [ErrUnknownOutcome] and
+// [ErrFlushNotAllowed]. They usually arrive inside an [*Error] that names
+// the operation and key; an invalid key, for instance, is an *Error whose
+// Op is the method called, on every backend. A backend client's own errors
 // stay reachable with errors.As, and context errors stay errors.Is-able as
 // context.Canceled and context.DeadlineExceeded, including deadlines that
 // fire inside a client.
@@ -57,7 +71,9 @@
 // (OpenTelemetry, its own module) are ready-made hooks, and hooks that
 // implement [EventHook] also receive the [Event]s that Typed and the
 // decorator report through [Emit]: loads, load errors, stampede joins, stale
-// values served, early refreshes and decode failures.
+// values served, early refreshes and decode failures. [EventKind] defines
+// each precisely enough to count with: a decode failure, for one, follows a
+// read the hooks saw as a hit, and is a miss to the caller.
 //
 // # Semantics every backend shares
 //
@@ -67,5 +83,8 @@
 // keys natively encode them without collisions. Values are never aliased:
 // changing a slice after Set, or one returned by Get, changes nothing stored.
 // A namespace prefixes every key, and Clear removes that namespace's keys
-// only.
+// only, however namespaces nest or look like patterns ("a" and "a:b", "a*").
+// Without a namespace, Clear on the memory backend empties its private
+// store, while Redis and Memcached refuse it with ErrFlushNotAllowed unless
+// their AllowFlush option says otherwise: it would flush the whole server.
 package cachekit

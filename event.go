@@ -7,25 +7,61 @@ import (
 
 // EventKind names something that happened above the byte-level cache: in
 // [Typed], in the decorator package, or in another layer built on a Cache.
+//
+// Events complement the operations that hooks see: an operation says what
+// the cache answered, an event what the layer above made of it. The
+// definitions below are precise enough to count with: each says who reports
+// it, how often, and how it relates to the operations around it. Events are
+// reported synchronously, on the goroutine of the layer that reports them
+// (the caller's, or the goroutine running a load, as each kind says).
 type EventKind string
 
 // The events that cachekit's own layers report.
 const (
 	// EventLoad: a loader (GetOrLoad's, or a decorated function) returned a
-	// value. Event.Duration is how long it ran.
+	// value. Reported once per call of the loader, however many callers
+	// share its result, from the goroutine running the load and with the
+	// load's context (the first caller's values). Event.Duration is how
+	// long the loader ran. The Set of the loaded value follows it, in the
+	// background for Typed.GetOrLoad.
 	EventLoad EventKind = "load"
-	// EventLoadError: a loader returned an error or panicked.
+
+	// EventLoadError: a loader returned an error, panicked or called
+	// runtime.Goexit; Event.Err is the error (for the last two, one for
+	// which errors.Is(err, ErrLoaderPanic) reports true). Reported once per
+	// call of the loader, like EventLoad, and nothing is stored.
 	EventLoadError EventKind = "load_error"
-	// EventStampedeJoin: a caller found a load for its key already running
-	// and waited for it instead of starting another.
+
+	// EventStampedeJoin: a caller whose cache read missed got its value
+	// from a load that another caller made, instead of loading itself: it
+	// found a load of its key running and waited for it, or (Typed) its
+	// read overlapped a load of the key that finished meanwhile and it took
+	// that load's value. Reported once per such caller, from the caller's
+	// goroutine, whether the shared load succeeded or not. With EventLoad
+	// and EventLoadError it accounts for the misses that GetOrLoad acted
+	// on: the caller whose miss started a load is counted by that load's
+	// event, every caller that shared it by an EventStampedeJoin.
 	EventStampedeJoin EventKind = "stampede_join"
+
 	// EventStaleServed: a stale value was returned because a fresh one could
 	// not be had in time (fail-safe, soft timeout).
 	EventStaleServed EventKind = "stale_served"
+
 	// EventEarlyRefresh: a value was refreshed in the background before it
 	// expired.
 	EventEarlyRefresh EventKind = "early_refresh"
-	// EventDecodeError: a stored value could not be decoded.
+
+	// EventDecodeError: a stored value could not be decoded (corrupt, or
+	// written with another serializer or type). Reported once per
+	// undecodable value read, from the reading caller's goroutine, right
+	// after the read: Event.Key is its key and Event.Err wraps ErrDecode.
+	//
+	// The read that returned the bytes (a Get, or one key of a GetMany)
+	// reached the hooks as a hit, since the cache found a value; to the
+	// caller it was not one (Typed.Get returns ErrDecode, GetOrLoad loads
+	// as on a miss). A hook counting hits should therefore count each
+	// decode_error as one hit less and one miss more, as plugin/stats does
+	// in its totals.
 	EventDecodeError EventKind = "decode_error"
 )
 

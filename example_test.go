@@ -62,6 +62,7 @@ func ExampleTyped_GetOrLoad() {
 	c := memory.New(nil)
 	defer c.Close()
 	prices := cachekit.NewTyped[float64](c, &cachekit.TypedOptions{TTL: time.Minute})
+	defer prices.Wait() // before c.Close: GetOrLoad writes loaded values in the background
 
 	load := func(ctx context.Context) (float64, error) {
 		fmt.Println("loading from the database")

@@ -48,8 +48,8 @@ func (f HookFunc) ProcessOp(ctx context.Context, op *Op) error { return f(ctx, o
 // stale values served, early refreshes and decode failures (see [EventKind]).
 // The cache returned by [WithHooks] passes each event to every hook that
 // implements EventHook, in the order the hooks were given. OnEvent must be
-// safe for concurrent use and should return quickly: it runs on the caller's
-// goroutine.
+// safe for concurrent use and should return quickly: it runs on the
+// goroutine of the layer that reports the event (see [EventKind]).
 type EventHook interface {
 	OnEvent(ctx context.Context, ev Event)
 }
