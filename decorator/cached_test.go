@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -295,26 +296,35 @@ func TestEachWaiterHonoursItsOwnContext(t *testing.T) {
 func TestFnContextCancelledWhenEveryWaiterHasGone(t *testing.T) {
 	c := cachekit.NewTyped[string](newMem(t), nil)
 	cancelled := make(chan struct{})
+	started := make(chan struct{})
 	f := decorator.Cached(c, func(ctx context.Context, _ string) (string, error) {
+		close(started)
 		<-ctx.Done()
 		close(cancelled)
 		return "", ctx.Err()
 	}, &decorator.Options[string]{Name: "f"})
 	ctx1, cancel1 := context.WithCancel(bg)
-	ctx2, cancel2 := context.WithTimeout(bg, 30*time.Millisecond)
+	ctx2, cancel2 := context.WithCancel(bg)
 	defer cancel2()
-	done := make(chan error, 2)
-	go func() { _, err := f(ctx1, "k"); done <- err }()
-	go func() { _, err := f(ctx2, "k"); done <- err }()
-	time.Sleep(10 * time.Millisecond)
+	done1, done2 := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := f(ctx1, "k"); done1 <- err }()
+	<-started
+	go func() { _, err := f(ctx2, "k"); done2 <- err }()
+	eventually(t, "the second caller to join", func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "internal/flight.(*Group[...]).Do(") == 2
+	})
 	cancel1()
-	<-done
+	if err := <-done1; !errors.Is(err, context.Canceled) {
+		t.Fatalf("first caller: %v", err)
+	}
 	select {
 	case <-cancelled:
 		t.Fatal("fn's ctx was cancelled while a caller still waited")
-	case <-time.After(5 * time.Millisecond):
+	case <-time.After(20 * time.Millisecond):
 	}
-	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+	cancel2()
+	if err := <-done2; !errors.Is(err, context.Canceled) {
 		t.Fatalf("second caller: %v", err)
 	}
 	select {
