@@ -73,7 +73,8 @@ type Typed[V any] struct {
 	gens     [genStripes]atomic.Uint64
 	recentMu sync.Mutex
 	recent   map[string]*recentLoad[V]
-	writes   tracker // background writes
+	pending  atomic.Int32 // writes not ended: when 0, settle has nothing to do
+	writes   tracker      // background writes
 }
 
 // genStripes is the number of load generations a Typed keeps: keys share
@@ -87,7 +88,10 @@ type loaded[V any] struct {
 	shared bool
 }
 
-type recentLoad[V any] struct{ v V }
+type recentLoad[V any] struct {
+	v    V
+	done chan struct{} // closed when the write has ended
+}
 
 // NewTyped returns a Typed cache of V values stored in c.
 func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
@@ -241,12 +245,47 @@ func (t *Typed[V]) encode(op, key string, v V) ([]byte, error) {
 }
 
 // Set stores v under key with the default TTL, or the one WithTTL gives.
+//
+// Like Add, SetMany and Delete, Set is ordered after the background write
+// of key that a GetOrLoad of this Typed may have started: it waits for that
+// write to end (at most TypedOptions.WriteTimeout), so a loaded value never
+// lands after a later write of its key through the same Typed.
 func (t *Typed[V]) Set(ctx context.Context, key string, v V, opts ...SetOption) error {
 	b, err := t.encode("Set", key, v)
 	if err != nil {
 		return err
 	}
+	if err := t.settle(ctx, key); err != nil {
+		return WrapError("Set", key, err)
+	}
 	return WrapError("Set", key, t.c.Set(ctx, key, b, t.setOptions(opts).ttl))
+}
+
+// settle prepares a write of keys through t: it forgets the values of
+// GetOrLoad's loads of those keys whose writes have not ended (a caller
+// overlapping them must load afresh rather than take a value this write
+// replaces), and waits for those writes to end, or for ctx.
+func (t *Typed[V]) settle(ctx context.Context, keys ...string) error {
+	if t.pending.Load() == 0 {
+		return nil
+	}
+	var waits []chan struct{}
+	t.recentMu.Lock()
+	for _, k := range keys {
+		if rl := t.recent[k]; rl != nil {
+			delete(t.recent, k)
+			waits = append(waits, rl.done)
+		}
+	}
+	t.recentMu.Unlock()
+	for _, done := range waits {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Add stores v under key only if key is absent; otherwise it returns an error
@@ -255,6 +294,9 @@ func (t *Typed[V]) Add(ctx context.Context, key string, v V, opts ...SetOption) 
 	b, err := t.encode("Add", key, v)
 	if err != nil {
 		return err
+	}
+	if err := t.settle(ctx, key); err != nil {
+		return WrapError("Add", key, err)
 	}
 	return WrapError("Add", key, t.c.Add(ctx, key, b, t.setOptions(opts).ttl))
 }
@@ -307,11 +349,24 @@ func (t *Typed[V]) SetMany(ctx context.Context, items map[string]V, opts ...SetO
 		}
 		raw[k] = b
 	}
+	if t.pending.Load() != 0 {
+		keys := make([]string, 0, len(items))
+		for k := range items {
+			keys = append(keys, k)
+		}
+		if err := t.settle(ctx, keys...); err != nil {
+			return WrapError("SetMany", "", err)
+		}
+	}
 	return WrapError("SetMany", "", t.c.SetMany(ctx, raw, t.setOptions(opts).ttl))
 }
 
-// Delete removes keys and reports how many existed.
+// Delete removes keys and reports how many existed. It is ordered after
+// GetOrLoad's background writes of keys, as Set is.
 func (t *Typed[V]) Delete(ctx context.Context, keys ...string) (int, error) {
+	if err := t.settle(ctx, keys...); err != nil {
+		return 0, WrapError("Delete", "", err)
+	}
 	n, err := t.c.Delete(ctx, keys...)
 	return n, WrapError("Delete", "", err)
 }
@@ -324,7 +379,9 @@ func (t *Typed[V]) Delete(ctx context.Context, keys ...string) (int, error) {
 // first caller's values but none of its cancellation, bounded by
 // TypedOptions.WriteTimeout (1 s by default). A failed write goes to
 // TypedOptions.OnError. [Typed.Wait] waits for these writes; call it before
-// closing the Cache.
+// closing the Cache. Set, SetMany, Add and Delete of the key through the same
+// Typed wait for such a write first, so it never lands after them; writes
+// that bypass the Typed (t.Cache(), another process) are not ordered with it.
 //
 // Concurrent calls for the same key on this Typed share one call of load,
 // and so do calls whose cache read overlaps a load that finished meanwhile:
@@ -410,7 +467,8 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 		t.reportError(lctx, err)
 		return v, nil
 	}
-	rl := &recentLoad[V]{v: v}
+	rl := &recentLoad[V]{v: v, done: make(chan struct{})}
+	t.pending.Add(1)
 	t.recentMu.Lock()
 	if t.recent == nil {
 		t.recent = make(map[string]*recentLoad[V])
@@ -442,6 +500,8 @@ func (t *Typed[V]) write(ctx context.Context, key string, b []byte, ttl time.Dur
 	// A caller whose read began before the write landed, and who finds
 	// nothing in recent any more, sees this and reads the cache again.
 	gen.Add(1)
+	close(rl.done)
+	t.pending.Add(-1)
 }
 
 // recentValue returns the value of a load of key whose write has not ended.

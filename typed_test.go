@@ -679,3 +679,52 @@ func TestDecodeErrorEventPerValue(t *testing.T) {
 		t.Fatalf("decode_error events for %q; want bad1, bad2 (GetMany) and bad1 (Get)", keys)
 	}
 }
+
+// A write of a key through the Typed (Delete here) is ordered after the
+// background write of a value GetOrLoad loaded for it: the loaded value
+// never lands after a later Delete, and later callers load afresh.
+func TestTypedWritesWaitForBackgroundWrite(t *testing.T) {
+	slow := &gatedCache{Cache: newMem(t), release: make(chan struct{})}
+	c := cachekit.NewTyped[int](slow, nil)
+	var loads atomic.Int32
+	load := func(context.Context) (int, error) { return int(loads.Add(1)), nil }
+	if v, err := c.GetOrLoad(ctx, "k", load); err != nil || v != 1 {
+		t.Fatalf("GetOrLoad = %d, %v; want 1", v, err)
+	}
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := c.Delete(ctx, "k")
+		deleted <- err
+	}()
+	select {
+	case err := <-deleted:
+		t.Fatalf("Delete returned (%v) while the loaded value's write was pending: the write would land after it", err)
+	case <-time.After(30 * time.Millisecond):
+	}
+	close(slow.release)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	c.Wait()
+	if v, err := c.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after Delete = %d, %v; want a miss", v, err)
+	}
+	if v, err := c.GetOrLoad(ctx, "k", load); err != nil || v != 2 {
+		t.Fatalf("GetOrLoad after Delete = %d, %v; want a fresh load (2)", v, err)
+	}
+	c.Wait()
+
+	// A caller's context bounds the wait.
+	stuck := &gatedCache{Cache: newMem(t), release: make(chan struct{})}
+	c2 := cachekit.NewTyped[int](stuck, &cachekit.TypedOptions{WriteTimeout: time.Minute})
+	if _, err := c2.GetOrLoad(ctx, "k", load); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := c2.Set(short, "k", 9); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Set while a write of the key hangs = %v; want DeadlineExceeded", err)
+	}
+	close(stuck.release)
+	c2.Wait()
+}
