@@ -1,0 +1,265 @@
+package cachetest_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/backend/memory"
+	"github.com/cachekit/cachekit/cachetest"
+)
+
+// The suite's own tests: each broken cache below breaks one promise, and
+// the rule for that promise must catch it. A rule failing is a test failure
+// of the test that runs the suite, so each broken cache runs in a child
+// process (this test binary, re-run with CACHETEST_BROKEN set) whose
+// failure the parent checks.
+
+const brokenEnv = "CACHETEST_BROKEN"
+
+// brokenCaches maps a broken cache's name to the rules that must fail for
+// it and the suite's options for it.
+var brokenCaches = map[string]struct {
+	rules []string
+	opts  cachetest.Options
+	make  func(t *testing.T) cachetest.NewCacheFunc
+}{
+	// Namespaces as naive "ns:key" prefixes: "a" with key "b:k" is "a:b"
+	// with key "k", and Clear on "a" removes "a:b"'s keys.
+	"naive-prefix": {
+		rules: []string{"NamespacesNeverNest"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			s := &prefixStore{m: map[string][]byte{}}
+			return func(t *testing.T, ns string) cachekit.Cache { return &prefixCache{s: s, ns: ns} }
+		},
+	},
+	// CompareAndDelete as a read, then a delete: two callers can both win.
+	"racy-cad": {
+		rules: []string{"CompareAndDeleteConcurrent"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return racyCAD{root.WithNamespace(ns)} }
+		},
+	},
+	// A wrapper that hides the CompareAndDelete of what it wraps, even when
+	// the options excuse the cache from having one.
+	"hiding-wrapper": {
+		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent"},
+		opts:  cachetest.Options{SkipCompareAndDelete: true},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return hidingWrapper{root.WithNamespace(ns)} }
+		},
+	},
+	// A cache without CompareAndDelete, when the options require it.
+	"no-cad": {
+		rules: []string{"CompareAndDelete"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return plain{root.WithNamespace(ns)} }
+		},
+	},
+	// Invalid keys reported as bare sentinels by the batch methods.
+	"bare-errors": {
+		rules: []string{"InvalidKeyErrorsNameTheMethod"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return bareErrors{root.WithNamespace(ns)} }
+		},
+	},
+	// A namespace-less Clear that clears, where the options say it must
+	// refuse.
+	"flushes": {
+		rules: []string{"UnnamespacedClear"},
+		opts:  cachetest.Options{UnnamespacedClear: cachetest.UnnamespacedClearRefused},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return root.WithNamespace(ns) }
+		},
+	},
+}
+
+func sharedMemory(t *testing.T) *memory.Cache {
+	root := memory.New(nil)
+	t.Cleanup(func() { root.Close() })
+	return root
+}
+
+// TestBrokenCache runs the suite on the broken cache CACHETEST_BROKEN names;
+// without it, it does nothing. TestRulesCatchBrokenCaches runs it.
+func TestBrokenCache(t *testing.T) {
+	name := os.Getenv(brokenEnv)
+	if name == "" {
+		t.Skip(brokenEnv + " not set: run by TestRulesCatchBrokenCaches")
+	}
+	bc := brokenCaches[name]
+	opts := bc.opts
+	cachetest.Run(t, bc.make(t), &opts)
+}
+
+func TestRulesCatchBrokenCaches(t *testing.T) {
+	if os.Getenv(brokenEnv) != "" {
+		t.Skip("in a child process")
+	}
+	for name, bc := range brokenCaches {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, rule := range bc.rules {
+				cmd := exec.Command(os.Args[0], "-test.run", "^TestBrokenCache$/^"+rule+"$", "-test.v")
+				cmd.Env = append(os.Environ(), brokenEnv+"="+name)
+				out, err := cmd.CombinedOutput()
+				if err == nil {
+					t.Errorf("rule %s passed a %s cache; want it to fail\n%s", rule, name, out)
+					continue
+				}
+				if !strings.Contains(string(out), "--- FAIL: TestBrokenCache/"+rule+" ") {
+					t.Errorf("running rule %s on a %s cache: %v; want the rule to fail\n%s", rule, name, err, out)
+				}
+			}
+		})
+	}
+}
+
+// TestRulesPassOnMemory checks that the new rules hold for a correct cache,
+// the memory backend and that backend behind hooks. (backend/memory and the
+// root package run the whole suite.)
+func TestRulesPassOnMemory(t *testing.T) {
+	root := sharedMemory(t)
+	for _, hooked := range []bool{false, true} {
+		t.Run(map[bool]string{false: "memory", true: "hooked"}[hooked], func(t *testing.T) {
+			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+				c := cachekit.Cache(root.WithNamespace(ns))
+				if hooked {
+					c = cachekit.WithHooks(c, cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error { return op.Next(ctx) }))
+				}
+				return c
+			}, &cachetest.Options{UnnamespacedClear: cachetest.UnnamespacedClearRemoves})
+		})
+	}
+}
+
+// plain hides every method beyond cachekit.Cache.
+type plain struct{ cachekit.Cache }
+
+// hidingWrapper is a wrapper that does not forward CompareAndDelete.
+type hidingWrapper struct{ c cachekit.Cache }
+
+func (w hidingWrapper) Unwrap() cachekit.Cache { return w.c }
+func (w hidingWrapper) Get(ctx context.Context, k string) ([]byte, error) {
+	return w.c.Get(ctx, k)
+}
+func (w hidingWrapper) GetMany(ctx context.Context, k []string) (map[string][]byte, error) {
+	return w.c.GetMany(ctx, k)
+}
+func (w hidingWrapper) Set(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	return w.c.Set(ctx, k, v, ttl)
+}
+func (w hidingWrapper) SetMany(ctx context.Context, m map[string][]byte, ttl time.Duration) error {
+	return w.c.SetMany(ctx, m, ttl)
+}
+func (w hidingWrapper) Add(ctx context.Context, k string, v []byte, ttl time.Duration) error {
+	return w.c.Add(ctx, k, v, ttl)
+}
+func (w hidingWrapper) Delete(ctx context.Context, k ...string) (int, error) {
+	return w.c.Delete(ctx, k...)
+}
+func (w hidingWrapper) Exists(ctx context.Context, k string) (bool, error) {
+	return w.c.Exists(ctx, k)
+}
+func (w hidingWrapper) Increment(ctx context.Context, k string, d int64) (int64, error) {
+	return w.c.Increment(ctx, k, d)
+}
+func (w hidingWrapper) Expire(ctx context.Context, k string, ttl time.Duration) (bool, error) {
+	return w.c.Expire(ctx, k, ttl)
+}
+func (w hidingWrapper) Clear(ctx context.Context) error { return w.c.Clear(ctx) }
+func (w hidingWrapper) Close() error                    { return w.c.Close() }
+
+// racyCAD compares and deletes in two steps.
+type racyCAD struct{ cachekit.Cache }
+
+func (c racyCAD) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	v, err := c.Get(ctx, key)
+	if errors.Is(err, cachekit.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if string(v) != string(old) {
+		return false, nil
+	}
+	time.Sleep(5 * time.Millisecond) // widen the window
+	_, err = c.Delete(ctx, key)
+	return err == nil, err
+}
+
+// bareErrors returns ErrInvalidKey unwrapped from GetMany.
+type bareErrors struct{ *memory.Cache }
+
+func (c bareErrors) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
+	for _, k := range keys {
+		if cachekit.CheckKey(k) != nil {
+			return nil, cachekit.ErrInvalidKey
+		}
+	}
+	return c.Cache.GetMany(ctx, keys)
+}
+
+// prefixStore and prefixCache: a map with namespaces as "ns:" prefixes,
+// enough of a Cache for the namespace rule.
+type prefixStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+type prefixCache struct {
+	plain // methods the namespace rule does not use: nil, never called
+	s     *prefixStore
+	ns    string
+}
+
+func (c *prefixCache) Get(_ context.Context, k string) ([]byte, error) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	v, ok := c.s.m[c.ns+":"+k]
+	if !ok {
+		return nil, cachekit.ErrNotFound
+	}
+	return append([]byte{}, v...), nil
+}
+
+func (c *prefixCache) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, k := range keys {
+		if v, err := c.Get(ctx, k); err == nil {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func (c *prefixCache) Set(_ context.Context, k string, v []byte, _ time.Duration) error {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	c.s.m[c.ns+":"+k] = append([]byte{}, v...)
+	return nil
+}
+
+func (c *prefixCache) Clear(context.Context) error {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	for k := range c.s.m {
+		if strings.HasPrefix(k, c.ns+":") {
+			delete(c.s.m, k)
+		}
+	}
+	return nil
+}
+
+func (c *prefixCache) Close() error { return nil }
