@@ -413,13 +413,14 @@ func TestGetOrLoadDoesNotWaitForTheWrite(t *testing.T) {
 type deadlineCache struct {
 	cachekit.Cache
 	mu        sync.Mutex
-	deadlines []time.Duration // time left when Set was called; -1: no deadline
+	deadlines []*time.Duration // time left when Set was called; nil: no deadline
 }
 
 func (c *deadlineCache) Set(ctx context.Context, key string, v []byte, ttl time.Duration) error {
-	left := time.Duration(-1)
+	var left *time.Duration
 	if dl, ok := ctx.Deadline(); ok {
-		left = time.Until(dl)
+		d := time.Until(dl)
+		left = &d
 	}
 	c.mu.Lock()
 	c.deadlines = append(c.deadlines, left)
@@ -455,13 +456,17 @@ func TestGetOrLoadWriteTimeout(t *testing.T) {
 			}
 			got := dc.deadlines[0]
 			if tc.max < 0 {
-				if got != -1 {
-					t.Fatalf("write had a deadline %v away; want none of Typed's own", got)
+				if got != nil {
+					t.Fatalf("write had a deadline %v away; want none of Typed's own", *got)
 				}
 				return
 			}
-			if got <= 0 || got > tc.max {
-				t.Fatalf("write deadline %v away; want within (0, %v]", got, tc.max)
+			// (Less than nothing left is possible on a loaded machine.)
+			if got == nil {
+				t.Fatalf("write had no deadline; want one at most %v away", tc.max)
+			}
+			if *got > tc.max {
+				t.Fatalf("write deadline %v away; want at most %v", *got, tc.max)
 			}
 		})
 	}
@@ -583,7 +588,9 @@ func TestGetOrLoadGoexit(t *testing.T) {
 	}))
 	c := cachekit.NewTyped[int](mem, nil)
 	release := make(chan struct{})
+	var calls atomic.Int32
 	load := func(context.Context) (int, error) {
+		calls.Add(1)
 		<-release
 		runtime.Goexit()
 		return 1, nil
@@ -604,8 +611,9 @@ func TestGetOrLoadGoexit(t *testing.T) {
 	close(release)
 	wg.Wait()
 	c.Wait()
-	if e := events.Load(); e != 1 {
-		t.Fatalf("%d load_error events; want 1", e)
+	// (A caller arriving after the first load ended starts another.)
+	if e, n := events.Load(), calls.Load(); e != n || n < 1 {
+		t.Fatalf("%d load_error events for %d loads; want one per load", e, n)
 	}
 	if _, err := c.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
 		t.Fatalf("a load that called Goexit stored something: %v", err)
