@@ -240,6 +240,7 @@ func TestHarnessParallel(t *testing.T) {
 func TestHarnessDocker(t *testing.T) {
 	t.Parallel()
 	if v := os.Getenv(harnessEnvDocker); harnessOff(v) {
+		harnessBackendDocker.setSource("off ("+harnessEnvDocker+"="+v+")", nil, false)
 		t.Logf("%s=%s: not testing the Docker path", harnessEnvDocker, v)
 		return
 	}

@@ -34,7 +34,18 @@ func TestMain(m *testing.M) {
 	}
 	flag.Parse()
 	child := os.Getenv(decEnvChild) != "" // a process of TestDecoratorDistributedStampedeProcesses
-	caDir, err := harnessTrustTestCA()
+	caFile, madeDir := os.Getenv(harnessEnvRedisTLSCAFile), ""
+	if os.Getenv(harnessEnvRedisTLSAddr) == "" && !child {
+		// For the TLS server the harness starts if redisTLS is called: the
+		// CA must be trusted before anything loads the system roots.
+		dir, ca, err := harnessMakeTestCA()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "integration_test: making a test CA: %v\n", err)
+		} else {
+			caFile, madeDir = ca, dir
+		}
+	}
+	caDir, err := harnessTrustCA(caFile)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "integration_test: %v\n", err)
 		os.Exit(2)
@@ -61,9 +72,6 @@ func TestMain(m *testing.M) {
 
 	signal.Stop(sig)
 	close(sig)
-	if caDir != "" {
-		os.RemoveAll(caDir)
-	}
 	if !child {
 		if err := harnessSweep(os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "integration_test: %v\n", err)
@@ -78,6 +86,11 @@ func TestMain(m *testing.M) {
 	if err := harnessStopAll(); err != nil {
 		fmt.Fprintf(os.Stderr, "integration_test: removing containers: %v\n", err)
 		code = 1
+	}
+	for _, dir := range []string{caDir, madeDir} {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
 	}
 	if cli := harnessDockerConnected.Load(); cli != nil {
 		_ = cli.Close()
@@ -95,14 +108,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// harnessTrustTestCA makes the certificate in CACHEKIT_TEST_REDIS_TLS_CA_FILE
-// a trusted root for this process, as a rediss:// URL needs, without dropping
-// the system's: it copies it to a new directory and adds that to
-// SSL_CERT_DIR, which crypto/x509 reads on Linux and the BSDs on first use.
-// (SSL_CERT_FILE would replace the system bundle.) It returns the directory
-// to remove afterwards ("" when there was nothing to do).
-func harnessTrustTestCA() (string, error) {
-	ca := os.Getenv(harnessEnvRedisTLSCAFile)
+// harnessTrustCA makes the certificate in the file ca (from
+// CACHEKIT_TEST_REDIS_TLS_CA_FILE, or made by harnessMakeTestCA) a trusted
+// root for this process, as a rediss:// URL needs, without dropping the
+// system's: it copies it to a new directory and adds that to SSL_CERT_DIR,
+// which crypto/x509 reads on Linux and the BSDs on first use. (SSL_CERT_FILE
+// would replace the system bundle.) It returns the directory to remove
+// afterwards ("" when there was nothing to do).
+func harnessTrustCA(ca string) (string, error) {
 	if ca == "" {
 		return "", nil
 	}
@@ -111,7 +124,7 @@ func harnessTrustTestCA() (string, error) {
 		return "", fmt.Errorf("%s: %w", harnessEnvRedisTLSCAFile, err)
 	}
 	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-		return "", fmt.Errorf("%s=%s holds no PEM certificate", harnessEnvRedisTLSCAFile, ca)
+		return "", fmt.Errorf("%s holds no PEM certificate", ca)
 	}
 	dir, err := os.MkdirTemp("", "cachekit-test-ca")
 	if err != nil {

@@ -23,7 +23,8 @@ package integration_test
 //     a default image is absent and can't be pulled, the local
 //     cachekit-test/*:local images, built on first use with
 //     docker/build-test-images.sh), terminated by TestMain after m.Run.
-//     CACHEKIT_TEST_DOCKER=0 turns this off;
+//     CACHEKIT_TEST_DOCKER=0 turns this off. Sentinel and TLS are started as
+//     redis-server processes instead (see harnessStartSentinel);
 //  3. else the test is skipped with one line that says what to provide, or,
 //     when CI is set, fails.
 //
@@ -36,13 +37,20 @@ package integration_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
@@ -54,6 +62,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,11 +298,23 @@ func redisSentinel(t testing.TB) (addrs []string, master string) {
 	t.Helper()
 	harnessSentinel.once.Do(func() {
 		env, name := strings.TrimSpace(os.Getenv(harnessEnvRedisSentinelAddrs)), strings.TrimSpace(os.Getenv(harnessEnvRedisSentinelMaster))
-		if env == "" || name == "" {
-			harnessSentinel.err = fmt.Errorf("%s and %s are not both set", harnessEnvRedisSentinelAddrs, harnessEnvRedisSentinelMaster)
-			harnessBackendSentinel.setSource("", harnessSentinel.err, false)
+		if env == "" && name == "" {
+			addrs, err := harnessStartSentinel()
+			if err != nil {
+				harnessSentinel.err = fmt.Errorf("%s is not set, and starting Sentinel processes failed: %w", harnessEnvRedisSentinelAddrs, err)
+				harnessBackendSentinel.setSource("", harnessSentinel.err, false)
+				return
+			}
+			harnessSentinel.addrs, harnessSentinel.master = addrs, harnessSentinelMaster
+			harnessBackendSentinel.setSource(fmt.Sprintf("master %q watched by %s, processes the harness started", harnessSentinelMaster, strings.Join(addrs, ",")), nil, false)
 			return
 		}
+		if env == "" || name == "" {
+			harnessSentinel.err = fmt.Errorf("%s and %s are not both set", harnessEnvRedisSentinelAddrs, harnessEnvRedisSentinelMaster)
+			harnessBackendSentinel.setSource("", harnessSentinel.err, true)
+			return
+		}
+		harnessSentinel.fromEnv = true
 		harnessSentinel.addrs, harnessSentinel.master = harnessSplitAddrs(env), name
 		var masterAddr string
 		harnessSentinel.err = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
@@ -335,11 +356,17 @@ func redisTLS(t testing.TB) string {
 	harnessTLS.once.Do(func() {
 		addr := strings.TrimSpace(os.Getenv(harnessEnvRedisTLSAddr))
 		if addr == "" {
-			harnessTLS.err = fmt.Errorf("%s is not set", harnessEnvRedisTLSAddr)
-			harnessBackendTLS.setSource("", harnessTLS.err, false)
+			addr, err := harnessStartTLS()
+			if err != nil {
+				harnessTLS.err = fmt.Errorf("%s is not set, and starting a TLS redis-server failed: %w", harnessEnvRedisTLSAddr, err)
+				harnessBackendTLS.setSource("", harnessTLS.err, false)
+				return
+			}
+			harnessTLS.addr = addr
+			harnessBackendTLS.setSource(addr+", a process the harness started (certificate from a CA made for this run)", nil, false)
 			return
 		}
-		harnessTLS.addr = addr
+		harnessTLS.addr, harnessTLS.fromEnv = addr, true
 		harnessTLS.err = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
 			return harnessPollReady(ctx, addr, harnessRedisTLSPing)
 		})
@@ -403,15 +430,17 @@ var (
 		envErr     error
 	}
 	harnessSentinel struct {
-		once   sync.Once
-		addrs  []string
-		master string
-		err    error
+		once    sync.Once
+		addrs   []string
+		master  string
+		fromEnv bool
+		err     error
 	}
 	harnessTLS struct {
-		once sync.Once
-		addr string
-		err  error
+		once    sync.Once
+		addr    string
+		fromEnv bool
+		err     error
 	}
 )
 
@@ -437,9 +466,9 @@ var (
 	harnessBackendCluster = &harnessBackend{name: "Redis Cluster", docker: true,
 		provide: harnessEnvRedisClusterAddrs + "=host:port,host:port,host:port (3 masters)"}
 	harnessBackendSentinel = &harnessBackend{name: "Redis Sentinel",
-		provide: harnessEnvRedisSentinelAddrs + "=host:port,... and " + harnessEnvRedisSentinelMaster + "=name"}
+		provide: harnessEnvRedisSentinelAddrs + "=host:port,... and " + harnessEnvRedisSentinelMaster + "=name, or install redis-server"}
 	harnessBackendTLS = &harnessBackend{name: "Redis TLS",
-		provide: harnessEnvRedisTLSAddr + "=host:port (and " + harnessEnvRedisTLSCAFile + "=ca.pem unless the system trusts its certificate)"}
+		provide: harnessEnvRedisTLSAddr + "=host:port (and " + harnessEnvRedisTLSCAFile + "=ca.pem unless the system trusts its certificate), or install redis-server (with TLS)"}
 	harnessBackendMemcached = &harnessBackend{name: "Memcached", docker: true,
 		provide: harnessEnvMemcachedAddrs + "=host:port"}
 	harnessBackendMemcachedPool = &harnessBackend{name: "Memcached pool", docker: true,
@@ -1026,6 +1055,7 @@ func harnessStopAll() error {
 	case <-idle:
 	case <-time.After(harnessStopTimeout):
 	}
+	harnessStopProcs()
 
 	harnessContainers.mu.Lock()
 	list := harnessContainers.list
@@ -1669,14 +1699,14 @@ func harnessSweep(w io.Writer) error {
 		rdb.Close()
 		report("the Redis Cluster", int(total.Load()), err)
 	}
-	if harnessSentinel.err == nil && len(harnessSentinel.addrs) > 0 {
+	if harnessSentinel.err == nil && harnessSentinel.fromEnv {
 		rdb := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: harnessSentinel.master,
 			SentinelAddrs: harnessSentinel.addrs, ReadTimeout: 10 * time.Second})
 		n, err := harnessSweepRedis(ctx, rdb, set)
 		rdb.Close()
 		report("the Redis Sentinel master "+harnessSentinel.master, n, err)
 	}
-	if harnessTLS.err == nil && harnessTLS.addr != "" {
+	if harnessTLS.err == nil && harnessTLS.fromEnv {
 		host, _, _ := net.SplitHostPort(harnessTLS.addr)
 		o := redisOpts(harnessTLS.addr)
 		o.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
@@ -1812,4 +1842,354 @@ func harnessSweepMemcached(ctx context.Context, addr string, parts map[string]bo
 		}
 	}
 	return deleted, nil
+}
+
+// --- Servers as processes: Sentinel and TLS ------------------------------------
+
+// Without CACHEKIT_TEST_REDIS_SENTINEL_ADDRS or CACHEKIT_TEST_REDIS_TLS_ADDR,
+// the harness starts those servers itself from the redis-server binary on
+// this machine (CACHEKIT_TEST_REDIS_SERVER_BIN, else PATH): a master, a
+// replica and three Sentinels; a TLS-only server with a certificate from a
+// CA that TestMain made and made trusted (harnessMakeTestCA). They run in a
+// directory named after this process, are stopped by harnessStopAll, and a
+// later run kills those of a binary that was killed before it could.
+
+const harnessProcDirPrefix = "cachekit-integration-procs-"
+
+var harnessProcs struct {
+	mu     sync.Mutex
+	dir    string // this process's directory, once made
+	cmds   []*exec.Cmd
+	reaped bool
+}
+
+// harnessRedisBinary finds redis-server.
+func harnessRedisBinary() (string, error) {
+	if p := os.Getenv("CACHEKIT_TEST_REDIS_SERVER_BIN"); p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"} {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("no redis-server binary to start one (install Debian's redis-server, or set CACHEKIT_TEST_REDIS_SERVER_BIN)")
+}
+
+// harnessProcDir returns this process's directory for server processes,
+// after removing those of earlier test processes that are gone (and killing
+// their servers: processes whose command line names that directory).
+func harnessProcDir() (string, error) {
+	harnessProcs.mu.Lock()
+	defer harnessProcs.mu.Unlock()
+	if !harnessProcs.reaped {
+		harnessProcs.reaped = true
+		harnessReapProcDirs()
+	}
+	if harnessProcs.dir == "" {
+		dir := filepath.Join(os.TempDir(), harnessProcDirPrefix+strconv.Itoa(os.Getpid()))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", err
+		}
+		harnessProcs.dir = dir
+	}
+	return harnessProcs.dir, nil
+}
+
+func harnessReapProcDirs() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), harnessProcDirPrefix+"*"))
+	for _, dir := range matches {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), harnessProcDirPrefix))
+		if err != nil || pid == os.Getpid() || harnessProcessAlive(pid) {
+			continue
+		}
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err != nil || !strings.Contains(string(b), dir) {
+				continue
+			}
+			if spid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+				if proc, err := os.FindProcess(spid); err == nil {
+					_ = proc.Kill()
+				}
+			}
+		}
+		os.RemoveAll(dir)
+		fmt.Fprintf(os.Stderr, "integration_test: removed %s and its servers, left by test process %d\n", dir, pid)
+	}
+}
+
+// harnessStartRedisProcess starts redis-server with args(port) at a free
+// port (another one if it dies) and waits until ready answers.
+func harnessStartRedisProcess(name string, ready func(context.Context, string) error, args func(port int) []string) (string, error) {
+	done, err := harnessBeginStart()
+	if err != nil {
+		return "", err
+	}
+	defer done()
+	bin, err := harnessRedisBinary()
+	if err != nil {
+		return "", err
+	}
+	dir, err := harnessProcDir()
+	if err != nil {
+		return "", err
+	}
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		ports, err := harnessFreePorts(1)
+		if err != nil {
+			return "", err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+		logPath := filepath.Join(dir, fmt.Sprintf("%s-%d.log", name, ports[0]))
+		logf, err := os.Create(logPath)
+		if err != nil {
+			return "", err
+		}
+		cmd := exec.Command(bin, args(ports[0])...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
+		err = cmd.Start()
+		logf.Close()
+		if err != nil {
+			return "", fmt.Errorf("start %s: %w", bin, err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		harnessProcs.mu.Lock()
+		harnessProcs.cmds = append(harnessProcs.cmds, cmd)
+		harnessProcs.mu.Unlock()
+		last = harnessWithTimeout(30*time.Second, func(ctx context.Context) error {
+			for {
+				err := ready(ctx, addr)
+				if err == nil {
+					return nil
+				}
+				select {
+				case <-exited:
+					out, _ := os.ReadFile(logPath)
+					return fmt.Errorf("%s exited: %s", name, harnessOneLine(errors.New(string(out))))
+				case <-ctx.Done():
+					return fmt.Errorf("%s on %s not ready: %w", name, addr, err)
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		})
+		if last == nil {
+			return addr, nil
+		}
+		_ = cmd.Process.Kill()
+	}
+	return "", last
+}
+
+// harnessStopProcs stops the server processes the harness started.
+func harnessStopProcs() {
+	harnessProcs.mu.Lock()
+	cmds, dir := harnessProcs.cmds, harnessProcs.dir
+	harnessProcs.cmds, harnessProcs.dir = nil, ""
+	harnessProcs.mu.Unlock()
+	for _, cmd := range cmds {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, cmd := range cmds {
+		for harnessProcessAlive(cmd.Process.Pid) && harnessProcessRunning(cmd.Process.Pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		_ = cmd.Process.Kill()
+	}
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+}
+
+// harnessProcessRunning reports whether pid is not a zombie (a child that
+// exited and was not reaped yet; cmd.Wait reaps it).
+func harnessProcessRunning(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	return ok && !strings.HasPrefix(rest, "Z")
+}
+
+const harnessSentinelMaster = "cachekit"
+
+// harnessStartSentinel starts a master, a replica of it and three Sentinels
+// (quorum 2) monitoring it as "cachekit", and waits until every Sentinel
+// sees the replica and the two others.
+func harnessStartSentinel() ([]string, error) {
+	common := func(port int) []string {
+		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "no",
+			"--save", "", "--appendonly", "no"}
+	}
+	master, err := harnessStartRedisProcess("sentinel-master", harnessRedisPing, common)
+	if err != nil {
+		return nil, err
+	}
+	mhost, mport, _ := net.SplitHostPort(master)
+	replica, err := harnessStartRedisProcess("sentinel-replica", harnessRedisPing, func(port int) []string {
+		return append(common(port), "--replicaof", mhost, mport)
+	})
+	if err != nil {
+		return nil, err
+	}
+	dir, err := harnessProcDir()
+	if err != nil {
+		return nil, err
+	}
+	var sentinels []string
+	for i := range 3 {
+		conf := filepath.Join(dir, fmt.Sprintf("sentinel-%d.conf", i))
+		text := fmt.Sprintf("bind 127.0.0.1\nprotected-mode no\nsentinel monitor %s %s %s 2\n"+
+			"sentinel down-after-milliseconds %s 10000\nsentinel failover-timeout %s 60000\n",
+			harnessSentinelMaster, mhost, mport, harnessSentinelMaster, harnessSentinelMaster)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			return nil, err
+		}
+		addr, err := harnessStartRedisProcess("sentinel", harnessRedisPing, func(port int) []string {
+			return []string{conf, "--sentinel", "--port", strconv.Itoa(port)}
+		})
+		if err != nil {
+			return nil, err
+		}
+		sentinels = append(sentinels, addr)
+	}
+	err = harnessWithTimeout(60*time.Second, func(ctx context.Context) error {
+		for {
+			var last error
+			if info, err := harnessRESP(ctx, replica, "INFO", "replication"); err != nil {
+				last = err
+			} else if harnessInfoFields(info)["master_link_status"] != "up" {
+				last = fmt.Errorf("replica %s: master_link_status is not up", replica)
+			}
+			for _, s := range sentinels {
+				if last != nil {
+					break
+				}
+				kv, err := harnessRESPList(ctx, s, "SENTINEL", "MASTER", harnessSentinelMaster)
+				if err != nil {
+					last = err
+					break
+				}
+				fields := map[string]string{}
+				for i := 0; i+1 < len(kv); i += 2 {
+					fields[kv[i]] = kv[i+1]
+				}
+				if fields["num-slaves"] != "1" || fields["num-other-sentinels"] != "2" {
+					last = fmt.Errorf("sentinel %s: num-slaves %q, num-other-sentinels %q", s, fields["num-slaves"], fields["num-other-sentinels"])
+				}
+			}
+			if last == nil {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("Sentinel setup not ready: %w", last)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
+	return sentinels, err
+}
+
+// harnessTestCA is the CA and server certificate TestMain makes when no TLS
+// server is given, for the TLS server the harness starts.
+var harnessTestCA struct {
+	dir                  string
+	caFile, cert, keyPEM string
+}
+
+// harnessMakeTestCA writes a throw-away CA and a certificate for 127.0.0.1
+// and localhost signed by it into a new directory, and returns the
+// directory and the CA's file.
+func harnessMakeTestCA() (dir, caFile string, err error) {
+	dir, err = os.MkdirTemp("", "cachekit-test-tls")
+	if err != nil {
+		return "", "", err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "cachekit integration_test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(48 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return "", "", err
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return "", "", err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(48 * time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	files := map[string][]byte{
+		"ca.pem":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		"server.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"server.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			return "", "", err
+		}
+	}
+	harnessTestCA.dir = dir
+	harnessTestCA.caFile = filepath.Join(dir, "ca.pem")
+	harnessTestCA.cert = filepath.Join(dir, "server.pem")
+	harnessTestCA.keyPEM = filepath.Join(dir, "server.key")
+	return dir, harnessTestCA.caFile, nil
+}
+
+// harnessStartTLS starts a TLS-only redis-server with the certificate of
+// harnessMakeTestCA.
+func harnessStartTLS() (string, error) {
+	if harnessTestCA.dir == "" {
+		return "", errors.New("no test CA was made (TestMain makes one when no TLS server is given)")
+	}
+	return harnessStartRedisProcess("redis-tls", harnessRedisTLSPing, func(port int) []string {
+		return []string{"--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--protected-mode", "no", "--save", "", "--appendonly", "no",
+			"--tls-cert-file", harnessTestCA.cert, "--tls-key-file", harnessTestCA.keyPEM,
+			"--tls-ca-cert-file", harnessTestCA.caFile, "--tls-auth-clients", "no"}
+	})
 }
