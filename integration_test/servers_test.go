@@ -1881,7 +1881,7 @@ func harnessRedisBinary() (string, error) {
 
 // harnessProcDir returns this process's directory for server processes,
 // after removing those of earlier test processes that are gone (and killing
-// their servers: processes whose command line names that directory).
+// their servers: processes working in that directory).
 func harnessProcDir() (string, error) {
 	harnessProcs.mu.Lock()
 	defer harnessProcs.mu.Unlock()
@@ -1903,13 +1903,14 @@ func harnessReapProcDirs() {
 	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), harnessProcDirPrefix+"*"))
 	for _, dir := range matches {
 		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(dir), harnessProcDirPrefix))
-		if err != nil || pid == os.Getpid() || harnessProcessAlive(pid) {
+		if err != nil || pid == os.Getpid() || harnessProcessAlive(pid) && harnessProcessRunning(pid) {
 			continue
 		}
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		// redis-server rewrites its command line, so find the servers by
+		// their working directory (they run with --dir).
+		procs, _ := filepath.Glob("/proc/[0-9]*/cwd")
 		for _, p := range procs {
-			b, err := os.ReadFile(p)
-			if err != nil || !strings.Contains(string(b), dir) {
+			if cwd, err := os.Readlink(p); err != nil || cwd != dir {
 				continue
 			}
 			if spid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
@@ -1951,7 +1952,7 @@ func harnessStartRedisProcess(name string, ready func(context.Context, string) e
 		if err != nil {
 			return "", err
 		}
-		cmd := exec.Command(bin, args(ports[0])...)
+		cmd := exec.Command(bin, append(args(ports[0]), "--dir", dir)...)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = dir, logf, logf
 		err = cmd.Start()
 		logf.Close()
