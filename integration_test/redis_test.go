@@ -23,16 +23,18 @@ import (
 	"github.com/cachekit/cachekit/cachetest"
 )
 
-// Redis-specific environment, on top of the harness's:
+// Redis-specific environment, on top of the harness's (servers_test.go,
+// where redisSentinel, redisTLS and redisFlushAllowed read them):
 //
 //	CACHEKIT_TEST_REDIS_SENTINEL_ADDRS   comma-separated Sentinel addresses; with
-//	CACHEKIT_TEST_REDIS_SENTINEL_MASTER  the monitored master's name, runs the Sentinel tests
+//	CACHEKIT_TEST_REDIS_SENTINEL_MASTER  the monitored master's name, for the Sentinel tests
+//	                                     (unset: the harness starts Sentinels from redis-server)
 //	CACHEKIT_TEST_REDIS_FLUSH_OK=1       lets the tests run FLUSHDB (Clear without a
 //	                                     namespace) on servers given by address; servers
 //	                                     the harness started itself are always fair game
-//	CACHEKIT_TEST_REDIS_TLS_ADDR         a TLS-only server (host:port) whose certificate the
-//	                                     system trusts (SSL_CERT_FILE may name a test CA);
-//	                                     runs the rediss:// test
+//	CACHEKIT_TEST_REDIS_TLS_ADDR         a TLS-only server (host:port), for the rediss://
+//	CACHEKIT_TEST_REDIS_TLS_CA_FILE      tests, and the CA that signed its certificate
+//	                                     (unset: the harness starts one from redis-server)
 const (
 	envRedisSentinelAddrs  = "CACHEKIT_TEST_REDIS_SENTINEL_ADDRS"
 	envRedisSentinelMaster = "CACHEKIT_TEST_REDIS_SENTINEL_MASTER"
