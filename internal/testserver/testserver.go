@@ -198,7 +198,9 @@ func (s *Server) PID() int {
 }
 
 // Freeze stops the process with SIGSTOP: connections stay open, nothing is
-// answered, as a server stuck in a long fork or swap storm.
+// answered, as a server stuck in a long fork or swap storm. It returns once
+// every thread of the process is stopped (SIGSTOP is asynchronous: a worker
+// thread can still answer a request right after kill(2) returns).
 func (s *Server) Freeze() {
 	s.t.Helper()
 	s.mu.Lock()
@@ -207,6 +209,42 @@ func (s *Server) Freeze() {
 		s.t.Fatalf("testserver: freeze %s: %v", s.kind, err)
 	}
 	s.frozen = true
+	if err := waitStopped(s.cmd.Process.Pid, 10*time.Second); err != nil {
+		s.t.Fatalf("testserver: freeze %s: %v", s.kind, err)
+	}
+}
+
+// waitStopped waits until every thread of process pid is in the stopped
+// state, as Linux's /proc shows it. Where /proc is missing it waits a moment.
+func waitStopped(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			time.Sleep(100 * time.Millisecond)
+			return nil
+		}
+		stopped := true
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			// The state letter follows the command name in parentheses.
+			st := string(b)
+			if i := strings.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] != 'T' && st[i+2] != 't' {
+				stopped = false
+				break
+			}
+		}
+		if stopped {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped %v after SIGSTOP", pid, limit)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // Thaw resumes a frozen process with SIGCONT.
