@@ -11,6 +11,7 @@ package breaker
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cachekit/cachekit"
@@ -37,6 +38,12 @@ type Breaker struct {
 	open      time.Duration
 	now       func() time.Time
 
+	// tripped and dirty let the common case (closed, no recent failure)
+	// skip the mutex: tripped mirrors !openUntil.IsZero(), dirty mirrors
+	// failures > 0.
+	tripped atomic.Bool
+	dirty   atomic.Bool
+
 	mu        sync.Mutex
 	failures  int
 	openUntil time.Time // zero: closed
@@ -62,7 +69,7 @@ func (b *Breaker) SetClock(now func() time.Time) { b.now = now }
 // not be made. When it returns nil the caller must report the call's outcome
 // with Done exactly once.
 func (b *Breaker) Allow() error {
-	if b == nil {
+	if b == nil || !b.tripped.Load() {
 		return nil
 	}
 	b.mu.Lock()
@@ -82,6 +89,9 @@ func (b *Breaker) Done(o Outcome, err error) {
 	if b == nil {
 		return
 	}
+	if o != Failure && !b.tripped.Load() && !b.dirty.Load() {
+		return // closed with a clean record: nothing to change
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch o {
@@ -94,20 +104,22 @@ func (b *Breaker) Done(o Outcome, err error) {
 		if b.probing || !b.openUntil.IsZero() {
 			b.probing = false
 			b.openUntil = b.now().Add(b.open)
-			return
-		}
-		b.failures++
-		if b.failures >= b.threshold {
-			b.openUntil = b.now().Add(b.open)
+		} else {
+			b.failures++
+			if b.failures >= b.threshold {
+				b.openUntil = b.now().Add(b.open)
+			}
 		}
 	case Ignore:
 		b.probing = false
 	}
+	b.tripped.Store(!b.openUntil.IsZero())
+	b.dirty.Store(b.failures > 0)
 }
 
 // Open reports whether the breaker is open now (calls are being refused).
 func (b *Breaker) Open() bool {
-	if b == nil {
+	if b == nil || !b.tripped.Load() {
 		return false
 	}
 	b.mu.Lock()

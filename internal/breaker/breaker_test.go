@@ -100,3 +100,15 @@ func TestNilBreakerNeverOpens(t *testing.T) {
 		t.Fatal("nil breaker open")
 	}
 }
+
+func BenchmarkClosedBreaker(b *testing.B) {
+	br := New(3, time.Second)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := br.Allow(); err != nil {
+				b.Fatal(err)
+			}
+			br.Done(Success, nil)
+		}
+	})
+}
