@@ -124,3 +124,18 @@ func CheckTTL(ttl time.Duration) error {
 type CompareAndDeleter interface {
 	CompareAndDelete(ctx context.Context, key string, old []byte) (deleted bool, err error)
 }
+
+// CompareAndSwapper is an optional interface of a [Cache]: CompareAndSwap
+// stores new under key with ttl only while key still holds exactly old,
+// atomically, and reports whether it did. An old of nil means "only while key
+// is absent" (as Add, but reporting false instead of ErrExists). A key holding
+// anything else, or missing when old is not nil, is left as it is and reports
+// false with a nil error. It is the primitive of read-modify-write
+// ([Typed.Update]) and of lock extension.
+//
+// Every backend of this module implements it (Redis with a Lua script,
+// Memcached with gets/cas, memory atomically) and every wrapper of this module
+// forwards it.
+type CompareAndSwapper interface {
+	CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (swapped bool, err error)
+}

@@ -51,6 +51,14 @@ var (
 	// a shared server, where Clear would delete every key on the server
 	// (FLUSHDB, flush_all). The backends' AllowFlush option (URL parameter
 	// allow_flush=true) opts into that.
+	// ErrConflict reports that Typed.Update gave up after its bounded
+	// retries because other writers kept changing the key between its read
+	// and its write (optimistic concurrency, aiocache's OptimisticLock).
+	ErrConflict = errors.New("cachekit: update conflict: the key kept changing")
+	// ErrUnsupported reports that the cache lacks an optional capability an
+	// operation needs (for example Typed.Update over a cache that does not
+	// implement CompareAndSwapper).
+	ErrUnsupported     = errors.New("cachekit: operation not supported by this cache")
 	ErrFlushNotAllowed = errors.New("cachekit: Clear without a namespace would flush the whole server (set a namespace, or allow_flush=true)")
 )
 
