@@ -47,10 +47,6 @@ var (
 	// passed after sending). The write may or may not have been applied,
 	// exactly once; it is never resent.
 	ErrUnknownOutcome = errors.New("cachekit: outcome of the write is unknown")
-	// ErrFlushNotAllowed reports a Clear on a cache with no namespace over
-	// a shared server, where Clear would delete every key on the server
-	// (FLUSHDB, flush_all). The backends' AllowFlush option (URL parameter
-	// allow_flush=true) opts into that.
 	// ErrConflict reports that Typed.Update gave up after its bounded
 	// retries because other writers kept changing the key between its read
 	// and its write (optimistic concurrency, aiocache's OptimisticLock).
@@ -58,7 +54,11 @@ var (
 	// ErrUnsupported reports that the cache lacks an optional capability an
 	// operation needs (for example Typed.Update over a cache that does not
 	// implement CompareAndSwapper).
-	ErrUnsupported     = errors.New("cachekit: operation not supported by this cache")
+	ErrUnsupported = errors.New("cachekit: operation not supported by this cache")
+	// ErrFlushNotAllowed reports a Clear on a cache with no namespace over
+	// a shared server, where Clear would delete every key on the server
+	// (FLUSHDB, flush_all). The backends' AllowFlush option (URL parameter
+	// allow_flush=true) opts into that.
 	ErrFlushNotAllowed = errors.New("cachekit: Clear without a namespace would flush the whole server (set a namespace, or allow_flush=true)")
 )
 
