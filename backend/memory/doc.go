@@ -86,6 +86,15 @@
 // deletes a key only while it holds exactly the given bytes, atomically, as
 // lease and lock releases need.
 //
+// # Compare-and-swap
+//
+// [Cache.CompareAndSwap] implements [cachekit.CompareAndSwapper]: it stores
+// a new value and TTL only while the key holds exactly the given old bytes
+// (a nil old: only while the key is absent or expired), atomically with
+// respect to every other write of the storage, as read-modify-write and lock
+// extension need. A non-nil empty old matches a stored empty value, never a
+// missing key.
+//
 // # Closing
 //
 // Close on a cache made by New (or opened from a URL) releases the storage:

@@ -82,6 +82,7 @@ type Cache struct {
 var (
 	_ cachekit.Cache             = (*Cache)(nil)
 	_ cachekit.CompareAndDeleter = (*Cache)(nil)
+	_ cachekit.CompareAndSwapper = (*Cache)(nil)
 )
 
 // entry is the engine's value. data is never changed once stored (writes
@@ -461,6 +462,37 @@ func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (b
 		return e, otter.InvalidateOp
 	})
 	return deleted, nil
+}
+
+// CompareAndSwap stores a copy of new under key with the given TTL (0: no
+// expiry) only while key holds exactly the bytes old, atomically with
+// respect to every other write of the storage, and reports whether it did.
+// An old of nil means "only while key is absent or expired"; a non-nil empty
+// old matches a present, empty value and never a missing key. A key holding
+// anything else, or missing when old is not nil, is left as it is and
+// reports false with a nil error. The key, TTL and new value are validated
+// as Set validates them. It implements [cachekit.CompareAndSwapper].
+func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	if err := c.checkSet(ctx, key, new, ttl); err != nil {
+		return false, cachekit.WrapError("CompareAndSwap", key, err)
+	}
+	next := entry{data: clone(new), exp: c.s.deadline(ttl)}
+	swapped := false
+	c.s.c.Compute(c.key(key), func(e entry, found bool) (entry, otter.ComputeOp) {
+		present := found && c.s.live(e)
+		switch {
+		case old == nil && present,
+			old != nil && !present,
+			old != nil && !bytes.Equal(e.data, old):
+			if found && !present {
+				return e, otter.InvalidateOp
+			}
+			return e, otter.CancelOp
+		}
+		swapped = true
+		return next, otter.WriteOp
+	})
+	return swapped, nil
 }
 
 // Exists reports whether key is present and unexpired.
