@@ -73,7 +73,8 @@ type OpKind uint8
 
 // The operations a [Hook] sees: one per method of [Cache] except Close, and
 // one per method of the optional interfaces that the wrapped cache
-// implements ([CompareAndDeleter]). Kinds are only ever added, at the end.
+// implements ([CompareAndDeleter], [CompareAndSwapper]). Kinds are only ever
+// added, at the end.
 const (
 	OpGet OpKind = iota
 	OpGetMany
@@ -88,11 +89,14 @@ const (
 	// OpCompareAndDelete is [CompareAndDeleter.CompareAndDelete], seen only
 	// when the wrapped cache implements it.
 	OpCompareAndDelete
+	// OpCompareAndSwap is [CompareAndSwapper.CompareAndSwap], seen only
+	// when the wrapped cache implements it.
+	OpCompareAndSwap
 )
 
 // NumOpKinds is the number of [OpKind] values: an array indexed by OpKind has
 // this length. It grows when a kind is added.
-const NumOpKinds = int(OpCompareAndDelete) + 1
+const NumOpKinds = int(OpCompareAndSwap) + 1
 
 var opNames = [NumOpKinds]string{
 	OpGet:       "Get",
@@ -107,6 +111,7 @@ var opNames = [NumOpKinds]string{
 	OpClear:     "Clear",
 
 	OpCompareAndDelete: "CompareAndDelete",
+	OpCompareAndSwap:   "CompareAndSwap",
 }
 
 // String returns the name of the Cache method, such as "Get", or "OpKind(n)"
@@ -171,18 +176,19 @@ func (o Outcome) String() string {
 type Op struct {
 	// Inputs. Which ones an operation uses depends on its kind.
 
-	Key   string            // Get, Set, Add, Exists, Increment, Expire, CompareAndDelete
+	Key   string            // Get, Set, Add, Exists, Increment, Expire, CompareAndDelete, CompareAndSwap
 	Keys  []string          // GetMany, Delete
-	Value []byte            // Set, Add: the value to store. CompareAndDelete: the old value. Get: the output, the value found.
+	Value []byte            // Set, Add, CompareAndSwap: the value to store. Get: the output, the value found.
+	Old   []byte            // CompareAndDelete, CompareAndSwap: the value the key must hold (CompareAndSwap: nil for absent)
 	Items map[string][]byte // SetMany
-	TTL   time.Duration     // Set, SetMany, Add, Expire
+	TTL   time.Duration     // Set, SetMany, Add, Expire, CompareAndSwap
 	Delta int64             // Increment
 
 	// Outputs, set by Next (or by a hook that answers without calling it).
 
 	Values map[string][]byte // GetMany: the hits
 	Count  int               // Delete: how many keys existed
-	OK     bool              // Exists: present; Expire: the key existed; CompareAndDelete: deleted
+	OK     bool              // Exists: present; Expire: the key existed; CompareAndDelete: deleted; CompareAndSwap: swapped
 	N      int64             // Increment: the new value
 
 	// Internal state. done, which recycles an Op, clears every field.
@@ -197,8 +203,8 @@ func (op *Op) Kind() OpKind { return op.kind }
 
 // Name returns the name of the Cache method this operation is: "Get",
 // "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment",
-// "Expire", "Clear", or "CompareAndDelete" for the optional interface's
-// method.
+// "Expire", "Clear", or, for the optional interfaces' methods,
+// "CompareAndDelete" and "CompareAndSwap".
 func (op *Op) Name() string { return opNames[op.kind] }
 
 // Err returns the error the last call of Next returned: the error of the
@@ -252,7 +258,10 @@ func (op *Op) run(ctx context.Context) (err error) {
 		err = c.Clear(ctx)
 	case OpCompareAndDelete:
 		// Only the wrapper of a CompareAndDeleter makes this kind.
-		op.OK, err = c.(CompareAndDeleter).CompareAndDelete(ctx, op.Key, op.Value)
+		op.OK, err = c.(CompareAndDeleter).CompareAndDelete(ctx, op.Key, op.Old)
+	case OpCompareAndSwap:
+		// Only the wrapper of a CompareAndSwapper makes this kind.
+		op.OK, err = c.(CompareAndSwapper).CompareAndSwap(ctx, op.Key, op.Old, op.Value, op.TTL)
 	}
 	return err
 }
@@ -261,8 +270,8 @@ func (op *Op) run(ctx context.Context) (err error) {
 // OutcomeError if it failed with anything but the expected answers
 // ErrNotFound from Get (OutcomeMiss) and ErrExists from Add (OutcomeExists);
 // otherwise OutcomeHit or OutcomeMiss for Get and Exists, and OutcomeOK for
-// the rest, GetMany and CompareAndDelete included (see [Op.OK] for whether
-// CompareAndDelete deleted). Call it after Next.
+// the rest, GetMany, CompareAndDelete and CompareAndSwap included (see
+// Op.OK for whether these deleted or swapped). Call it after Next.
 func (op *Op) Outcome() Outcome {
 	if op.err != nil {
 		switch {
@@ -332,15 +341,17 @@ func (op *Op) Misses() int {
 }
 
 // Size returns the bytes of value data the operation moves: the value
-// written by Set and Add, the old value CompareAndDelete compares, the
-// values written by SetMany, and, once Next has
+// written by Set, Add and CompareAndSwap, the old value CompareAndDelete
+// compares, the values written by SetMany, and, once Next has
 // returned, the value read by Get and the values read by GetMany. It is 0
 // for the other operations. Keys are not counted.
 func (op *Op) Size() int {
 	n := 0
 	switch op.kind {
-	case OpGet, OpSet, OpAdd, OpCompareAndDelete:
+	case OpGet, OpSet, OpAdd, OpCompareAndSwap:
 		n = len(op.Value)
+	case OpCompareAndDelete:
+		n = len(op.Old)
 	case OpSetMany:
 		for _, v := range op.Items {
 			n += len(v)
@@ -387,7 +398,8 @@ var opPool = sync.Pool{New: func() any { return new(Op) }}
 // The returned Cache implements the optional interfaces that c implements,
 // and only those: when c is a [CompareAndDeleter], so is the returned
 // Cache, and its CompareAndDelete runs through the hooks as an Op of kind
-// [OpCompareAndDelete]. It also has a method Unwrap() Cache that returns c.
+// [OpCompareAndDelete]; likewise for [CompareAndSwapper] and
+// [OpCompareAndSwap]. It also has a method Unwrap() Cache that returns c.
 //
 // With hooks that do not allocate, the wrapper adds no allocation per
 // operation: Ops are recycled, which is why hooks must not keep them.
@@ -420,9 +432,16 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 	// As database/sql does for its drivers: the wrapper has a method of an
 	// optional interface only when c has it, so that a type assertion on the
 	// wrapper tells the truth about c. (Each further optional interface
-	// doubles the types: keep them generated from this switch.)
-	if _, ok := c.(CompareAndDeleter); ok {
+	// doubles the types: one per combination.)
+	_, cad := c.(CompareAndDeleter)
+	_, cas := c.(CompareAndSwapper)
+	switch {
+	case cad && cas:
+		return &hookedCADCAS{h}
+	case cad:
 		return &hookedCAD{h}
+	case cas:
+		return &hookedCAS{h}
 	}
 	return h
 }
@@ -434,27 +453,67 @@ func asHooked(c Cache) *hooked {
 		return h
 	case *hookedCAD:
 		return h.hooked
+	case *hookedCAS:
+		return h.hooked
+	case *hookedCADCAS:
+		return h.hooked
 	}
 	return nil
 }
 
-// hookedCAD is the Cache that WithHooks returns for a [CompareAndDeleter].
-type hookedCAD struct{ *hooked }
+// The Caches that WithHooks returns for a [CompareAndDeleter], a
+// [CompareAndSwapper], and a cache that is both.
+type (
+	hookedCAD    struct{ *hooked }
+	hookedCAS    struct{ *hooked }
+	hookedCADCAS struct{ *hooked }
+)
 
 var (
 	_ Cache             = (*hookedCAD)(nil)
 	_ EventHandler      = (*hookedCAD)(nil)
 	_ CompareAndDeleter = (*hookedCAD)(nil)
+	_ CompareAndSwapper = (*hookedCAS)(nil)
+	_ CompareAndDeleter = (*hookedCADCAS)(nil)
+	_ CompareAndSwapper = (*hookedCADCAS)(nil)
 )
 
 // CompareAndDelete runs CompareAndDelete through the hooks.
 func (c *hookedCAD) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	return c.compareAndDelete(ctx, key, old)
+}
+
+// CompareAndSwap runs CompareAndSwap through the hooks.
+func (c *hookedCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	return c.compareAndSwap(ctx, key, old, new, ttl)
+}
+
+// CompareAndDelete runs CompareAndDelete through the hooks.
+func (c *hookedCADCAS) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	return c.compareAndDelete(ctx, key, old)
+}
+
+// CompareAndSwap runs CompareAndSwap through the hooks.
+func (c *hookedCADCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	return c.compareAndSwap(ctx, key, old, new, ttl)
+}
+
+func (c *hooked) compareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
 	op := c.op(OpCompareAndDelete)
-	op.Key, op.Value = key, old
+	op.Key, op.Old = key, old
 	err := op.Next(ctx)
 	ok := op.OK
 	done(op)
 	return ok, wrap("CompareAndDelete", key, err)
+}
+
+func (c *hooked) compareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	op := c.op(OpCompareAndSwap)
+	op.Key, op.Old, op.Value, op.TTL = key, old, new, ttl
+	err := op.Next(ctx)
+	ok := op.OK
+	done(op)
+	return ok, wrap("CompareAndSwap", key, err)
 }
 
 // hooked is the Cache that WithHooks returns.
@@ -491,6 +550,9 @@ func done(op *Op) {
 	}
 	if op.Value != nil {
 		op.Value = nil
+	}
+	if op.Old != nil {
+		op.Old = nil
 	}
 	if op.Items != nil {
 		op.Items = nil

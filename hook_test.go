@@ -536,7 +536,7 @@ func TestHookNoAllocations(t *testing.T) {
 }
 
 func TestHookStrings(t *testing.T) {
-	names := []string{"Get", "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment", "Expire", "Clear", "CompareAndDelete"}
+	names := []string{"Get", "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment", "Expire", "Clear", "CompareAndDelete", "CompareAndSwap"}
 	if len(names) != cachekit.NumOpKinds {
 		t.Fatalf("NumOpKinds = %d", cachekit.NumOpKinds)
 	}
@@ -583,6 +583,101 @@ func (c *cadCache) CompareAndDelete(ctx context.Context, key string, old []byte)
 	}
 	_, err = c.Cache.Delete(ctx, key)
 	return err == nil, err
+}
+
+// casCache is a Cache with CompareAndSwap, for tests that must not depend
+// on a backend's.
+type casCache struct {
+	cachekit.Cache
+	mu sync.Mutex
+}
+
+func (c *casCache) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, err := c.Cache.Get(ctx, key)
+	switch {
+	case errors.Is(err, cachekit.ErrNotFound):
+		if old != nil {
+			return false, nil
+		}
+	case err != nil:
+		return false, err
+	case old == nil || string(v) != string(old):
+		return false, nil
+	}
+	return true, c.Cache.Set(ctx, key, new, ttl)
+}
+
+// bothCache has CompareAndDelete and CompareAndSwap.
+type bothCache struct {
+	*cadCache
+	cas *casCache
+}
+
+func (c bothCache) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	return c.cas.CompareAndSwap(ctx, key, old, new, ttl)
+}
+
+// WithHooks implements exactly the optional interfaces of the cache it wraps,
+// for every combination, and wrapping again keeps them.
+func TestHooksForwardOptionalInterfaces(t *testing.T) {
+	ctx := context.Background()
+	m := memory.New(nil)
+	defer m.Close()
+	for _, inner := range []cachekit.Cache{
+		plainCache{m},
+		&cadCache{Cache: plainCache{m}},
+		&casCache{Cache: plainCache{m}},
+		bothCache{&cadCache{Cache: plainCache{m}}, &casCache{Cache: plainCache{m}}},
+	} {
+		_, wantCAD := inner.(cachekit.CompareAndDeleter)
+		_, wantCAS := inner.(cachekit.CompareAndSwapper)
+		rec := &hookRecorder{}
+		for depth, c := range []cachekit.Cache{cachekit.WithHooks(inner, rec), cachekit.WithHooks(cachekit.WithHooks(inner, rec), hookPassThrough)} {
+			cad, gotCAD := c.(cachekit.CompareAndDeleter)
+			cas, gotCAS := c.(cachekit.CompareAndSwapper)
+			if gotCAD != wantCAD || gotCAS != wantCAS {
+				t.Fatalf("WithHooks (depth %d) of %T: CompareAndDeleter %v, CompareAndSwapper %v; want %v, %v", depth+1, inner, gotCAD, gotCAS, wantCAD, wantCAS)
+			}
+			if u, ok := c.(interface{ Unwrap() cachekit.Cache }); !ok || u.Unwrap() != inner {
+				t.Fatalf("WithHooks (depth %d) of %T does not unwrap to it", depth+1, inner)
+			}
+			if gotCAS {
+				rec.take()
+				if ok, err := cas.CompareAndSwap(ctx, "cas", nil, []byte("v1"), time.Minute); !ok || err != nil {
+					t.Fatalf("CompareAndSwap(absent -> v1) = %v, %v", ok, err)
+				}
+				if ok, err := cas.CompareAndSwap(ctx, "cas", []byte("v0"), []byte("v2"), 0); ok || err != nil {
+					t.Fatalf("CompareAndSwap(v0 -> v2) over v1 = %v, %v; want false", ok, err)
+				}
+				if ok, err := cas.CompareAndSwap(ctx, "cas", []byte("v1"), []byte("v22"), 0); !ok || err != nil {
+					t.Fatalf("CompareAndSwap(v1 -> v22) = %v, %v; want true", ok, err)
+				}
+				if v, err := c.Get(ctx, "cas"); err != nil || string(v) != "v22" {
+					t.Fatalf("Get after CompareAndSwap = %q, %v; want v22", v, err)
+				}
+				want := []hookRecorded{
+					{Name: "CompareAndSwap", Kind: cachekit.OpCompareAndSwap, Key: "cas", TTL: time.Minute, Size: 2, NumKeys: 1, Outcome: cachekit.OutcomeOK, OK: true},
+					{Name: "CompareAndSwap", Kind: cachekit.OpCompareAndSwap, Key: "cas", Size: 2, NumKeys: 1, Outcome: cachekit.OutcomeOK},
+					{Name: "CompareAndSwap", Kind: cachekit.OpCompareAndSwap, Key: "cas", Size: 3, NumKeys: 1, Outcome: cachekit.OutcomeOK, OK: true},
+					{Name: "Get", Kind: cachekit.OpGet, Key: "cas", Size: 3, NumKeys: 1, Outcome: cachekit.OutcomeHit, Hits: 1},
+				}
+				if got := rec.take(); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("hooks saw\n%+v\nwant\n%+v", got, want)
+				}
+				if _, err := c.Delete(ctx, "cas"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if gotCAD {
+				_ = c.Set(ctx, "cad", []byte("x"), 0)
+				if ok, err := cad.CompareAndDelete(ctx, "cad", []byte("x")); !ok || err != nil {
+					t.Fatalf("CompareAndDelete = %v, %v; want true", ok, err)
+				}
+			}
+		}
+	}
 }
 
 // WithHooks forwards CompareAndDeleter when, and only when, the wrapped
