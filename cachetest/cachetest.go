@@ -16,9 +16,10 @@
 // Besides the Cache methods, the suite holds a cache to the optional
 // interfaces of the cachekit package: a cache must implement
 // cachekit.CompareAndDeleter (every backend and wrapper of cachekit does)
-// unless [Options].SkipCompareAndDelete says it need not, and a wrapper (a
-// cache with an Unwrap() cachekit.Cache method) must never hide one that
-// the cache it wraps implements.
+// unless [Options].SkipCompareAndDelete says it need not; the rules of
+// cachekit.CompareAndSwapper run when the cache implements it; and a wrapper
+// (a cache with an Unwrap() cachekit.Cache method) must never hide an
+// optional interface that the cache it wraps implements.
 package cachetest
 
 import (
@@ -155,6 +156,9 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		{"CompareAndDelete", s.testCompareAndDelete},
 		{"CompareAndDeleteConcurrent", s.testCompareAndDeleteConcurrent},
 		{"CompareAndDeleteExpired", s.testCompareAndDeleteExpired},
+		{"CompareAndSwap", s.testCompareAndSwap},
+		{"CompareAndSwapConcurrent", s.testCompareAndSwapConcurrent},
+		{"CompareAndSwapTTL", s.testCompareAndSwapTTL},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -894,6 +898,9 @@ func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 	if cad, ok := c.(cachekit.CompareAndDeleter); ok {
 		_, errs["CompareAndDelete"] = cad.CompareAndDelete(ctx, "k", []byte("v"))
 	}
+	if cas, ok := c.(cachekit.CompareAndSwapper); ok {
+		_, errs["CompareAndSwap"] = cas.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
+	}
 	return errs
 }
 
@@ -1065,6 +1072,9 @@ func (s *suite) testInvalidKeyErrorShape(t *testing.T) {
 		if cad, ok := c.(cachekit.CompareAndDeleter); ok {
 			_, errs["CompareAndDelete"] = cad.CompareAndDelete(bg, k, []byte("v"))
 		}
+		if cas, ok := c.(cachekit.CompareAndSwapper); ok {
+			_, errs["CompareAndSwap"] = cas.CompareAndSwap(bg, k, nil, []byte("v"), 0)
+		}
 		for op, err := range errs {
 			var ce *cachekit.Error
 			if !errors.Is(err, cachekit.ErrInvalidKey) || !errors.As(err, &ce) || ce.Op != op {
@@ -1082,17 +1092,7 @@ func (s *suite) compareAndDeleter(t *testing.T, c cachekit.Cache) cachekit.Compa
 		return cad
 	}
 	// A wrapper must not hide what it wraps, whatever the Options say.
-	inner := c
-	for {
-		u, ok := inner.(interface{ Unwrap() cachekit.Cache })
-		if !ok {
-			break
-		}
-		inner = u.Unwrap()
-		if _, ok := inner.(cachekit.CompareAndDeleter); ok {
-			t.Fatalf("%T wraps a %T, which implements cachekit.CompareAndDeleter, but does not implement it itself: a wrapper must forward optional interfaces", c, inner)
-		}
-	}
+	wantNotHidden[cachekit.CompareAndDeleter](t, c, "CompareAndDeleter")
 	if s.opts.SkipCompareAndDelete {
 		t.Skip("the cache does not implement cachekit.CompareAndDeleter (Options.SkipCompareAndDelete)")
 	}
@@ -1279,4 +1279,221 @@ func (s *suite) testUnnamespacedClear(t *testing.T) {
 	default:
 		t.Fatalf("Options.UnnamespacedClear = %d: unknown", s.opts.UnnamespacedClear)
 	}
+}
+
+// wantNotHidden fails t if c, which does not implement the optional
+// interface I, wraps (through Unwrap() cachekit.Cache methods) a cache that
+// does.
+func wantNotHidden[I any](t *testing.T, c cachekit.Cache, name string) {
+	t.Helper()
+	inner := c
+	for {
+		u, ok := inner.(interface{ Unwrap() cachekit.Cache })
+		if !ok {
+			return
+		}
+		inner = u.Unwrap()
+		if _, ok := inner.(I); ok {
+			t.Fatalf("%T wraps a %T, which implements cachekit.%s, but does not implement it itself: a wrapper must forward optional interfaces", c, inner, name)
+		}
+	}
+}
+
+// compareAndSwapper returns c's CompareAndSwap, or skips t when c has none
+// (failing it when c is a wrapper hiding one).
+func (s *suite) compareAndSwapper(t *testing.T, c cachekit.Cache) cachekit.CompareAndSwapper {
+	t.Helper()
+	if cas, ok := c.(cachekit.CompareAndSwapper); ok {
+		return cas
+	}
+	wantNotHidden[cachekit.CompareAndSwapper](t, c, "CompareAndSwapper")
+	t.Skip("the cache does not implement cachekit.CompareAndSwapper")
+	return nil
+}
+
+func wantCAS(t *testing.T, cas cachekit.CompareAndSwapper, key string, old, new []byte, ttl time.Duration, want bool) {
+	t.Helper()
+	got, err := cas.CompareAndSwap(bg, key, old, new, ttl)
+	if err != nil || got != want {
+		oldS := "nil (absent)"
+		if old != nil {
+			oldS = strconv.Quote(string(abbrev(old)))
+		}
+		t.Fatalf("CompareAndSwap(%q, old %s, new %q) = %v, %v; want %v, nil", key, oldS, abbrev(new), got, err, want)
+	}
+}
+
+func (s *suite) testCompareAndSwap(t *testing.T) {
+	base := s.namespace(t, "")
+	c := s.cacheIn(t, base+"a")
+	cas := s.compareAndSwapper(t, c)
+
+	// old nil: only while absent.
+	wantCAS(t, cas, "k", nil, []byte("v1"), 0, true)
+	wantValue(t, c, "k", []byte("v1"))
+	wantCAS(t, cas, "k", nil, []byte("v2"), 0, false)
+	wantValue(t, c, "k", []byte("v1"))
+
+	// old given: only while it holds exactly old.
+	wantCAS(t, cas, "k", []byte("v0"), []byte("v2"), 0, false)
+	wantCAS(t, cas, "k", []byte("v"), []byte("v2"), 0, false) // a prefix is not the value
+	wantCAS(t, cas, "k", []byte("v10"), []byte("v2"), 0, false)
+	wantValue(t, c, "k", []byte("v1"))
+	wantCAS(t, cas, "k", []byte("v1"), []byte("v2"), 0, true)
+	wantValue(t, c, "k", []byte("v2"))
+	wantCAS(t, cas, "missing", []byte("v2"), []byte("v3"), 0, false)
+	wantMiss(t, c, "missing")
+
+	// An empty value is present: old nil does not match it, old empty does.
+	mustSet(t, c, "empty", []byte{}, 0)
+	wantCAS(t, cas, "empty", nil, []byte("x"), 0, false)
+	wantCAS(t, cas, "empty", []byte{}, []byte("x"), 0, true)
+	wantValue(t, c, "empty", []byte("x"))
+	wantCAS(t, cas, "empty", []byte("x"), []byte{}, 0, true)
+	got, err := c.Get(bg, "empty")
+	if err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("Get after swapping in an empty value = %#v, %v; want a non-nil empty slice", got, err)
+	}
+
+	// Binary values and keys a backend may have to encode.
+	bin := []byte{0, 1, 2, 0xff, '\r', '\n'}
+	for _, k := range []string{"a b", "line\nbreak", "日本語", string(make([]byte, 300))} {
+		mustSet(t, c, k, bin, 0)
+		wantCAS(t, cas, k, bin[:5], []byte("no"), 0, false)
+		wantCAS(t, cas, k, bin, []byte("yes"), 0, true)
+		wantValue(t, c, k, []byte("yes"))
+	}
+
+	// Another namespace holding the same key and value is untouched.
+	other := s.cacheIn(t, base+"b")
+	mustSet(t, c, "shared", []byte("same"), 0)
+	mustSet(t, other, "shared", []byte("same"), 0)
+	wantCAS(t, cas, "shared", []byte("same"), []byte("changed"), 0, true)
+	wantValue(t, other, "shared", []byte("same"))
+	wantCAS(t, cas, "fresh", nil, []byte("a"), 0, true)
+	wantMiss(t, other, "fresh")
+
+	// The stored value is not the caller's slice.
+	nv := []byte("mine")
+	wantCAS(t, cas, "alias", nil, nv, 0, true)
+	copy(nv, "XXXX")
+	wantValue(t, c, "alias", []byte("mine"))
+
+	// Invalid keys, negative TTLs, values too large, the caller's context.
+	for _, k := range []string{"", string(make([]byte, cachekit.MaxKeySize+1))} {
+		_, err := cas.CompareAndSwap(bg, k, nil, []byte("v"), 0)
+		wantErrIs(t, fmt.Sprintf("CompareAndSwap(%d-byte key)", len(k)), err, cachekit.ErrInvalidKey)
+	}
+	_, err = cas.CompareAndSwap(bg, "k", []byte("v2"), []byte("v3"), -time.Second)
+	wantErrIs(t, "CompareAndSwap with ttl -1s", err, cachekit.ErrInvalidTTL)
+	wantValue(t, c, "k", []byte("v2"))
+	if s.opts.MaxValueSize > 0 {
+		_, err = cas.CompareAndSwap(bg, "k", []byte("v2"), make([]byte, s.opts.MaxValueSize+1), 0)
+		wantErrIs(t, "CompareAndSwap of MaxValueSize+1 bytes", err, cachekit.ErrTooLarge)
+		wantValue(t, c, "k", []byte("v2"))
+	}
+	ctx, cancel := context.WithCancel(bg)
+	cancel()
+	_, err = cas.CompareAndSwap(ctx, "k", []byte("v2"), []byte("v3"), 0)
+	wantErrIs(t, "CompareAndSwap with a cancelled context", err, context.Canceled)
+	wantValue(t, c, "k", []byte("v2"))
+}
+
+// testCompareAndSwapConcurrent: of concurrent swaps from one value exactly
+// one wins, and increments made of reads and swaps, retried on conflict,
+// lose none.
+func (s *suite) testCompareAndSwapConcurrent(t *testing.T) {
+	c := s.cache(t)
+	cas := s.compareAndSwapper(t, c)
+	for round, old := range [][]byte{nil, []byte("0")} {
+		key := "race-" + strconv.Itoa(round)
+		if old != nil {
+			mustSet(t, c, key, old, 0)
+		}
+		const n = 100
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var winners []int
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := cas.CompareAndSwap(bg, key, old, []byte(strconv.Itoa(i+1)), 0)
+				if err != nil {
+					t.Errorf("concurrent CompareAndSwap: %v", err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					winners = append(winners, i+1)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(winners) != 1 {
+			t.Fatalf("%d of %d concurrent CompareAndSwaps from %q reported true; want exactly 1", len(winners), n, old)
+		}
+		wantValue(t, c, key, []byte(strconv.Itoa(winners[0])))
+	}
+
+	const workers, each = 8, 15
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				for attempt := 0; ; attempt++ {
+					if attempt > 1000 {
+						t.Errorf("an increment made no progress in 1000 attempts")
+						return
+					}
+					cur, err := c.Get(bg, "counter")
+					var old []byte // absent
+					n := 0
+					switch {
+					case err == nil:
+						old = cur
+						if n, err = strconv.Atoi(string(cur)); err != nil {
+							t.Errorf("counter holds %q", cur)
+							return
+						}
+					case !errors.Is(err, cachekit.ErrNotFound):
+						t.Errorf("Get: %v", err)
+						return
+					}
+					ok, err := cas.CompareAndSwap(bg, "counter", old, []byte(strconv.Itoa(n+1)), 0)
+					if err != nil {
+						t.Errorf("CompareAndSwap: %v", err)
+						return
+					}
+					if ok {
+						break
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	wantValue(t, c, "counter", []byte(strconv.Itoa(workers*each)))
+}
+
+// testCompareAndSwapTTL: a swap sets the TTL it is given, replacing the old
+// one, and an expired value is absent.
+func (s *suite) testCompareAndSwapTTL(t *testing.T) {
+	c := s.cache(t)
+	cas := s.compareAndSwapper(t, c)
+	mustSet(t, c, "k", []byte("v1"), 0)
+	wantCAS(t, cas, "k", []byte("v1"), []byte("v2"), 300*time.Millisecond, true)
+	eventuallyMiss(t, c, "k")
+	wantCAS(t, cas, "k", []byte("v2"), []byte("v3"), 0, false) // expired: gone
+	wantCAS(t, cas, "k", nil, []byte("v3"), 0, true)           // and absent
+	mustSet(t, c, "p", []byte("v1"), 300*time.Millisecond)
+	wantCAS(t, cas, "p", []byte("v1"), []byte("v2"), 0, true) // 0: no expiry
+	mustSet(t, c, "probe", []byte("x"), 300*time.Millisecond)
+	eventuallyMiss(t, c, "probe")
+	time.Sleep(time.Second) // past any one-second resolution boundary
+	wantValue(t, c, "p", []byte("v2"))
+	wantValue(t, c, "k", []byte("v3"))
 }

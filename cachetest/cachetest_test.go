@@ -47,10 +47,18 @@ var brokenCaches = map[string]struct {
 			return func(t *testing.T, ns string) cachekit.Cache { return racyCAD{root.WithNamespace(ns)} }
 		},
 	},
-	// A wrapper that hides the CompareAndDelete of what it wraps, even when
-	// the options excuse the cache from having one.
+	// CompareAndSwap as a read, then a write: two callers can both win.
+	"racy-cas": {
+		rules: []string{"CompareAndSwapConcurrent"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return racyCAS{root.WithNamespace(ns)} }
+		},
+	},
+	// A wrapper that hides the CompareAndDelete and CompareAndSwap of what
+	// it wraps, even when the options excuse the cache from having them.
 	"hiding-wrapper": {
-		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent"},
+		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL"},
 		opts:  cachetest.Options{SkipCompareAndDelete: true},
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
@@ -197,6 +205,25 @@ func (c racyCAD) CompareAndDelete(ctx context.Context, key string, old []byte) (
 	time.Sleep(5 * time.Millisecond) // widen the window
 	_, err = c.Delete(ctx, key)
 	return err == nil, err
+}
+
+// racyCAS compares and swaps in two steps.
+type racyCAS struct{ *memory.Cache }
+
+func (c racyCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	v, err := c.Get(ctx, key)
+	switch {
+	case errors.Is(err, cachekit.ErrNotFound):
+		if old != nil {
+			return false, nil
+		}
+	case err != nil:
+		return false, err
+	case old == nil || string(v) != string(old):
+		return false, nil
+	}
+	time.Sleep(5 * time.Millisecond) // widen the window
+	return true, c.Set(ctx, key, new, ttl)
 }
 
 // bareErrors returns ErrInvalidKey unwrapped from GetMany.
