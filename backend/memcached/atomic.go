@@ -220,3 +220,103 @@ func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (b
 	}
 	return deleted, nil
 }
+
+// CompareAndSwap stores new under key with ttl (0: no expiry) only while key
+// holds exactly old, and reports whether it did; an old of nil means "only
+// while key is absent". It implements cachekit.CompareAndSwapper.
+//
+// With a nil old it is memcached's add, which is atomic (NOT_STORED reports
+// false; with a namespace, as for Add, the generation is checked again
+// before a NOT_STORED is believed). Otherwise it reads the item with gets
+// (and, with a namespace, the current generation in the same round trip),
+// compares the bytes, and stores new with cas, the TTL converted as Set
+// converts it (rounded up to whole seconds, plus memcached's one-second
+// tick, absolute beyond 30 days, the absolute expiry recorded in the flags).
+// A missing key, a different value, or an item removed before the cas
+// reports false. A cas that finds the item changed reads it again, as
+// CompareAndDelete does: another writer (or an Expire, which rewrites the
+// item) may have left old in place. A non-nil empty old matches a stored
+// empty value, never a missing key. A cas or add whose reply is lost is not
+// resent: the error wraps cachekit.ErrUnknownOutcome.
+func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	const op = "CompareAndSwap"
+	if err := c.checkWrite(key, new, ttl); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	if err := c.enter(ctx); err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	defer c.leave()
+	exp, abs := expiration(ttl, time.Now())
+	isNil := old == nil
+	old, new = detach(ctx, old), detach(ctx, new)
+	var swapped bool
+	err := c.run(ctx, writes{key: key}, func(cl *call) error {
+		var err error
+		if isNil {
+			swapped, err = c.addIfAbsent(cl, key, new, abs, exp)
+			return err
+		}
+		for attempt := 0; ; attempt++ {
+			if attempt > 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				backoff(attempt)
+			}
+			it, _, err := c.getOne(cl, key)
+			if err != nil || it == nil || !bytes.Equal(it.Value, old) {
+				return err
+			}
+			err = c.store(cl, c.client.CompareAndSwap, &memcache.Item{
+				Key: it.Key, Value: new, Flags: abs, Expiration: exp, CasID: it.CasID,
+			})
+			switch {
+			case err == nil:
+				swapped = true
+				return nil
+			case errors.Is(err, memcache.ErrCASConflict):
+				continue
+			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
+				return nil // removed meanwhile
+			default:
+				return err
+			}
+		}
+	})
+	if err != nil {
+		return false, cachekit.WrapError(op, key, err)
+	}
+	return swapped, nil
+}
+
+// addIfAbsent is Add's request loop reporting whether it stored the value
+// instead of returning ErrExists.
+func (c *Cache) addIfAbsent(cl *call, key string, value []byte, abs uint32, exp int32) (bool, error) {
+	s, err := c.writeState(cl)
+	if err != nil {
+		return false, err
+	}
+	for range 3 {
+		err = c.store(cl, c.client.Add, &memcache.Item{
+			Key: serverKey(s.keyPrefix(), key), Value: value, Flags: abs, Expiration: exp,
+		})
+		if !errors.Is(err, memcache.ErrNotStored) {
+			return err == nil, err
+		}
+		if s == nil {
+			return false, nil
+		}
+		// The key exists in the generation this cache knows; make sure
+		// that generation was not cleared meanwhile.
+		fresh, err := c.loadGeneration(cl)
+		if err != nil {
+			return false, err
+		}
+		if fresh.gen == s.gen {
+			return false, nil
+		}
+		s = fresh
+	}
+	return false, nil
+}

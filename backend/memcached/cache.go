@@ -46,6 +46,7 @@ type Cache struct {
 var (
 	_ cachekit.Cache             = (*Cache)(nil)
 	_ cachekit.CompareAndDeleter = (*Cache)(nil)
+	_ cachekit.CompareAndSwapper = (*Cache)(nil)
 )
 
 // enter registers a call, failing when the cache is closed or ctx is done.

@@ -124,6 +124,17 @@
 // at once (no tombstone to skip). A cas that finds the item changed reads it
 // again; exactly one of many concurrent releases of one value deletes it.
 //
+// # CompareAndSwap
+//
+// Cache implements cachekit.CompareAndSwapper (read-modify-write, lock
+// extension). With a nil old it is add ("only if absent"; NOT_STORED reports
+// false). Otherwise it reads the item with gets, compares the bytes, and
+// stores the new value with cas and the TTL converted as Set converts it; a
+// cas that finds the item changed reads it again, so exactly one of many
+// concurrent swaps from one value wins. It costs two round trips (one for a
+// nil old). Like every memcached entry, a swapped value may be evicted
+// before its TTL, so a lock kept in memcached can be lost to eviction.
+//
 // # Values
 //
 // Values larger than Options.MaxValueSize (default 1 MiB - 512 bytes, what
