@@ -171,6 +171,15 @@ func TestCompareAndSwap(t *testing.T) {
 		})
 	}
 
+	// A Ring routes the script by its one key, as a cluster does.
+	t.Run("ring", func(t *testing.T) {
+		rg := goredis.NewRing(&goredis.RingOptions{Addrs: map[string]string{"a": srv.Addr()}, ContextTimeoutEnabled: true})
+		defer rg.Close()
+		c := New(rg, &Options{Namespace: "ring"})
+		casSemantics(t, c, rg)
+		casRace(t, c, "race", 2)
+	})
+
 	// Namespaces: a swap in one never touches another's key.
 	a, b := New(cl, &Options{Namespace: "a"}), New(cl, &Options{Namespace: "b"})
 	_ = a.Set(ctx, "k", []byte("v"), 0)
