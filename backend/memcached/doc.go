@@ -132,8 +132,9 @@
 // stores the new value with cas and the TTL converted as Set converts it; a
 // cas that finds the item changed reads it again, so exactly one of many
 // concurrent swaps from one value wins. It costs two round trips (one for a
-// nil old); with a namespace the generation travels with the gets. Like every memcached entry, a swapped value may be evicted
-// before its TTL, so a lock kept in memcached can be lost to eviction.
+// nil old); with a namespace the generation travels with the gets. Like
+// every memcached entry, a swapped value may be evicted before its TTL, so a
+// lock kept in memcached can be lost to eviction.
 //
 // # Values
 //
