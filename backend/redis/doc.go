@@ -86,8 +86,8 @@
 // have the script yet), which works on a cluster too; for CompareAndSwap
 // (cachekit.CompareAndSwapper), likewise one EVALSHA of a one-key script that
 // GETs and compares, then SETs with PX (or, for a nil old, SET NX with PX).
-// Neither is ever resent: a lost reply is cachekit.ErrUnknownOutcome. On a cluster, GetMany and
-// Delete group their keys by hash slot (one MGET or DEL per slot, pipelined to
+// Neither is ever resent: a lost reply is cachekit.ErrUnknownOutcome. On a
+// cluster, GetMany and Delete group their keys by hash slot (one MGET or DEL per slot, pipelined to
 // each node concurrently), so a CROSSSLOT error never reaches the caller; a
 // ClusterClient given go-redis's command-policy resolver, which refuses such
 // commands in pipelines, gets one MGET that go-redis splits itself, and one
