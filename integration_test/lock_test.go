@@ -1,0 +1,320 @@
+package integration_test
+
+// Package lock and Typed.Update across real OS processes: the tests build
+// internal/lockworker and run several copies at once against Redis, a
+// Redis Cluster and Memcached, each process with its own client and
+// connections, all in one namespace unique to the test.
+//
+//	CACHEKIT_TEST_REDIS_ADDR=127.0.0.1:6379 CACHEKIT_TEST_MEMCACHED_ADDRS=127.0.0.1:11211 \
+//	CACHEKIT_TEST_REDIS_CLUSTER_ADDRS=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 \
+//	    go test -race -run 'TestLock' .
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/lock"
+)
+
+// lockBackend gives the URL of a cache in a namespace on one kind of
+// server (skipping the test when the harness has none).
+type lockBackend struct {
+	name string
+	url  func(t *testing.T, ns string) string
+}
+
+func lockBackends() []lockBackend {
+	return []lockBackend{
+		{"redis", func(t *testing.T, ns string) string {
+			return "redis://" + redisServer(t) + "/0?timeout=5s&namespace=" + ns
+		}},
+		{"redis-cluster", func(t *testing.T, ns string) string {
+			return "redis+cluster://" + strings.Join(redisCluster(t), ",") + "?timeout=5s&namespace=" + ns
+		}},
+		{"memcached", func(t *testing.T, ns string) string {
+			return "memcached://" + memcachedServers(t, 1)[0] + "?timeout=5s&namespace=" + ns
+		}},
+	}
+}
+
+// lockRun runs test once per backend, in a fresh namespace that the
+// harness sweeps after the run, with the URL of a cache in it and the
+// parent's own cache there.
+func lockRun(t *testing.T, test func(t *testing.T, url string, c cachekit.Cache)) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, b := range lockBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			var r [6]byte
+			if _, err := rand.Read(r[:]); err != nil {
+				t.Fatal(err)
+			}
+			url := b.url(t, sweepNamespace("lock-"+hex.EncodeToString(r[:])))
+			c, err := cachekit.Open(context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			test(t, url, c)
+		})
+	}
+}
+
+// lockWorker builds internal/lockworker into a directory of t's and
+// returns its path.
+func lockWorker(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "lockworker")
+	out, err := exec.Command(goTool, "build", "-o", bin, "./internal/lockworker").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building internal/lockworker: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// lockWorkers runs procs workers with args, started together a moment after
+// all are up, and returns each one's standard output.
+func lockWorkers(t *testing.T, bin string, procs int, args ...string) []string {
+	t.Helper()
+	start := strconv.FormatInt(time.Now().Add(2*time.Second).UnixNano(), 10)
+	outs := make([]string, procs)
+	errs := make([]error, procs)
+	var wg sync.WaitGroup
+	for i := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(bin, append([]string{"-start", start}, args...)...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				errs[i] = fmt.Errorf("%v: %s", err, stderr.Bytes())
+			}
+			outs[i] = stdout.String()
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v\n%s", i, err, outs[i])
+		}
+	}
+	return outs
+}
+
+// 4 processes x 25 critical sections of read-sleep-write on a counter,
+// under one lock: every section read a different value (none overlapped),
+// the counter ends exact, and tokens strictly increase in the order the
+// sections ran.
+func TestLockMutualExclusionProcesses(t *testing.T) {
+	bin := lockWorker(t)
+	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
+		const procs, each = 4, 25
+		outs := lockWorkers(t, bin, procs, "-url", url, "-mode", "mutex", "-n", strconv.Itoa(each))
+		tokenAt := make([]uint64, procs*each) // by the counter value read in the section
+		re := regexp.MustCompile(`(?m)^cs n=(\d+) token=(\d+)$`)
+		seen := 0
+		for i, out := range outs {
+			ms := re.FindAllStringSubmatch(out, -1)
+			if len(ms) != each {
+				t.Fatalf("worker %d reported %d critical sections, want %d:\n%s", i, len(ms), each, out)
+			}
+			for _, m := range ms {
+				n, _ := strconv.Atoi(m[1])
+				tok, _ := strconv.ParseUint(m[2], 10, 64)
+				if n < 0 || n >= len(tokenAt) || tokenAt[n] != 0 {
+					t.Fatalf("two critical sections read counter value %d: they overlapped", n)
+				}
+				tokenAt[n] = tok
+				seen++
+			}
+		}
+		if seen != procs*each {
+			t.Fatalf("%d critical sections, want %d", seen, procs*each)
+		}
+		for n := 1; n < len(tokenAt); n++ {
+			if tokenAt[n] <= tokenAt[n-1] {
+				t.Fatalf("section %d had token %d after token %d: tokens must strictly increase", n, tokenAt[n], tokenAt[n-1])
+			}
+		}
+		if b, err := c.Get(context.Background(), "counter"); err != nil || string(b) != strconv.Itoa(procs*each) {
+			t.Fatalf("counter %q (%v), want %d", b, err, procs*each)
+		}
+	})
+}
+
+// A holder process frozen with SIGSTOP past its TTL loses the lock to
+// another process (this one); after SIGCONT its Extend and Release return
+// ErrLockLost and leave the new holder's lease alone.
+func TestLockFrozenHolderProcess(t *testing.T) {
+	bin := lockWorker(t)
+	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
+		ctx := context.Background()
+		cmd := exec.Command(bin, "-url", url, "-mode", "hold", "-ttl", "1s")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdoutPipe, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := cmd.Process.Pid
+		waited := false
+		t.Cleanup(func() { // a test that failed half-way leaves no process behind
+			if !waited {
+				syscall.Kill(pid, syscall.SIGCONT)
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
+		})
+		stdout := bufio.NewReader(stdoutPipe)
+		line, err := stdout.ReadString('\n')
+		if err != nil {
+			t.Fatalf("holder: %v (%s)", err, stderr.Bytes())
+		}
+		var first uint64
+		if _, err := fmt.Sscanf(line, "acquired token=%d", &first); err != nil {
+			t.Fatalf("holder said %q: %v", line, err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+
+		// The lease is the holder's until its TTL (1s; up to 3s on
+		// Memcached, which rounds up to whole seconds plus one) passes.
+		locker := lock.New(c, &lock.Options{TTL: time.Minute, MaxRetryDelay: 50 * time.Millisecond})
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		next, err := locker.Acquire(actx, "held")
+		if err != nil {
+			t.Fatalf("Acquire while the holder is frozen: %v", err)
+		}
+		if next.Token() <= first {
+			t.Fatalf("new holder's token %d is not above the frozen holder's %d", next.Token(), first)
+		}
+
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(stdin, "go\n"); err != nil {
+			t.Fatal(err)
+		}
+		line, err = stdout.ReadString('\n')
+		if err != nil {
+			t.Fatalf("holder after SIGCONT: %v (%s)", err, stderr.Bytes())
+		}
+		if !strings.HasPrefix(line, "extend-lost=true release-lost=true ") {
+			t.Fatalf("thawed holder's Extend and Release: %q, want ErrLockLost for both", line)
+		}
+		waited = true
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("holder: %v (%s)", err, stderr.Bytes())
+		}
+
+		if _, err := lock.New(c, nil).TryAcquire(ctx, "held"); err != lock.ErrLocked {
+			t.Fatalf("TryAcquire after the old holder's Extend and Release: %v, want ErrLocked", err)
+		}
+		if err := next.Extend(ctx, 0); err != nil {
+			t.Fatalf("new holder's Extend: %v", err)
+		}
+		if err := next.Release(ctx); err != nil {
+			t.Fatalf("new holder's Release: %v", err)
+		}
+	})
+}
+
+// lockCounter is lockworker's Counter.
+type lockCounter struct {
+	N     int    `json:"n"`
+	Other int    `json:"other"`
+	Note  string `json:"note"`
+}
+
+// 4 processes x 25 Updates of a struct field, while this process keeps
+// updating another field of the same value: both fields end exact (every
+// successful Update is in the value), and every one of this process's
+// Updates either succeeded or returned ErrConflict.
+func TestLockUpdateProcesses(t *testing.T) {
+	bin := lockWorker(t)
+	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
+		ctx := context.Background()
+		typed := cachekit.NewTyped[lockCounter](c, nil)
+		stop := make(chan struct{})
+		var writes, conflicts int
+		var writer sync.WaitGroup
+		writer.Add(1)
+		go func() { // the constant conflicting writer
+			defer writer.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := typed.Update(ctx, "struct", func(old lockCounter, _ bool) (lockCounter, error) {
+					old.Other++
+					return old, nil
+				})
+				switch {
+				case err == nil:
+					writes++
+				case errors.Is(err, cachekit.ErrConflict):
+					conflicts++
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		const procs, each = 4, 25
+		outs := lockWorkers(t, bin, procs, "-url", url, "-mode", "update", "-n", strconv.Itoa(each))
+		close(stop)
+		writer.Wait()
+		re := regexp.MustCompile(`(?m)^updates=(\d+) conflicts=(\d+)$`)
+		var workerConflicts []string
+		for i, out := range outs {
+			m := re.FindStringSubmatch(out)
+			if m == nil || m[1] != strconv.Itoa(each) {
+				t.Fatalf("worker %d reported %q, want %d updates", i, out, each)
+			}
+			workerConflicts = append(workerConflicts, m[2])
+		}
+		v, err := typed.Get(ctx, "struct")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.N != procs*each || v.Other != writes {
+			t.Fatalf("value %+v; want N %d (the workers' Updates) and Other %d (this process's successful Updates)", v, procs*each, writes)
+		}
+		t.Logf("workers' Updates that gave up with ErrConflict (and were retried): %v; the writer's: %d successes, %d conflicts",
+			workerConflicts, writes, conflicts)
+	})
+}
