@@ -1,0 +1,305 @@
+package bench
+
+// package lock and Typed.Update on Redis and Memcached, side by side with
+// hand-written raw clients, uncontended (one goroutine, one name or key):
+//
+//	CACHEKIT_BENCH_REDIS_ADDR=127.0.0.1:6379 CACHEKIT_BENCH_MEMCACHED_ADDR=127.0.0.1:11211 \
+//	  go test -run '^$' -bench 'BenchmarkLock|BenchmarkUpdate' -benchmem -count 3 .
+//
+// BenchmarkLockRedis: one Acquire + Release per op. Rows:
+//
+//	impl=cachekit      lock.New(redis.New(client, nil), nil): Add (SET NX PX),
+//	                   Increment of the fencing counter (INCRBY), CompareAndDelete (EVALSHA)
+//	impl=raw           go-redis SET NX PX + a Lua compare-and-delete (redis.NewScript, EVALSHA):
+//	                   the usual hand-written lock, without a fencing token
+//	impl=raw-fenced    the same plus INCR of a counter: what cachekit does
+//
+// BenchmarkUpdateRedis: one read-modify-write of a small struct (MsgPack)
+// per op. Rows:
+//
+//	impl=cachekit      Typed.Update: GET + CompareAndSwap (EVALSHA of a one-key script)
+//	impl=raw-lua       go-redis GET + EVALSHA of a hand-written compare-and-set script
+//	impl=raw-watch     go-redis WATCH / GET / MULTI SET EXEC (client.Watch + TxPipelined)
+//
+// BenchmarkLockMemcached and BenchmarkUpdateMemcached: the same over
+// memcached.New(client, nil); raw rows use gomemcache directly:
+//
+//	lock   impl=raw-unsafe  Add + Delete: no token and a release that does not check the
+//	                        owner (a floor, not a lock to use)
+//	update impl=raw         Get (gets) + CompareAndSwap (cas)
+//
+// Every row reports trips/op: Redis round trips counted by a go-redis hook
+// (one per command or pipeline), Memcached requests counted on the
+// connections (gomemcache writes each request in one write, and waits for
+// its reply).
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/backend/memcached"
+	"github.com/cachekit/cachekit/backend/redis"
+	"github.com/cachekit/cachekit/lock"
+	"github.com/cachekit/cachekit/serializer"
+)
+
+// lockBenchValue is what the Update benchmarks read, change and write.
+type lockBenchValue struct {
+	N     int    `msgpack:"n"`
+	Owner string `msgpack:"owner"`
+	Tags  []string
+}
+
+func lockBenchIncr(v lockBenchValue, _ bool) (lockBenchValue, error) {
+	v.N++
+	return v, nil
+}
+
+// lockBenchRun runs op b.N times and reports the trips counted per op.
+func lockBenchRun(b *testing.B, trips *atomic.Int64, op func() error) {
+	b.ReportAllocs()
+	trips.Store(0)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(trips.Load())/float64(b.N), "trips/op")
+}
+
+func lockBenchPrefix(what string) string {
+	return "lockbench-" + what + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+}
+
+const rdReleaseScript = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0`
+
+const rdCASScript = `if redis.call("GET", KEYS[1]) == ARGV[1] then redis.call("SET", KEYS[1], ARGV[2]) return 1 end return 0`
+
+func BenchmarkLockRedis(b *testing.B) {
+	client := newRDClient(b, true)
+	var trips rdTrips
+	client.AddHook(&trips)
+	bg := context.Background()
+	pre := lockBenchPrefix("lock")
+	c := redis.New(client, nil)
+	b.Cleanup(func() { c.Close() })
+	const ttl = 10 * time.Second
+
+	b.Run("impl=cachekit", func(b *testing.B) {
+		locker := lock.New(c, &lock.Options{TTL: ttl, Prefix: pre})
+		lockBenchRun(b, &trips.n, func() error {
+			k, err := locker.Acquire(bg, "res")
+			if err != nil {
+				return err
+			}
+			return k.Release(bg)
+		})
+	})
+	release := goredis.NewScript(rdReleaseScript)
+	for _, fenced := range []bool{false, true} {
+		name := "impl=raw"
+		if fenced {
+			name = "impl=raw-fenced"
+		}
+		b.Run(name, func(b *testing.B) {
+			key, fence := pre+"raw", pre+"raw-fence"
+			lockBenchRun(b, &trips.n, func() error {
+				value := rand.Text()
+				ok, err := client.SetNX(bg, key, value, ttl).Result()
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return errors.New("raw lock held")
+				}
+				if fenced {
+					if err := client.Incr(bg, fence).Err(); err != nil {
+						return err
+					}
+				}
+				n, err := release.Run(bg, client, []string{key}, value).Int()
+				if err == nil && n != 1 {
+					err = errors.New("raw release deleted nothing")
+				}
+				return err
+			})
+		})
+	}
+	client.Del(bg, pre+"raw", pre+"raw-fence", pre+"res:owner", pre+"res:fence")
+}
+
+func BenchmarkUpdateRedis(b *testing.B) {
+	client := newRDClient(b, true)
+	var trips rdTrips
+	client.AddHook(&trips)
+	bg := context.Background()
+	pre := lockBenchPrefix("update")
+	c := redis.New(client, nil)
+	b.Cleanup(func() { c.Close() })
+	ser := serializer.MsgPack{}
+	start := lockBenchValue{Owner: "bench", Tags: []string{"a", "b", "c"}}
+
+	b.Run("impl=cachekit", func(b *testing.B) {
+		typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
+		if err := typed.Set(bg, pre+"ck", start); err != nil {
+			b.Fatal(err)
+		}
+		lockBenchRun(b, &trips.n, func() error {
+			_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
+			return err
+		})
+	})
+	// raw: read, decode, change, encode, compare-and-set.
+	rawUpdate := func(old []byte) ([]byte, error) {
+		var v lockBenchValue
+		if err := ser.Unmarshal(old, &v); err != nil {
+			return nil, err
+		}
+		v, _ = lockBenchIncr(v, true)
+		return ser.Marshal(v)
+	}
+	b.Run("impl=raw-lua", func(b *testing.B) {
+		key := pre + "lua"
+		if err := setMsgPack(bg, client, key, start); err != nil {
+			b.Fatal(err)
+		}
+		cas := goredis.NewScript(rdCASScript)
+		lockBenchRun(b, &trips.n, func() error {
+			old, err := client.Get(bg, key).Bytes()
+			if err != nil {
+				return err
+			}
+			nb, err := rawUpdate(old)
+			if err != nil {
+				return err
+			}
+			n, err := cas.Run(bg, client, []string{key}, old, nb).Int()
+			if err == nil && n != 1 {
+				err = errors.New("uncontended compare-and-set failed")
+			}
+			return err
+		})
+	})
+	b.Run("impl=raw-watch", func(b *testing.B) {
+		key := pre + "watch"
+		if err := setMsgPack(bg, client, key, start); err != nil {
+			b.Fatal(err)
+		}
+		lockBenchRun(b, &trips.n, func() error {
+			return client.Watch(bg, func(tx *goredis.Tx) error {
+				old, err := tx.Get(bg, key).Bytes()
+				if err != nil {
+					return err
+				}
+				nb, err := rawUpdate(old)
+				if err != nil {
+					return err
+				}
+				_, err = tx.TxPipelined(bg, func(p goredis.Pipeliner) error {
+					p.Set(bg, key, nb, 0)
+					return nil
+				})
+				return err
+			}, key)
+		})
+	})
+	client.Del(bg, pre+"ck", pre+"lua", pre+"watch")
+}
+
+func setMsgPack(ctx context.Context, client *goredis.Client, key string, v lockBenchValue) error {
+	b, err := serializer.MsgPack{}.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return client.Set(ctx, key, b, 0).Err()
+}
+
+func BenchmarkLockMemcached(b *testing.B) {
+	var requests atomic.Int64
+	client := newMCClient(b, &requests)
+	bg := context.Background()
+	pre := lockBenchPrefix("lock")
+	c := memcached.New(client, nil)
+	b.Cleanup(func() { c.Close() })
+
+	b.Run("impl=cachekit", func(b *testing.B) {
+		locker := lock.New(c, &lock.Options{Prefix: pre})
+		lockBenchRun(b, &requests, func() error {
+			k, err := locker.Acquire(bg, "res")
+			if err != nil {
+				return err
+			}
+			return k.Release(bg)
+		})
+	})
+	b.Run("impl=raw-unsafe", func(b *testing.B) {
+		key := pre + "raw"
+		lockBenchRun(b, &requests, func() error {
+			if err := client.Add(&memcache.Item{Key: key, Value: []byte(rand.Text()), Expiration: 10}); err != nil {
+				return err
+			}
+			return client.Delete(key)
+		})
+	})
+	client.Delete(pre + "res:fence")
+}
+
+func BenchmarkUpdateMemcached(b *testing.B) {
+	var requests atomic.Int64
+	client := newMCClient(b, &requests)
+	bg := context.Background()
+	pre := lockBenchPrefix("update")
+	c := memcached.New(client, nil)
+	b.Cleanup(func() { c.Close() })
+	ser := serializer.MsgPack{}
+	start := lockBenchValue{Owner: "bench", Tags: []string{"a", "b", "c"}}
+
+	b.Run("impl=cachekit", func(b *testing.B) {
+		typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
+		if err := typed.Set(bg, pre+"ck", start); err != nil {
+			b.Fatal(err)
+		}
+		lockBenchRun(b, &requests, func() error {
+			_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
+			return err
+		})
+	})
+	b.Run("impl=raw", func(b *testing.B) {
+		key := pre + "raw"
+		first, err := ser.Marshal(start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := client.Set(&memcache.Item{Key: key, Value: first}); err != nil {
+			b.Fatal(err)
+		}
+		lockBenchRun(b, &requests, func() error {
+			it, err := client.Get(key) // gets: the item carries its cas id
+			if err != nil {
+				return err
+			}
+			var v lockBenchValue
+			if err := ser.Unmarshal(it.Value, &v); err != nil {
+				return err
+			}
+			v, _ = lockBenchIncr(v, true)
+			if it.Value, err = ser.Marshal(v); err != nil {
+				return err
+			}
+			return client.CompareAndSwap(it)
+		})
+	})
+	client.Delete(pre + "ck")
+	client.Delete(pre + "raw")
+}
