@@ -7,18 +7,19 @@
 // attributes:
 //
 //	op        the Cache method: Get, GetMany, Set, SetMany, Add, Delete, Exists, Increment, Expire, Clear,
-//	          or CompareAndDelete (the optional interface, when the hooked cache has it)
+//	          or CompareAndDelete and CompareAndSwap (the optional interfaces, when the hooked cache has them)
 //	key       the key, for single-key operations (and a Delete of one key)
 //	key_len   the key's length in bytes, when the key was truncated
 //	keys      the number of keys, for GetMany, SetMany and Delete
 //	outcome   ok, hit, miss, exists or error (see cachekit.Outcome)
 //	duration  how long the operation took, hooks inside this one included
 //	          (only when Level is enabled: see Levels)
-//	ttl       the TTL given, for Set, SetMany, Add and Expire
+//	ttl       the TTL given, for Set, SetMany, Add, Expire and CompareAndSwap
 //	size      the bytes of value data read or written, when not 0
 //	hits      GetMany: keys found
 //	misses    GetMany: keys not found
 //	deleted   CompareAndDelete: whether it deleted the key
+//	swapped   CompareAndSwap: whether it stored the new value
 //	error     the error, for outcome error
 //
 // Events (loads, load errors, stampede joins, stale values served, early
@@ -182,7 +183,7 @@ func (h *Hook) ProcessOp(ctx context.Context, op *cachekit.Op) error {
 		r.AddAttrs(slog.Duration("duration", d))
 	}
 	switch op.Kind() {
-	case cachekit.OpSet, cachekit.OpSetMany, cachekit.OpAdd, cachekit.OpExpire:
+	case cachekit.OpSet, cachekit.OpSetMany, cachekit.OpAdd, cachekit.OpExpire, cachekit.OpCompareAndSwap:
 		r.AddAttrs(slog.Duration("ttl", op.TTL))
 	}
 	if n := op.Size(); n > 0 {
@@ -194,6 +195,9 @@ func (h *Hook) ProcessOp(ctx context.Context, op *cachekit.Op) error {
 	}
 	if op.Kind() == cachekit.OpCompareAndDelete && err == nil {
 		r.AddAttrs(slog.Bool("deleted", op.OK))
+	}
+	if op.Kind() == cachekit.OpCompareAndSwap && err == nil {
+		r.AddAttrs(slog.Bool("swapped", op.OK))
 	}
 	if outcome == cachekit.OutcomeError {
 		r.AddAttrs(slog.String("error", errorText(err)))

@@ -387,3 +387,30 @@ func TestCompareAndDelete(t *testing.T) {
 		t.Errorf("a compared value reached the log: %s", out.String())
 	}
 }
+
+func TestCompareAndSwap(t *testing.T) {
+	logger, out := newJSONLogger(slog.LevelDebug)
+	m := memory.New(nil)
+	defer m.Close()
+	c := cachekit.WithHooks(m, logging.New(logger, nil))
+	cas, ok := c.(cachekit.CompareAndSwapper)
+	if !ok {
+		t.Fatal("WithHooks over the memory backend hides CompareAndSwapper")
+	}
+	_ = m.Set(bg, "doc", []byte("secret-v1"), 0)
+	_, _ = cas.CompareAndSwap(bg, "doc", []byte("secret-v0"), []byte("secret-v2"), time.Minute)
+	_, _ = cas.CompareAndSwap(bg, "doc", []byte("secret-v1"), []byte("secret-v2"), time.Minute)
+	recs := out.records(t)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2: %v", len(recs), recs)
+	}
+	for i, swapped := range []bool{false, true} {
+		r := recs[i]
+		if r["op"] != "CompareAndSwap" || r["key"] != "doc" || r["outcome"] != "ok" || r["swapped"] != swapped || r["ttl"] == nil {
+			t.Errorf("record %d = %v; want op CompareAndSwap, key doc, outcome ok, swapped %v, a ttl", i, r, swapped)
+		}
+	}
+	if strings.Contains(out.String(), "secret") {
+		t.Errorf("a compared or stored value reached the log: %s", out.String())
+	}
+}

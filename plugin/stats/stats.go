@@ -276,6 +276,10 @@ type Snapshot struct {
 	// lock releases), seen when the hooked cache implements
 	// cachekit.CompareAndDeleter. They are neither hits nor misses.
 	CompareAndDelete OpStats
+	// CompareAndSwap counts the optional interface's calls (Typed.Update,
+	// lock extension), seen when the hooked cache implements
+	// cachekit.CompareAndSwapper. They are neither hits nor misses.
+	CompareAndSwap OpStats
 
 	// Events reported by the layers above the cache (cachekit.EventKind).
 	Loads          uint64 // EventLoad: a loader returned a value
@@ -320,6 +324,8 @@ func (s *Snapshot) byKind(k cachekit.OpKind) *OpStats {
 		return &s.Clear
 	case cachekit.OpCompareAndDelete:
 		return &s.CompareAndDelete
+	case cachekit.OpCompareAndSwap:
+		return &s.CompareAndSwap
 	}
 	return nil // a kind added to cachekit after this version: counted in the totals only
 }

@@ -408,3 +408,28 @@ func TestCompareAndDelete(t *testing.T) {
 		t.Fatal("ByKind(OpCompareAndDelete) is not the CompareAndDelete field")
 	}
 }
+
+func TestCompareAndSwap(t *testing.T) {
+	st := stats.New(nil)
+	m := memory.New(nil)
+	defer m.Close()
+	c := cachekit.WithHooks(m, st)
+	cas, ok := c.(cachekit.CompareAndSwapper)
+	if !ok {
+		t.Fatal("WithHooks over the memory backend hides CompareAndSwapper")
+	}
+	if ok, err := cas.CompareAndSwap(bg, "doc", nil, []byte("v1"), 0); !ok || err != nil {
+		t.Fatalf("CompareAndSwap(nil -> v1) = %v, %v", ok, err)
+	}
+	if ok, err := cas.CompareAndSwap(bg, "doc", []byte("v0"), []byte("v2"), 0); ok || err != nil {
+		t.Fatalf("CompareAndSwap(v0 -> v2) = %v, %v", ok, err)
+	}
+	s := st.Snapshot()
+	if s.CompareAndSwap.Count != 2 || s.Ops != 2 || s.Hits != 0 || s.Misses != 0 {
+		t.Fatalf("CompareAndSwap %+v, ops %d, hits %d, misses %d; want 2 calls, 2 ops, no hits or misses",
+			s.CompareAndSwap, s.Ops, s.Hits, s.Misses)
+	}
+	if s.ByKind(cachekit.OpCompareAndSwap) != s.CompareAndSwap {
+		t.Fatal("ByKind(OpCompareAndSwap) is not the CompareAndSwap field")
+	}
+}
