@@ -185,3 +185,101 @@ func BenchmarkRedisAutoPipelineSet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRedisAutoPipelineInterleaved is the same comparison with the
+// four rows interleaved in time: each iteration (b.N, set it with
+// -benchtime Nx) gives every row, in a rotating order, a slice of
+// apSlice during which g goroutines run Gets. On a shared machine whose
+// load drifts by more than the differences measured, this is the run to
+// trust for ratios. It reports, per row, ops/s and p50/p99 latency over all
+// its slices, the CPU time this process spent per operation (client side
+// only: the server's is not counted; less sensitive to the machine's other
+// load than throughput), and the ratios the goals are stated in.
+func BenchmarkRedisAutoPipelineInterleaved(b *testing.B) {
+	addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
+	keys, _ := apKeys(b, addr)
+	impls := apImpls(b, addr)
+	bg := context.Background()
+	for _, g := range apConcurrency {
+		b.Run("op=Get/g="+strconv.Itoa(g), func(b *testing.B) {
+			ops := make([]int64, len(impls))
+			busy := make([]time.Duration, len(impls))
+			cpu := make([]time.Duration, len(impls))
+			lats := make([][]time.Duration, len(impls))
+			for round := 0; round < b.N; round++ {
+				for j := range impls {
+					k := (round + j) % len(impls)
+					cpu0 := processCPU()
+					n, d, lat := apSliceRun(g, func(i int) error { return impls[k].get(bg, keys[i%len(keys)]) })
+					cpu[k] += processCPU() - cpu0
+					if n < 0 {
+						b.Fatalf("%s failed", impls[k].name)
+					}
+					ops[k] += n
+					busy[k] += d
+					lats[k] = append(lats[k], lat...)
+				}
+			}
+			b.StopTimer()
+			rate := make([]float64, len(impls))
+			for k, impl := range impls {
+				rate[k] = float64(ops[k]) / busy[k].Seconds()
+				slices.Sort(lats[k])
+				b.ReportMetric(rate[k], impl.name+"-ops/s")
+				b.ReportMetric(float64(lats[k][len(lats[k])/2]), impl.name+"-p50-ns")
+				b.ReportMetric(float64(lats[k][len(lats[k])*99/100]), impl.name+"-p99-ns")
+				b.ReportMetric(float64(cpu[k].Nanoseconds())/float64(ops[k]), impl.name+"-cpu-ns/op")
+			}
+			// impls: raw-plain, raw-autopipe, kit-default, kit-autopipe
+			b.ReportMetric(rate[2]/rate[0], "default/plain")
+			b.ReportMetric(rate[3]/rate[0], "autopipe/plain")
+			b.ReportMetric(rate[3]/rate[1], "autopipe/raw-autopipe")
+		})
+	}
+}
+
+// apSlice is how long one row runs in each round of the interleaved
+// benchmark.
+const apSlice = 300 * time.Millisecond
+
+// apSliceRun runs op from g goroutines for apSlice and returns how many
+// operations completed, the time taken and their latencies (n < 0: an
+// operation failed).
+func apSliceRun(g int, op func(i int) error) (int64, time.Duration, []time.Duration) {
+	var (
+		mu     sync.Mutex
+		all    []time.Duration
+		n      atomic.Int64
+		failed atomic.Bool
+		wg     sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(apSlice)
+	for w := 0; w < g; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 256)
+			for i := w * 7919; ; i++ {
+				t0 := time.Now()
+				if !t0.Before(end) {
+					break
+				}
+				if err := op(i); err != nil {
+					failed.Store(true)
+					break
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			n.Add(int64(len(lat)))
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return -1, 0, nil
+	}
+	return n.Load(), time.Since(start), all
+}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"weak"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -27,6 +28,14 @@ import (
 //     and a hook on the client (guardHook) drops, right before a batch is
 //     written, every command whose caller has stopped waiting or whose
 //     context has ended: nothing is sent after the caller's context ended;
+//   - a caller whose context can never be cancelled (context.Background,
+//     the common case in workers) has only the cache's Timeout as a
+//     deadline; on a client that puts deadlines on the socket, guardHook
+//     gives the batch the earliest deadline of such callers in it, and they
+//     wait for the batch alone, not in a select that also watches their
+//     context: hundreds of callers woken by one batch otherwise queue on the
+//     locks of both channels. The batch then ends by their deadline, as a
+//     direct call would;
 //   - a caller whose context ends after its command was handed to the
 //     connection gets, for a write, an error wrapping
 //     cachekit.ErrUnknownOutcome, and the cache's later writes wait until
@@ -98,8 +107,10 @@ const (
 
 // guard is what the cache and guardHook share about one pipelined command.
 type guard struct {
-	ctx   context.Context // the caller's context, bounded by the cache's Timeout
-	state atomic.Int32
+	ctx      context.Context // the caller's context, bounded by the cache's Timeout
+	deadline time.Time       // with bounded: ctx's deadline
+	bounded  bool            // the caller waits for the batch alone: it must end by deadline
+	state    atomic.Int32
 }
 
 func (g *guard) guardState() *guard { return g }
@@ -231,6 +242,9 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 		if !g.claim() {
 			return g.dropErr()
 		}
+		if g.bounded {
+			ctx = withBatchDeadline(ctx, g.deadline)
+		}
 		err := next(ctx, cmd)
 		g.state.Store(cmdDone)
 		return err
@@ -240,11 +254,15 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		ours, dropped := 0, 0
+		var deadline time.Time
 		for _, cmd := range cmds {
 			if gc, ok := cmd.(guarded); ok {
 				ours++
-				if !gc.guardState().claim() {
+				g := gc.guardState()
+				if !g.claim() {
 					dropped++
+				} else if g.bounded && (deadline.IsZero() || g.deadline.Before(deadline)) {
+					deadline = g.deadline
 				}
 			}
 		}
@@ -264,6 +282,9 @@ func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.P
 		}
 		var err error
 		if len(kept) > 0 {
+			if !deadline.IsZero() {
+				ctx = withBatchDeadline(ctx, deadline)
+			}
 			err = next(ctx, kept)
 		}
 		for _, cmd := range kept {
@@ -275,22 +296,56 @@ func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.P
 	}
 }
 
+// batchDeadline is the batch's context with an earlier deadline: the one
+// the socket gets on a client with ContextTimeoutEnabled. Nothing else of
+// the batch's context changes.
+type batchDeadline struct {
+	context.Context
+	deadline time.Time
+}
+
+func (b batchDeadline) Deadline() (time.Time, bool) { return b.deadline, true }
+
+func withBatchDeadline(ctx context.Context, deadline time.Time) context.Context {
+	if dl, ok := ctx.Deadline(); ok && !deadline.Before(dl) {
+		return ctx
+	}
+	return batchDeadline{Context: ctx, deadline: deadline}
+}
+
 // pipelined sends cmd (pipelinable) through the pipeliner and waits for its
-// result while ctx lasts (see the rules at the top of this file).
-func (c *Cache) pipelined(ctx context.Context, kind opKind, cmd goredis.Cmder) error {
+// result while ctx lasts (see the rules at the top of this file). uncancelled
+// says the caller's own context can never be cancelled: ctx is then the
+// caller's bounded by the cache's Timeout, and nothing but that deadline can
+// end it.
+func (c *Cache) pipelined(ctx context.Context, kind opKind, cmd goredis.Cmder, uncancelled bool) error {
 	if kind == write {
 		if err := c.gate.wait(ctx); err != nil {
 			return err
 		}
 	}
 	wrapped, g := guardCmd(ctx, cmd)
+	if uncancelled && c.ctxAware {
+		if dl, ok := ctx.Deadline(); ok {
+			g.deadline, g.bounded = dl, true
+		}
+	}
 	f := c.ap.Submit(ctx, wrapped)
-	err := f.WaitContext(ctx)
+	var err error
+	if g.bounded {
+		// The batch ends by g.deadline (see guardHook), so Wait does.
+		err = f.Wait()
+	} else {
+		err = f.WaitContext(ctx)
+	}
+	if err == nil {
+		return nil
+	}
 	var ns *notSentError
 	if errors.As(err, &ns) {
 		return ns.ctxErr // dropped unsent
 	}
-	if err == nil || ctx.Err() == nil {
+	if ctx.Err() == nil || g.bounded {
 		return err
 	}
 	// The context has ended: find out whether the command went out.

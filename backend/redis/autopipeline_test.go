@@ -391,3 +391,42 @@ func TestParseURLAutoPipeline(t *testing.T) {
 		t.Errorf("auto_pipeline=maybe: %v; want ErrInvalidURL", err)
 	}
 }
+
+// TestAutoPipelineTimeoutWithoutCancel: callers whose context can never be
+// cancelled wait for their batch alone; the batch then carries their
+// deadline (the cache's Timeout) to the socket, so they return at the
+// timeout and not at the client's much longer read timeout.
+func TestAutoPipelineTimeoutWithoutCancel(t *testing.T) {
+	hole := testpeer.NewBlackhole(t)
+	const readTimeout = 30 * time.Second
+	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true, ReadTimeout: readTimeout})
+	c := apCache(cl, Options{Timeout: 50 * time.Millisecond, BreakerThreshold: -1}, true)
+	ctx := context.WithValue(context.Background(), ctxKey{}, "v") // values, but no Done
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				_, errs[i] = c.Get(ctx, "k"+strconv.Itoa(i))
+			} else {
+				errs[i] = c.Set(ctx, "k"+strconv.Itoa(i), []byte("v"), 0)
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took >= readTimeout/2 {
+		t.Fatalf("calls took %v: the batch did not get the cache's 50ms timeout", took)
+	}
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("call %d: %v; want DeadlineExceeded", i, err)
+		}
+		var ns *notSentError
+		if errors.As(err, &ns) {
+			t.Errorf("call %d: %v; the cache's own marker leaked", i, err)
+		}
+	}
+}

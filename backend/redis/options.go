@@ -149,11 +149,12 @@ type Cache struct {
 	scanCount  int
 
 	breaker *breaker.Breaker // nil: disabled
+	hint    breakerHint      // lets calls skip the breaker's lock while it is clean (see allow)
 	gate    writeGate        // orders writes after abandoned ones (detached and pipelined calls)
 
 	ap       *goredis.AutoPipeliner // nil: no auto-pipelining
-	inflight atomic.Int64           // pipelinable calls in flight, with ap
 	apAlways bool                   // tests: pipeline lone callers too
+	inflight inflightCounter        // with ap: pipelinable calls in flight (see exchange)
 
 	shared    atomic.Pointer[sharedTimer] // see bound
 	closed    atomic.Bool

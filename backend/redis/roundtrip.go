@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"sync/atomic"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -46,21 +47,22 @@ func (c *Cache) run(ctx context.Context, kind opKind, fn func(ctx context.Contex
 }
 
 func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn func(ctx context.Context) error) error {
-	if err := c.breaker.Allow(); err != nil {
+	if err := c.allow(); err != nil {
 		return err
 	}
 	bctx, cancel := c.bound(ctx)
 	var err error
 	if c.ap != nil && cmd != nil && pipelinable(cmd) {
-		// Auto-pipelining: only while other calls are in flight, so that
-		// a lone caller keeps the direct path's latency.
-		others := c.inflight.Add(1) > 1 || c.apAlways
+		// Auto-pipelining, but not for a lone caller: a call that finds
+		// no other pipelinable call of the cache in flight goes straight
+		// to the client, with the direct path's latency.
+		others := c.inflight.add(1) > 1 || c.apAlways
 		if others && !c.ap.IsClosed() {
-			err = c.pipelined(bctx, kind, cmd)
+			err = c.pipelined(bctx, kind, cmd, ctx.Done() == nil)
 		} else {
 			err = c.attempt(bctx, kind, cmd, nil)
 		}
-		c.inflight.Add(-1)
+		c.inflight.add(-1)
 	} else {
 		err = c.attempt(bctx, kind, cmd, fn)
 	}
@@ -94,11 +96,11 @@ func (c *Cache) attempt(ctx context.Context, kind opKind, cmd goredis.Cmder, fn 
 // by the cache's timeout) and reports its outcome to the breaker.
 func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error {
 	if err == nil || err == goredis.Nil || isServerError(err) {
-		c.breaker.Done(breaker.Success, nil)
+		c.succeeded()
 		return err
 	}
 	if c.closed.Load() && isClientClosed(err) {
-		c.breaker.Done(breaker.Ignore, nil)
+		c.ignored()
 		return &causeError{sentinel: cachekit.ErrClosed, err: err}
 	}
 	err = contextError(bctx, err)
@@ -106,11 +108,11 @@ func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error 
 	case ended(ctx):
 		// The caller's own cancellation or deadline: it says nothing
 		// about the server.
-		c.breaker.Done(breaker.Ignore, nil)
+		c.ignored()
 	case ended(bctx) || connFailure(err):
-		c.breaker.Done(breaker.Failure, err)
+		c.failed(err)
 	default:
-		c.breaker.Done(breaker.Ignore, nil)
+		c.ignored()
 	}
 	if kind == write && !unsent(err) {
 		err = &causeError{sentinel: cachekit.ErrUnknownOutcome, err: err}
@@ -136,3 +138,63 @@ func (noRetryBool) NoRetry() bool { return true }
 type noRetryInt struct{ *goredis.IntCmd }
 
 func (noRetryInt) NoRetry() bool { return true }
+
+// The breaker's bookkeeping. Allow and Done take the breaker's lock, which
+// every call of the cache would otherwise take twice: with auto-pipelining,
+// hundreds of callers woken by one batch then queue on it. While the breaker
+// is closed and has counted no failure, Allow lets every call through and
+// Done(Success) and Done(Ignore) change nothing, so the cache skips them:
+// breakerHint knows the breaker is in that state when no Done(Failure) has
+// begun since a Done(Success) that saw none begin.
+type breakerHint struct {
+	failures atomic.Uint64 // Done(Failure) calls begun
+	clean    atomic.Uint64 // 1 + failures as of the last clean Done(Success); 0: none yet
+}
+
+func (c *Cache) clean() bool {
+	return c.breaker == nil || c.hint.clean.Load() == c.hint.failures.Load()+1
+}
+
+func (c *Cache) allow() error {
+	if c.clean() {
+		return nil
+	}
+	return c.breaker.Allow()
+}
+
+func (c *Cache) succeeded() {
+	if c.clean() {
+		return
+	}
+	seen := c.hint.failures.Load()
+	c.breaker.Done(breaker.Success, nil)
+	if c.hint.failures.Load() == seen {
+		c.hint.clean.Store(seen + 1)
+	}
+}
+
+func (c *Cache) ignored() {
+	if !c.clean() {
+		c.breaker.Done(breaker.Ignore, nil)
+	}
+}
+
+func (c *Cache) failed(err error) {
+	if c.breaker == nil {
+		return
+	}
+	c.hint.failures.Add(1)
+	c.breaker.Done(breaker.Failure, err)
+}
+
+// inflightCounter counts the pipelinable calls of an auto-pipelining cache
+// in flight. Every such call changes it twice, so it sits on a cache line of
+// its own: the Cache's other fields, read by every call, do not move between
+// cores with it.
+type inflightCounter struct {
+	_ [64]byte
+	n atomic.Int64
+	_ [56]byte
+}
+
+func (c *inflightCounter) add(d int64) int64 { return c.n.Add(d) }
