@@ -29,11 +29,29 @@ func casClient(t *testing.T, addr string) *memcache.Client {
 }
 
 func TestCompareAndSwap(t *testing.T) {
-	srv := testserver.StartMemcached(t)
-	client := casClient(t, srv.Addr())
-	for _, ns := range []string{"", "cas"} {
-		t.Run(fmt.Sprintf("namespace=%q", ns), func(t *testing.T) {
-			c := New(client, &Options{Namespace: ns})
+	// The pool has servers of its own: the subtests without a namespace
+	// must not see each other's keys.
+	srv, srv2, srv3 := testserver.StartMemcached(t), testserver.StartMemcached(t), testserver.StartMemcached(t)
+	ring, err := NewRing(srv2.Addr(), srv3.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := memcache.NewFromSelector(ring)
+	pool.MaxIdleConns = 16
+	pool.Timeout = 5 * time.Second
+	t.Cleanup(func() { pool.Close() })
+	for _, tc := range []struct {
+		name, ns string
+		client   *memcache.Client
+	}{
+		{"one server", "", casClient(t, srv.Addr())},
+		{"one server", "cas", casClient(t, srv.Addr())},
+		{"pool", "", pool},
+		{"pool", "pool", pool},
+	} {
+		ns := tc.ns
+		t.Run(fmt.Sprintf("%s,namespace=%q", tc.name, ns), func(t *testing.T) {
+			c := New(tc.client, &Options{Namespace: ns})
 			defer c.Close()
 			var _ cachekit.CompareAndSwapper = c
 			ctx := context.Background()
@@ -102,6 +120,12 @@ func TestCompareAndSwap(t *testing.T) {
 			value("a key\n", "z")
 
 			casRace(t, c, "race", 5)
+			for i := range 20 { // keys on both servers of the pool
+				key := fmt.Sprint("spread-", i)
+				swap(key, nil, []byte("a"), time.Minute, true)
+				swap(key, []byte("a"), []byte("b"), time.Minute, true)
+				value(key, "b")
+			}
 		})
 	}
 }
