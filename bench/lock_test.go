@@ -28,7 +28,11 @@ package bench
 //	                        owner (a floor, not a lock to use)
 //	update impl=raw         Get (gets) + CompareAndSwap (cas)
 //
-// Every row reports trips/op: Redis round trips counted by a go-redis hook
+// paired=<raw row>: cachekit and that raw row alternately, op by op,
+// reporting each one's median latency (raw-p50-ns, cachekit-p50-ns) and
+// cachekit's overhead in percent: the number to trust on a loaded machine.
+//
+// Every impl= row reports trips/op: Redis round trips counted by a go-redis hook
 // (one per command or pipeline), Memcached requests counted on the
 // connections (gomemcache writes each request in one write, and waits for
 // its reply).
@@ -37,6 +41,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -78,6 +83,42 @@ func lockBenchRun(b *testing.B, trips *atomic.Int64, op func() error) {
 	b.ReportMetric(float64(trips.Load())/float64(b.N), "trips/op")
 }
 
+// lockBenchPaired runs raw and kit alternately, op by op (which goes first
+// alternates too), and reports each one's median latency and cachekit's
+// overhead over raw in percent: on a shared machine, separate rows drift
+// with its load by more than the difference.
+func lockBenchPaired(b *testing.B, raw, kit func() error) {
+	rawLat := make([]time.Duration, 0, b.N)
+	kitLat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		first, second := raw, kit
+		if i%2 == 1 {
+			first, second = kit, raw
+		}
+		t0 := time.Now()
+		err1 := first()
+		t1 := time.Now()
+		err2 := second()
+		t2 := time.Now()
+		if err := errors.Join(err1, err2); err != nil {
+			b.Fatal(err)
+		}
+		if i%2 == 1 {
+			rawLat, kitLat = append(rawLat, t2.Sub(t1)), append(kitLat, t1.Sub(t0))
+		} else {
+			rawLat, kitLat = append(rawLat, t1.Sub(t0)), append(kitLat, t2.Sub(t1))
+		}
+	}
+	b.StopTimer()
+	slices.Sort(rawLat)
+	slices.Sort(kitLat)
+	r, k := float64(rawLat[len(rawLat)/2]), float64(kitLat[len(kitLat)/2])
+	b.ReportMetric(r, "raw-p50-ns")
+	b.ReportMetric(k, "cachekit-p50-ns")
+	b.ReportMetric(100*(k-r)/r, "overhead-%")
+}
+
 func lockBenchPrefix(what string) string {
 	return "lockbench-" + what + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 }
@@ -96,46 +137,42 @@ func BenchmarkLockRedis(b *testing.B) {
 	b.Cleanup(func() { c.Close() })
 	const ttl = 10 * time.Second
 
-	b.Run("impl=cachekit", func(b *testing.B) {
-		locker := lock.New(c, &lock.Options{TTL: ttl, Prefix: pre})
-		lockBenchRun(b, &trips.n, func() error {
-			k, err := locker.Acquire(bg, "res")
+	locker := lock.New(c, &lock.Options{TTL: ttl, Prefix: pre})
+	kit := func() error {
+		k, err := locker.Acquire(bg, "res")
+		if err != nil {
+			return err
+		}
+		return k.Release(bg)
+	}
+	release := goredis.NewScript(rdReleaseScript)
+	raw := func(fenced bool) func() error {
+		key, fence := pre+"raw", pre+"raw-fence"
+		return func() error {
+			value := rand.Text()
+			ok, err := client.SetNX(bg, key, value, ttl).Result()
 			if err != nil {
 				return err
 			}
-			return k.Release(bg)
-		})
-	})
-	release := goredis.NewScript(rdReleaseScript)
-	for _, fenced := range []bool{false, true} {
-		name := "impl=raw"
-		if fenced {
-			name = "impl=raw-fenced"
-		}
-		b.Run(name, func(b *testing.B) {
-			key, fence := pre+"raw", pre+"raw-fence"
-			lockBenchRun(b, &trips.n, func() error {
-				value := rand.Text()
-				ok, err := client.SetNX(bg, key, value, ttl).Result()
-				if err != nil {
+			if !ok {
+				return errors.New("raw lock held")
+			}
+			if fenced {
+				if err := client.Incr(bg, fence).Err(); err != nil {
 					return err
 				}
-				if !ok {
-					return errors.New("raw lock held")
-				}
-				if fenced {
-					if err := client.Incr(bg, fence).Err(); err != nil {
-						return err
-					}
-				}
-				n, err := release.Run(bg, client, []string{key}, value).Int()
-				if err == nil && n != 1 {
-					err = errors.New("raw release deleted nothing")
-				}
-				return err
-			})
-		})
+			}
+			n, err := release.Run(bg, client, []string{key}, value).Int()
+			if err == nil && n != 1 {
+				err = errors.New("raw release deleted nothing")
+			}
+			return err
+		}
 	}
+	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &trips.n, kit) })
+	b.Run("impl=raw", func(b *testing.B) { lockBenchRun(b, &trips.n, raw(false)) })
+	b.Run("impl=raw-fenced", func(b *testing.B) { lockBenchRun(b, &trips.n, raw(true)) })
+	b.Run("paired=raw-fenced", func(b *testing.B) { lockBenchPaired(b, raw(true), kit) })
 	client.Del(bg, pre+"raw", pre+"raw-fence", pre+"res:owner", pre+"res:fence")
 }
 
@@ -150,16 +187,15 @@ func BenchmarkUpdateRedis(b *testing.B) {
 	ser := serializer.MsgPack{}
 	start := lockBenchValue{Owner: "bench", Tags: []string{"a", "b", "c"}}
 
-	b.Run("impl=cachekit", func(b *testing.B) {
-		typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
-		if err := typed.Set(bg, pre+"ck", start); err != nil {
-			b.Fatal(err)
-		}
-		lockBenchRun(b, &trips.n, func() error {
-			_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
-			return err
-		})
-	})
+	typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
+	if err := typed.Set(bg, pre+"ck", start); err != nil {
+		b.Fatal(err)
+	}
+	kit := func() error {
+		_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
+		return err
+	}
+	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &trips.n, kit) })
 	// raw: read, decode, change, encode, compare-and-set.
 	rawUpdate := func(old []byte) ([]byte, error) {
 		var v lockBenchValue
@@ -169,31 +205,31 @@ func BenchmarkUpdateRedis(b *testing.B) {
 		v, _ = lockBenchIncr(v, true)
 		return ser.Marshal(v)
 	}
-	b.Run("impl=raw-lua", func(b *testing.B) {
-		key := pre + "lua"
-		if err := setMsgPack(bg, client, key, start); err != nil {
-			b.Fatal(err)
-		}
-		cas := goredis.NewScript(rdCASScript)
-		lockBenchRun(b, &trips.n, func() error {
-			old, err := client.Get(bg, key).Bytes()
-			if err != nil {
-				return err
-			}
-			nb, err := rawUpdate(old)
-			if err != nil {
-				return err
-			}
-			n, err := cas.Run(bg, client, []string{key}, old, nb).Int()
-			if err == nil && n != 1 {
-				err = errors.New("uncontended compare-and-set failed")
-			}
+	key := pre + "lua"
+	if err := lockBenchSetMsgPack(bg, client, key, start); err != nil {
+		b.Fatal(err)
+	}
+	cas := goredis.NewScript(rdCASScript)
+	rawLua := func() error {
+		old, err := client.Get(bg, key).Bytes()
+		if err != nil {
 			return err
-		})
-	})
+		}
+		nb, err := rawUpdate(old)
+		if err != nil {
+			return err
+		}
+		n, err := cas.Run(bg, client, []string{key}, old, nb).Int()
+		if err == nil && n != 1 {
+			err = errors.New("uncontended compare-and-set failed")
+		}
+		return err
+	}
+	b.Run("impl=raw-lua", func(b *testing.B) { lockBenchRun(b, &trips.n, rawLua) })
+	b.Run("paired=raw-lua", func(b *testing.B) { lockBenchPaired(b, rawLua, kit) })
 	b.Run("impl=raw-watch", func(b *testing.B) {
 		key := pre + "watch"
-		if err := setMsgPack(bg, client, key, start); err != nil {
+		if err := lockBenchSetMsgPack(bg, client, key, start); err != nil {
 			b.Fatal(err)
 		}
 		lockBenchRun(b, &trips.n, func() error {
@@ -217,7 +253,7 @@ func BenchmarkUpdateRedis(b *testing.B) {
 	client.Del(bg, pre+"ck", pre+"lua", pre+"watch")
 }
 
-func setMsgPack(ctx context.Context, client *goredis.Client, key string, v lockBenchValue) error {
+func lockBenchSetMsgPack(ctx context.Context, client *goredis.Client, key string, v lockBenchValue) error {
 	b, err := serializer.MsgPack{}.Marshal(v)
 	if err != nil {
 		return err
@@ -233,25 +269,24 @@ func BenchmarkLockMemcached(b *testing.B) {
 	c := memcached.New(client, nil)
 	b.Cleanup(func() { c.Close() })
 
-	b.Run("impl=cachekit", func(b *testing.B) {
-		locker := lock.New(c, &lock.Options{Prefix: pre})
-		lockBenchRun(b, &requests, func() error {
-			k, err := locker.Acquire(bg, "res")
-			if err != nil {
-				return err
-			}
-			return k.Release(bg)
-		})
-	})
-	b.Run("impl=raw-unsafe", func(b *testing.B) {
-		key := pre + "raw"
-		lockBenchRun(b, &requests, func() error {
-			if err := client.Add(&memcache.Item{Key: key, Value: []byte(rand.Text()), Expiration: 10}); err != nil {
-				return err
-			}
-			return client.Delete(key)
-		})
-	})
+	locker := lock.New(c, &lock.Options{Prefix: pre})
+	kit := func() error {
+		k, err := locker.Acquire(bg, "res")
+		if err != nil {
+			return err
+		}
+		return k.Release(bg)
+	}
+	key := pre + "raw"
+	raw := func() error {
+		if err := client.Add(&memcache.Item{Key: key, Value: []byte(rand.Text()), Expiration: 10}); err != nil {
+			return err
+		}
+		return client.Delete(key)
+	}
+	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &requests, kit) })
+	b.Run("impl=raw-unsafe", func(b *testing.B) { lockBenchRun(b, &requests, raw) })
+	b.Run("paired=raw-unsafe", func(b *testing.B) { lockBenchPaired(b, raw, kit) })
 	client.Delete(pre + "res:fence")
 }
 
@@ -265,41 +300,40 @@ func BenchmarkUpdateMemcached(b *testing.B) {
 	ser := serializer.MsgPack{}
 	start := lockBenchValue{Owner: "bench", Tags: []string{"a", "b", "c"}}
 
-	b.Run("impl=cachekit", func(b *testing.B) {
-		typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
-		if err := typed.Set(bg, pre+"ck", start); err != nil {
-			b.Fatal(err)
-		}
-		lockBenchRun(b, &requests, func() error {
-			_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
-			return err
-		})
-	})
-	b.Run("impl=raw", func(b *testing.B) {
-		key := pre + "raw"
-		first, err := ser.Marshal(start)
+	typed := cachekit.NewTyped[lockBenchValue](c, &cachekit.TypedOptions{Serializer: ser})
+	if err := typed.Set(bg, pre+"ck", start); err != nil {
+		b.Fatal(err)
+	}
+	kit := func() error {
+		_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
+		return err
+	}
+	key := pre + "raw"
+	first, err := ser.Marshal(start)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := client.Set(&memcache.Item{Key: key, Value: first}); err != nil {
+		b.Fatal(err)
+	}
+	raw := func() error {
+		it, err := client.Get(key) // gets: the item carries its cas id
 		if err != nil {
-			b.Fatal(err)
+			return err
 		}
-		if err := client.Set(&memcache.Item{Key: key, Value: first}); err != nil {
-			b.Fatal(err)
+		var v lockBenchValue
+		if err := ser.Unmarshal(it.Value, &v); err != nil {
+			return err
 		}
-		lockBenchRun(b, &requests, func() error {
-			it, err := client.Get(key) // gets: the item carries its cas id
-			if err != nil {
-				return err
-			}
-			var v lockBenchValue
-			if err := ser.Unmarshal(it.Value, &v); err != nil {
-				return err
-			}
-			v, _ = lockBenchIncr(v, true)
-			if it.Value, err = ser.Marshal(v); err != nil {
-				return err
-			}
-			return client.CompareAndSwap(it)
-		})
-	})
+		v, _ = lockBenchIncr(v, true)
+		if it.Value, err = ser.Marshal(v); err != nil {
+			return err
+		}
+		return client.CompareAndSwap(it)
+	}
+	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &requests, kit) })
+	b.Run("impl=raw", func(b *testing.B) { lockBenchRun(b, &requests, raw) })
+	b.Run("paired=raw", func(b *testing.B) { lockBenchPaired(b, raw, kit) })
 	client.Delete(pre + "ck")
 	client.Delete(pre + "raw")
 }
