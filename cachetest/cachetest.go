@@ -15,9 +15,9 @@
 //
 // Besides the Cache methods, the suite holds a cache to the optional
 // interfaces of the cachekit package: a cache must implement
-// cachekit.CompareAndDeleter (every backend and wrapper of cachekit does)
-// unless [Options].SkipCompareAndDelete says it need not; the rules of
-// cachekit.CompareAndSwapper run when the cache implements it; and a wrapper
+// cachekit.CompareAndDeleter and cachekit.CompareAndSwapper (every backend and
+// wrapper of cachekit does) unless [Options].SkipCompareAndDelete or
+// [Options].SkipCompareAndSwap says it need not; and a wrapper
 // (a cache with an Unwrap() cachekit.Cache method) must never hide an
 // optional interface that the cache it wraps implements.
 package cachetest
@@ -63,6 +63,12 @@ type Options struct {
 	// implements it, and fails a wrapper that hides the CompareAndDelete of
 	// the cache it wraps, whatever this field says.
 	SkipCompareAndDelete bool
+
+	// SkipCompareAndSwap says that the cache need not implement
+	// cachekit.CompareAndSwapper, as SkipCompareAndDelete does for
+	// CompareAndDeleter: by default the suite fails a cache without it, and
+	// it checks CompareAndSwap whenever the cache implements it.
+	SkipCompareAndSwap bool
 
 	// UnnamespacedClear says what Clear does on a cache made with the empty
 	// namespace, and makes the suite check it. The zero value,
@@ -1299,15 +1305,18 @@ func wantNotHidden[I any](t *testing.T, c cachekit.Cache, name string) {
 	}
 }
 
-// compareAndSwapper returns c's CompareAndSwap, or skips t when c has none
-// (failing it when c is a wrapper hiding one).
+// compareAndSwapper returns c's CompareAndSwap, skipping or failing t when c
+// has none, as Options say.
 func (s *suite) compareAndSwapper(t *testing.T, c cachekit.Cache) cachekit.CompareAndSwapper {
 	t.Helper()
 	if cas, ok := c.(cachekit.CompareAndSwapper); ok {
 		return cas
 	}
 	wantNotHidden[cachekit.CompareAndSwapper](t, c, "CompareAndSwapper")
-	t.Skip("the cache does not implement cachekit.CompareAndSwapper")
+	if s.opts.SkipCompareAndSwap {
+		t.Skip("the cache does not implement cachekit.CompareAndSwapper (Options.SkipCompareAndSwap)")
+	}
+	t.Fatalf("%T does not implement cachekit.CompareAndSwapper (set Options.SkipCompareAndSwap if it need not)", c)
 	return nil
 }
 

@@ -59,15 +59,16 @@ var brokenCaches = map[string]struct {
 	// it wraps, even when the options excuse the cache from having them.
 	"hiding-wrapper": {
 		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL"},
-		opts:  cachetest.Options{SkipCompareAndDelete: true},
+		opts:  cachetest.Options{SkipCompareAndDelete: true, SkipCompareAndSwap: true},
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
 			return func(t *testing.T, ns string) cachekit.Cache { return hidingWrapper{root.WithNamespace(ns)} }
 		},
 	},
-	// A cache without CompareAndDelete, when the options require it.
+	// A cache without CompareAndDelete or CompareAndSwap, when the options
+	// require them.
 	"no-cad": {
-		rules: []string{"CompareAndDelete"},
+		rules: []string{"CompareAndDelete", "CompareAndSwap"},
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
 			return func(t *testing.T, ns string) cachekit.Cache { return plain{root.WithNamespace(ns)} }

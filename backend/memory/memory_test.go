@@ -32,7 +32,7 @@ func TestConformance(t *testing.T) {
 	t.Cleanup(func() { root.Close() })
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return root.WithNamespace(ns)
-	}, &cachetest.Options{MaxValueSize: maxValue})
+	}, &cachetest.Options{MaxValueSize: maxValue, UnnamespacedClear: cachetest.UnnamespacedClearRemoves})
 }
 
 // TestConformanceDefaults runs the suite on caches made by New with the
