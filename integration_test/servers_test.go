@@ -1728,9 +1728,19 @@ func harnessSweep(w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-// harnessSweepRedis deletes the keys "ns:..." of the namespaces in set, in
-// one SCAN of the database.
-func harnessSweepRedis(ctx context.Context, rdb goredis.UniversalClient, set map[string]bool) (int, error) {
+// harnessRedisNamespacePart is backend/redis's form of a namespace in key
+// prefixes: its ':' written "%3A" and its '%' "%25" (then ":" and the key).
+func harnessRedisNamespacePart(ns string) string {
+	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(ns)
+}
+
+// harnessSweepRedis deletes the keys "ns:..." of the namespaces in set (as
+// given, and as backend/redis writes them), in one SCAN of the database.
+func harnessSweepRedis(ctx context.Context, rdb goredis.UniversalClient, namespaces map[string]bool) (int, error) {
+	set := maps.Clone(namespaces)
+	for ns := range namespaces {
+		set[harnessRedisNamespacePart(ns)] = true
+	}
 	deleted := 0
 	var batch []string
 	flush := func() error {
