@@ -115,11 +115,13 @@ type guard struct {
 
 func (g *guard) guardState() *guard { return g }
 
-// claim decides, right before the command is written, whether it may go:
-// not when its context has ended or its caller has given up on it. It is
-// idempotent.
-func (g *guard) claim() bool {
-	if g.ctx.Err() != nil {
+// claim decides, right before the command is written (now), whether it may
+// go: not when its context has ended or its caller has given up on it, nor,
+// for a bounded caller, once its deadline has passed (its context's timer
+// may fire a little late, and a deadline in the past given to the batch
+// would fail every command in it). It is idempotent.
+func (g *guard) claim(now time.Time) bool {
+	if g.ctx.Err() != nil || g.bounded && !now.Before(g.deadline) {
 		g.state.CompareAndSwap(cmdQueued, cmdDropped)
 	}
 	g.state.CompareAndSwap(cmdQueued, cmdSending)
@@ -130,7 +132,11 @@ func (g *guard) claim() bool {
 // ended, since only that drops a command), as a notSentError.
 func (g *guard) dropErr() error {
 	err := g.ctx.Err()
-	if err == nil {
+	switch {
+	case err != nil:
+	case g.bounded:
+		err = context.DeadlineExceeded
+	default:
 		err = context.Canceled
 	}
 	return &notSentError{ctxErr: err}
@@ -239,7 +245,7 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 			return next(ctx, cmd)
 		}
 		g := gc.guardState()
-		if !g.claim() {
+		if !g.claim(time.Now()) {
 			return g.dropErr()
 		}
 		if g.bounded {
@@ -254,12 +260,15 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		ours, dropped := 0, 0
-		var deadline time.Time
+		var deadline, now time.Time
 		for _, cmd := range cmds {
 			if gc, ok := cmd.(guarded); ok {
 				ours++
+				if now.IsZero() {
+					now = time.Now()
+				}
 				g := gc.guardState()
-				if !g.claim() {
+				if !g.claim(now) {
 					dropped++
 				} else if g.bounded && (deadline.IsZero() || g.deadline.Before(deadline)) {
 					deadline = g.deadline

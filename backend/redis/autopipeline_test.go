@@ -157,8 +157,6 @@ func TestAutoPipelineFallsBack(t *testing.T) {
 	}
 	// Many caches on one client install one guard hook.
 	cl := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true})
-	counter := &commandCounter{}
-	cl.AddHook(counter)
 	for range 20 {
 		New(cl, &Options{AutoPipeline: true})
 	}
@@ -428,5 +426,38 @@ func TestAutoPipelineTimeoutWithoutCancel(t *testing.T) {
 		if errors.As(err, &ns) {
 			t.Errorf("call %d: %v; the cache's own marker leaked", i, err)
 		}
+	}
+}
+
+// TestGuardClaim: a queued command goes out once; one whose context ended,
+// whose bounded deadline passed, or whose caller gave up never does.
+func TestGuardClaim(t *testing.T) {
+	now := time.Now()
+	live := &guard{ctx: context.Background()}
+	if !live.claim(now) || !live.claim(now) {
+		t.Fatal("a live command was not claimed, or not idempotently")
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	g := &guard{ctx: ended}
+	if g.claim(now) || !errors.Is(g.dropErr(), context.Canceled) {
+		t.Fatalf("a command whose context ended was claimed (%v)", g.dropErr())
+	}
+	// The deadline has passed, its context's timer has not fired yet.
+	late, cancel2 := context.WithDeadline(context.Background(), now.Add(time.Hour))
+	defer cancel2()
+	g = &guard{ctx: late, deadline: now.Add(-time.Millisecond), bounded: true}
+	if g.claim(now) || !errors.Is(g.dropErr(), context.DeadlineExceeded) {
+		t.Fatalf("a bounded command past its deadline was claimed (%v)", g.dropErr())
+	}
+	var ns *notSentError
+	if err := g.dropErr(); !errors.As(err, &ns) || !isServerError(err) {
+		t.Fatalf("dropErr %T: want the notSentError go-redis takes for a reply", err)
+	}
+	// A caller that gave up first wins over the hook.
+	g = &guard{ctx: context.Background()}
+	g.state.CompareAndSwap(cmdQueued, cmdDropped)
+	if g.claim(now) {
+		t.Fatal("a command its caller gave up on was claimed")
 	}
 }
