@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -25,11 +26,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/backend/memcached"
+	"github.com/cachekit/cachekit/backend/redis"
 	"github.com/cachekit/cachekit/lock"
 )
 
@@ -317,4 +324,132 @@ func TestLockUpdateProcesses(t *testing.T) {
 		t.Logf("workers' Updates that gave up with ErrConflict (and were retried): %v; the writer's: %d successes, %d conflicts",
 			workerConflicts, writes, conflicts)
 	})
+}
+
+// lockTrips counts go-redis round trips: one per command or pipeline.
+type lockTrips struct{ n atomic.Int64 }
+
+func (h *lockTrips) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *lockTrips) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *lockTrips) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// lockCountingConn counts a connection's writes: gomemcache writes each
+// request at once and then waits for its reply, so a write is a round trip.
+type lockCountingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c lockCountingConn) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// Round trips on the servers, counted in the clients: an uncontended
+// Acquire + Release and an uncontended Update. Redis (and a Cluster):
+// three (SET NX PX, INCRBY, EVALSHA) and two (GET, EVALSHA). Memcached:
+// the lock makes the same three cache calls, but Increment and
+// CompareAndDelete are each a gets + cas on Memcached, so five requests;
+// Update's CompareAndSwap is a gets + cas too, so three.
+func TestLockRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	type server struct {
+		name            string
+		open            func(t *testing.T, ns string) (cachekit.Cache, *atomic.Int64)
+		lockMax, updMax int64
+		slack           int64 // extra round trips allowed over all rounds
+	}
+	servers := []server{
+		{"redis", func(t *testing.T, ns string) (cachekit.Cache, *atomic.Int64) {
+			client := goredis.NewClient(&goredis.Options{Addr: redisServer(t)})
+			var h lockTrips
+			client.AddHook(&h)
+			c := redis.New(client, &redis.Options{Namespace: ns})
+			t.Cleanup(func() { c.Close(); client.Close() })
+			return c, &h.n
+		}, 3, 2, 0},
+		{"redis-cluster", func(t *testing.T, ns string) (cachekit.Cache, *atomic.Int64) {
+			client := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: redisCluster(t)})
+			var h lockTrips
+			client.AddHook(&h)
+			c := redis.New(client, &redis.Options{Namespace: ns})
+			t.Cleanup(func() { c.Close(); client.Close() })
+			return c, &h.n
+		}, 3, 2, 0},
+		{"memcached", func(t *testing.T, ns string) (cachekit.Cache, *atomic.Int64) {
+			client := memcache.New(memcachedServers(t, 1)[0])
+			var n atomic.Int64
+			var d net.Dialer
+			client.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+				conn, err := d.DialContext(ctx, network, address)
+				if err != nil {
+					return nil, err
+				}
+				return lockCountingConn{conn, &n}, nil
+			}
+			c := memcached.New(client, &memcached.Options{Namespace: ns})
+			t.Cleanup(func() { c.Close(); client.Close() })
+			return c, &n
+			// A namespace's generation is read again once a second
+			// (generation_ttl): allow for that on a slow machine.
+		}, 5, 3, 2},
+	}
+	for _, s := range servers {
+		t.Run(s.name, func(t *testing.T) {
+			var r [6]byte
+			rand.Read(r[:])
+			c, trips := s.open(t, sweepNamespace("lock-"+hex.EncodeToString(r[:])))
+			locker := lock.New(c, nil)
+			typed := cachekit.NewTyped[lockCounter](c, nil)
+			// Warm up: connections, a namespace's generation, Lua scripts
+			// loaded, keys created.
+			for range 2 {
+				k, err := locker.Acquire(ctx, "res")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := k.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := typed.Update(ctx, "struct", func(v lockCounter, _ bool) (lockCounter, error) { v.N++; return v, nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const rounds = 10
+			trips.Store(0)
+			for range rounds {
+				k, err := locker.Acquire(ctx, "res")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := k.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			lockTrips := trips.Swap(0)
+			for range rounds {
+				if _, err := typed.Update(ctx, "struct", func(v lockCounter, _ bool) (lockCounter, error) { v.N++; return v, nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			updTrips := trips.Load()
+			t.Logf("Acquire+Release: %.1f round trips; Update: %.1f", float64(lockTrips)/rounds, float64(updTrips)/rounds)
+			if lockTrips > s.lockMax*rounds+s.slack {
+				t.Errorf("Acquire+Release took %.1f round trips, want at most %d", float64(lockTrips)/rounds, s.lockMax)
+			}
+			if updTrips > s.updMax*rounds+s.slack {
+				t.Errorf("Update took %.1f round trips, want at most %d", float64(updTrips)/rounds, s.updMax)
+			}
+		})
+	}
 }
