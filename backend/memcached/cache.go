@@ -38,6 +38,11 @@ type Cache struct {
 	breakerThreshold int
 	breakerDuration  time.Duration
 
+	// Auto-batching (autobatch.go): nil batcher when off; batchers by
+	// server address when the selector is known, else batcher alone.
+	batcher  *batcher
+	batchers map[string]*batcher
+
 	mu       sync.RWMutex // guards closed against in-flight registrations
 	closed   bool
 	inflight sync.WaitGroup // calls and the goroutines they left running

@@ -92,9 +92,12 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 		it  *memcache.Item
 		err error
 	)
-	if ctx.Done() == nil { // no goroutine needed: skip run's closure
+	switch {
+	case c.batcher != nil:
+		it, err = c.getBatched(ctx, key)
+	case ctx.Done() == nil: // no goroutine needed: skip run's closure
 		it, _, err = c.getOne(nil, key)
-	} else {
+	default:
 		err = c.run(ctx, writes{}, func(cl *call) error {
 			var err error
 			it, _, err = c.getOne(cl, key)
@@ -189,11 +192,18 @@ func (c *Cache) Exists(ctx context.Context, key string) (bool, error) {
 	}
 	defer c.leave()
 	var found bool
-	err := c.run(ctx, writes{}, func(cl *call) error {
-		it, _, err := c.getOne(cl, key)
+	var err error
+	if c.batcher != nil {
+		var it *memcache.Item
+		it, err = c.getBatched(ctx, key)
 		found = it != nil
-		return err
-	})
+	} else {
+		err = c.run(ctx, writes{}, func(cl *call) error {
+			it, _, err := c.getOne(cl, key)
+			found = it != nil
+			return err
+		})
+	}
 	if err != nil {
 		return false, cachekit.WrapError(op, key, err)
 	}

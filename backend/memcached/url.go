@@ -50,6 +50,7 @@ func init() {
 //	allow_flush      Options.AllowFlush: let Clear without a namespace flush_all every server (default false)
 //	breaker_threshold  Options.BreakerThreshold (default 3; 0: no circuit breaker)
 //	breaker_duration   Options.BreakerDuration (default 1s; 0: no circuit breaker)
+//	auto_pipeline    Options.AutoPipeline: batch concurrent Gets per server (default false)
 //
 // The client dials through [LivenessDialer], and the circuit breakers are
 // per server.
@@ -94,6 +95,7 @@ func OpenURL(ctx context.Context, u *url.URL) (cachekit.Cache, error) {
 	maxValue := p.Bytes("max_value_size", DefaultMaxValueSize)
 	opts.BatchConcurrency = p.Int("batch_concurrency", 0)
 	opts.AllowFlush = p.Bool("allow_flush", false)
+	opts.AutoPipeline = p.Bool("auto_pipeline", false)
 	opts.BreakerThreshold = p.Int("breaker_threshold", DefaultBreakerThreshold)
 	opts.BreakerDuration = p.Duration("breaker_duration", DefaultBreakerDuration)
 	if opts.BreakerThreshold == 0 || opts.BreakerDuration == 0 {
