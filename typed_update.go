@@ -52,15 +52,20 @@ const (
 //
 // A panic in fn is not recovered: it propagates to Update's caller, and
 // nothing is written. Like Set, Update is ordered after a pending
-// background write of key by GetOrLoad on the same Typed.
+// background write of key by GetOrLoad on the same Typed. Update reads and
+// swaps through [Typed.Cache], as the Typed's other writes go.
 //
 // An uncontended Update costs two round trips (a Get and a
 // CompareAndSwap); each lost attempt costs two more.
 func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found bool) (V, error), opts ...SetOption) (V, error) {
 	var zero V
-	cas, ok := t.c.(CompareAndSwapper)
+	// Through t.Cache(): with a local tier or a backplane, the cache whose
+	// writes also evict locally and publish, and whose reads go to the
+	// shared cache (a swap must compare with the shared value).
+	c := t.Cache()
+	cas, ok := c.(CompareAndSwapper)
 	if !ok {
-		return zero, &Error{Op: "Update", Key: key, Err: fmt.Errorf("%w: %T is not a CompareAndSwapper", ErrUnsupported, t.c)}
+		return zero, &Error{Op: "Update", Key: key, Err: fmt.Errorf("%w: %T is not a CompareAndSwapper", ErrUnsupported, c)}
 	}
 	ttl := t.setOptions(opts).ttl
 	if err := CheckTTL(ttl); err != nil {
@@ -70,7 +75,7 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 		return zero, WrapError("Update", key, err)
 	}
 	for attempt := 1; ; attempt++ {
-		v, swapped, err := t.updateOnce(ctx, cas, key, fn, ttl)
+		v, swapped, err := t.updateOnce(ctx, c, cas, key, fn, ttl)
 		if err != nil || swapped {
 			return v, err
 		}
@@ -85,9 +90,9 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 
 // updateOnce makes one read-modify-write attempt and reports whether its
 // write landed.
-func (t *Typed[V]) updateOnce(ctx context.Context, cas CompareAndSwapper, key string, fn func(V, bool) (V, error), ttl time.Duration) (V, bool, error) {
+func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwapper, key string, fn func(V, bool) (V, error), ttl time.Duration) (V, bool, error) {
 	var zero, old V
-	b, err := t.c.Get(ctx, key)
+	b, err := c.Get(ctx, key)
 	found := err == nil
 	switch {
 	case found:
@@ -95,7 +100,7 @@ func (t *Typed[V]) updateOnce(ctx context.Context, cas CompareAndSwapper, key st
 			b = []byte{} // a present empty value; nil would mean "absent" to CompareAndSwap
 		}
 		if err := t.decode(b, &old); err != nil {
-			Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
+			Emit(ctx, c, Event{Kind: EventDecodeError, Key: key, Err: err})
 			return zero, false, &Error{Op: "Update", Key: key, Err: err}
 		}
 	case errors.Is(err, ErrNotFound):
