@@ -63,6 +63,40 @@ const (
 	// decode_error as one hit less and one miss more, as plugin/stats does
 	// in its totals.
 	EventDecodeError EventKind = "decode_error"
+
+	// EventLocalHit: a read of a [Typed] with a local tier
+	// (TypedOptions.Local) found its key in process memory and made no
+	// cache operation. Reported once per key found, from the reading
+	// caller's goroutine; Event.Key is the key. Hooks see no operation for
+	// such a read, so a hook counting hits should count each local_hit as
+	// one hit more.
+	EventLocalHit EventKind = "local_hit"
+
+	// EventLocalMiss: a read of a Typed with a local tier did not find its
+	// key in process memory and goes on to the cache, whose operation the
+	// hooks see as usual (a hit or a miss there). Reported once per key,
+	// before that operation; Event.Key is the key. It is for the local
+	// tier's own hit ratio, not a miss of the cache.
+	EventLocalMiss EventKind = "local_miss"
+
+	// EventInvalidation: a Typed with a local tier received an
+	// invalidation from its [Backplane] that concerns it (its namespace,
+	// not its own message) and dropped the local entries it names.
+	// Reported once per message, from the backplane's delivery goroutine
+	// (for [NewMemoryBackplane], the publisher's) with a background
+	// context. Event.Key is the key when the message names exactly one,
+	// else empty (several keys, a Clear, a tag, or a backplane reset).
+	EventInvalidation EventKind = "invalidation"
+
+	// EventBackplaneError: the [Backplane] of a Typed failed: a Publish
+	// after a write, the subscription (a lost connection), or
+	// BackplaneWatcher.Watch. Event.Err is the error, which also goes to
+	// TypedOptions.OnError. It never fails the read or write around it:
+	// the write is in the cache, and the other processes' local entries
+	// stay bounded by LocalOptions.TTL. Reported once per failure, from the
+	// writer's goroutine for a Publish, from the backplane's for the
+	// subscription, with Event.Key empty.
+	EventBackplaneError EventKind = "backplane_error"
 )
 
 // Event describes one occurrence of an [EventKind].

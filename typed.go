@@ -39,6 +39,25 @@ type TypedOptions struct {
 	// Typed's own, the write is bounded only by the backend's own operation
 	// timeout (the timeout URL parameter of Redis and Memcached).
 	WriteTimeout time.Duration
+
+	// Local, when set, keeps values decoded in this process in front of
+	// the cache (a local tier, L1 in FusionCache's words): a read that
+	// finds its key there makes no cache call and no decode. See
+	// [LocalOptions] for its bounds and [Typed] for the rules. Default:
+	// nil, no local tier.
+	Local *LocalOptions
+
+	// Backplane, when set, carries invalidations between the Typed caches,
+	// in this process and others, that share the cache: every write
+	// through this Typed (or through its Cache()) publishes the keys it
+	// wrote, after the write succeeded, whether or not this Typed has a
+	// Local tier; and a Typed with a Local tier drops the local entries
+	// that others' messages name. If the Backplane implements
+	// [BackplaneWatcher], NewTyped calls its Watch with the cache. Backplane
+	// trouble goes to OnError and to hooks as [EventBackplaneError], and
+	// never fails a read or a write. Default: nil, local entries are
+	// bounded by LocalOptions.TTL alone.
+	Backplane Backplane
 }
 
 // DefaultWriteTimeout is the bound on GetOrLoad's background writes when
@@ -54,11 +73,40 @@ const DefaultWriteTimeout = time.Second
 // errors.Is(err, ErrDecode) reports true, carried in an [*Error] naming the
 // operation and key; it is never a panic and never a silent zero value.
 //
-// Typed is safe for concurrent use. It has no Close: close the underlying
-// Cache when done, after calling [Typed.Wait] so that the values GetOrLoad
-// is still writing in the background land first.
+// Typed is safe for concurrent use. Close the underlying Cache when done,
+// after calling [Typed.Wait] so that the values GetOrLoad is still writing
+// in the background land first; a Typed with a Local tier and a Backplane
+// also has a subscription to end, with [Typed.Close], first.
+//
+// # Local tier
+//
+// With TypedOptions.Local, reads (Get, GetMany, GetOrLoad) look in process
+// memory first and return the decoded value found there: no cache call, no
+// decode, no allocation. A local miss reads the cache and keeps what it
+// decoded. Writes through the Typed (Set, Add, GetOrLoad's write) keep the
+// value written; SetMany, Delete, Update, InvalidateTags and every write
+// through t.Cache() drop the local entries they touch. A local entry lives
+// at most LocalOptions.TTL, and never longer than its remote TTL where the
+// Typed knows it (see [LocalOptions]).
+//
+// Values from the local tier are shared: every caller that reads a key gets
+// the same V, and the value given to Set is the one later Gets return. Do
+// not modify a V after Set or after a Get; if V holds maps, slices or
+// pointers that callers change, set LocalOptions.Copy, and each local hit
+// decodes a private copy instead.
+//
+// Writes made elsewhere (another process, another Typed, a client other
+// than cachekit) reach the local tier only through a Backplane: without
+// one, a local entry may be stale for up to LocalOptions.TTL. With
+// [NewMemoryBackplane], delivery is synchronous: once a write through one
+// Typed returns, every other Typed on that backplane misses or sees the new
+// value on its next Get. Other backplanes deliver soon after the write,
+// not before it returns.
 type Typed[V any] struct {
-	c            Cache
+	c            Cache         // what Cache returns: the coherent wrapper of base when co is set
+	base         Cache         // the cache given to NewTyped
+	co           *coherence    // nil: no local tier and no backplane
+	local        *localTier[V] // nil: no local tier
 	ser          serializer.Serializer
 	ttl          time.Duration
 	writeTimeout time.Duration // > 0: bound on background writes; < 0: none
@@ -94,19 +142,72 @@ type recentLoad[V any] struct {
 }
 
 // NewTyped returns a Typed cache of V values stored in c.
+//
+// With a Local tier and a Backplane, NewTyped subscribes to the backplane;
+// [Typed.Close] ends the subscription. With a Backplane that implements
+// [BackplaneWatcher], NewTyped calls Watch(c) once; an error goes to
+// OnError and the hooks, and the Typed works without it.
 func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
-	t := &Typed[V]{c: c, ser: serializer.JSON{}, writeTimeout: DefaultWriteTimeout, seed: maphash.MakeSeed()}
-	if opts != nil {
-		if opts.Serializer != nil {
-			t.ser = opts.Serializer
+	t := &Typed[V]{c: c, base: c, ser: serializer.JSON{}, writeTimeout: DefaultWriteTimeout, seed: maphash.MakeSeed()}
+	if opts == nil {
+		return t
+	}
+	if opts.Serializer != nil {
+		t.ser = opts.Serializer
+	}
+	t.ttl = opts.TTL
+	t.onError = opts.OnError
+	if opts.WriteTimeout != 0 {
+		t.writeTimeout = opts.WriteTimeout
+	}
+	if opts.Local == nil && opts.Backplane == nil {
+		return t
+	}
+	co := &coherence{
+		seed:           maphash.MakeSeed(),
+		bp:             opts.Backplane,
+		ns:             NamespaceOf(c),
+		origin:         newOrigin(),
+		publishTimeout: t.writeTimeout,
+		onError:        t.onError,
+	}
+	t.co = co
+	t.c = newCoherent(c, co)
+	co.events = t.c
+	if opts.Local != nil {
+		t.local = newLocalTier[V](*opts.Local)
+		co.tier = t.local
+	}
+	if bp := opts.Backplane; bp != nil {
+		if w, ok := bp.(BackplaneWatcher); ok {
+			if err := w.Watch(c); err != nil {
+				co.fail(context.Background(), fmt.Errorf("cachekit: backplane watch: %w", err))
+			}
 		}
-		t.ttl = opts.TTL
-		t.onError = opts.OnError
-		if opts.WriteTimeout != 0 {
-			t.writeTimeout = opts.WriteTimeout
+		if t.local != nil {
+			co.subscribe()
 		}
 	}
 	return t
+}
+
+// Close ends what NewTyped started beside the cache: the subscription to
+// the Backplane of a Typed with a Local tier (Close waits until no
+// invalidation is being applied), and the local tier, which it empties.
+// The Typed stays usable: it reads and writes the cache as one without a
+// local tier, and still publishes its writes. Close closes neither the
+// Cache nor the Backplane, which may be shared; close them yourself, after
+// [Typed.Wait]. Close is idempotent and returns nil; it does nothing on a
+// Typed without a Local tier.
+func (t *Typed[V]) Close() error {
+	if t.co != nil {
+		t.co.unsubscribe()
+	}
+	if t.local != nil {
+		t.local.closed.Store(true)
+		t.local.evictAll()
+	}
+	return nil
 }
 
 // Wait returns when every goroutine that GetOrLoad started in the
@@ -162,7 +263,8 @@ func (k *tracker) wait() {
 type SetOption func(*setOptions)
 
 type setOptions struct {
-	ttl time.Duration
+	ttl  time.Duration
+	tags []string
 }
 
 // WithTTL sets the expiry of the values one call writes, overriding
@@ -179,7 +281,12 @@ func (t *Typed[V]) setOptions(opts []SetOption) setOptions {
 	return o
 }
 
-// Cache returns the byte-level cache that t reads and writes.
+// Cache returns the byte-level cache that t reads and writes. For a Typed
+// with a Local tier or a Backplane, it is a wrapper of the cache given to
+// NewTyped whose writes (Set, Delete, Clear, Increment, Expire,
+// CompareAndSwap, ...) also drop the keys from t's local tier and publish
+// their invalidation; it implements the optional interfaces that cache
+// implements, and Unwrap() Cache returns that cache.
 func (t *Typed[V]) Cache() Cache { return t.c }
 
 // Encode returns the bytes that Set would store for v. An encoding failure
@@ -208,23 +315,111 @@ func (t *Typed[V]) DefaultTTL() time.Duration { return t.ttl }
 // Get returns the value stored under key. A miss is an error for which
 // errors.Is(err, ErrNotFound) reports true; a value that does not decode into
 // V is one for which errors.Is(err, ErrDecode) reports true.
+//
+// With a Local tier, Get returns the value held in process memory when
+// there is one (shared with other callers: do not modify it), and reports
+// [EventLocalHit] or [EventLocalMiss]. A value written with tags costs a
+// second round trip, to check its tags' stamps (see [Typed.InvalidateTags]).
 func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
+	if l := t.local; l != nil {
+		if e, ok := l.get(key); ok {
+			if v, err := t.localValue(ctx, "Get", key, e); err == nil {
+				Emit(ctx, t.c, Event{Kind: EventLocalHit, Key: key})
+				return v, nil
+			}
+		}
+		Emit(ctx, t.c, Event{Kind: EventLocalMiss, Key: key})
+	}
 	var v V
-	b, err := t.c.Get(ctx, key)
+	var tok uint64
+	if t.local != nil {
+		tok = t.co.token(key)
+	}
+	b, err := t.base.Get(ctx, key)
 	if err != nil {
 		return v, WrapError("Get", key, err)
 	}
-	if err := t.decode(b, &v); err != nil {
+	payload, tags, stamps, _ := openEnvelope(b)
+	if len(tags) > 0 {
+		valid, err := t.checkTags(ctx, map[string]tagged{key: {tags, stamps}})
+		if err != nil {
+			return v, WrapError("Get", key, err)
+		}
+		if !valid[key] {
+			return v, &Error{Op: "Get", Key: key, Err: ErrNotFound}
+		}
+	}
+	if err := t.decodePayload(payload, &v); err != nil {
 		Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
 		var zero V
 		return zero, &Error{Op: "Get", Key: key, Err: err}
 	}
+	if t.local != nil {
+		t.fill(key, v, payload, tags, t.ttl, tok, true)
+	}
 	return v, nil
+}
+
+// localValue returns the value of a local entry: the shared one, or with
+// LocalOptions.Copy a fresh decode of its bytes.
+func (t *Typed[V]) localValue(ctx context.Context, op, key string, e *localEntry[V]) (V, error) {
+	if !t.local.copy {
+		return e.v, nil
+	}
+	var v V
+	if err := t.decodePayload(e.b, &v); err != nil {
+		t.local.evict(key)
+		return v, &Error{Op: op, Key: key, Err: err}
+	}
+	return v, nil
+}
+
+// fill keeps v, which is current as of token want, in the local tier for
+// at most remote (0: unknown or none) and LocalOptions.TTL, unless ok is
+// false or a write or invalidation of key came after want. Tagged values
+// are kept only with a Backplane, which carries tag invalidations.
+func (t *Typed[V]) fill(key string, v V, b []byte, tags []string, remote time.Duration, want uint64, ok bool) {
+	l, co := t.local, t.co
+	if !ok || (len(tags) > 0 && co.bp == nil) || l.closed.Load() || co.token(key) != want {
+		return
+	}
+	e := &localEntry[V]{v: v, exp: l.now() + int64(l.lifetime(remote)), tags: tags}
+	if l.copy {
+		e.b = b
+	}
+	l.c.Set(key, e)
+	if co.token(key) != want { // a write or invalidation raced the put
+		l.evict(key)
+	}
+}
+
+// written ends a write of key through t that returned err: it drops the
+// key from the local tier, publishes the invalidation, and keeps the value
+// written in the local tier when no other write overlapped this one.
+func (t *Typed[V]) written(ctx context.Context, key string, v V, b []byte, o setOptions, start uint64, err error) {
+	co := t.co
+	end := co.end(key)
+	if wrote(err) {
+		co.publish(ctx, false, key)
+	}
+	if err == nil && t.local != nil {
+		t.fill(key, v, b, o.tags, o.ttl, end, end == start+1)
+	}
 }
 
 // decode unmarshals b into v, turning a serializer error or panic into an
 // error that wraps both ErrDecode and the serializer's error.
-func (t *Typed[V]) decode(b []byte, v *V) (err error) {
+//
+// An envelope of tags (see [Typed.InvalidateTags]) is decoded as its value.
+func (t *Typed[V]) decode(b []byte, v *V) error {
+	if isEnvelope(b) {
+		b, _, _, _ = openEnvelope(b)
+	}
+	return t.decodePayload(b, v)
+}
+
+// decodePayload is decode for bytes that are not an envelope.
+func (t *Typed[V]) decodePayload(b []byte, v *V) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: serializer panicked: %v", ErrDecode, r)
@@ -258,7 +453,32 @@ func (t *Typed[V]) Set(ctx context.Context, key string, v V, opts ...SetOption) 
 	if err := t.settle(ctx, key); err != nil {
 		return WrapError("Set", key, err)
 	}
-	return WrapError("Set", key, t.c.Set(ctx, key, b, t.setOptions(opts).ttl))
+	o := t.setOptions(opts)
+	sb, err := t.storedBytes(ctx, b, o)
+	if err != nil {
+		return WrapError("Set", key, err)
+	}
+	if t.co == nil {
+		return WrapError("Set", key, t.base.Set(ctx, key, sb, o.ttl))
+	}
+	start := t.co.begin(key)
+	err = t.base.Set(ctx, key, sb, o.ttl)
+	t.written(ctx, key, v, b, o, start, err)
+	return WrapError("Set", key, err)
+}
+
+// storedBytes returns what a write with o stores for the encoded value b:
+// b itself, or with tags an envelope carrying their current stamps.
+func (t *Typed[V]) storedBytes(ctx context.Context, b []byte, o setOptions) ([]byte, error) {
+	if len(o.tags) == 0 {
+		return stored(b, nil, nil), nil
+	}
+	tags := dedupe(o.tags)
+	stamps, err := t.stamps(ctx, tags)
+	if err != nil {
+		return nil, err
+	}
+	return stored(b, tags, stamps), nil
 }
 
 // settle prepares a write of keys through t: it forgets the values of
@@ -298,20 +518,85 @@ func (t *Typed[V]) Add(ctx context.Context, key string, v V, opts ...SetOption) 
 	if err := t.settle(ctx, key); err != nil {
 		return WrapError("Add", key, err)
 	}
-	return WrapError("Add", key, t.c.Add(ctx, key, b, t.setOptions(opts).ttl))
+	o := t.setOptions(opts)
+	sb, err := t.storedBytes(ctx, b, o)
+	if err != nil {
+		return WrapError("Add", key, err)
+	}
+	if t.co == nil {
+		return WrapError("Add", key, t.base.Add(ctx, key, sb, o.ttl))
+	}
+	start := t.co.begin(key)
+	err = t.base.Add(ctx, key, sb, o.ttl)
+	t.written(ctx, key, v, b, o, start, err)
+	return WrapError("Add", key, err)
 }
 
 // GetMany returns the values of the keys that are present, decoded. Missing
 // keys are absent from the map. If any present value does not decode, GetMany
 // returns no map and an error naming that key.
+//
+// With a Local tier, the keys held in process memory are served from there
+// and only the others are read from the cache, in one GetMany; the tags of
+// the tagged values among them are checked in one more.
 func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, error) {
-	raw, err := t.c.GetMany(ctx, keys)
+	var out map[string]V
+	var toks map[string]uint64
+	remote := keys
+	if l := t.local; l != nil {
+		out = make(map[string]V, len(keys))
+		remote = make([]string, 0, len(keys))
+		toks = make(map[string]uint64, len(keys))
+		for _, k := range keys {
+			if _, done := out[k]; done {
+				continue
+			}
+			if e, ok := l.get(k); ok {
+				if v, err := t.localValue(ctx, "GetMany", k, e); err == nil {
+					out[k] = v
+					Emit(ctx, t.c, Event{Kind: EventLocalHit, Key: k})
+					continue
+				}
+			}
+			if _, dup := toks[k]; !dup {
+				Emit(ctx, t.c, Event{Kind: EventLocalMiss, Key: k})
+				toks[k] = t.co.token(k)
+				remote = append(remote, k)
+			}
+		}
+		if len(remote) == 0 {
+			return out, nil
+		}
+	}
+	raw, err := t.base.GetMany(ctx, remote)
 	if err != nil {
 		return nil, WrapError("GetMany", "", err)
 	}
-	out := make(map[string]V, len(raw))
+	if out == nil {
+		out = make(map[string]V, len(raw))
+	}
+	var tagsOf map[string]tagged
+	for k, b := range raw {
+		if _, tags, stamps, _ := openEnvelope(b); len(tags) > 0 {
+			if tagsOf == nil {
+				tagsOf = map[string]tagged{}
+			}
+			tagsOf[k] = tagged{tags, stamps}
+		}
+	}
+	if tagsOf != nil {
+		valid, err := t.checkTags(ctx, tagsOf)
+		if err != nil {
+			return nil, WrapError("GetMany", "", err)
+		}
+		for k := range tagsOf {
+			if !valid[k] {
+				delete(raw, k)
+			}
+		}
+	}
 	var first error
-	for _, k := range keys {
+	for _, k := range remote {
 		b, ok := raw[k]
 		if !ok {
 			continue
@@ -319,8 +604,9 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 		if _, done := out[k]; done {
 			continue // a key asked for twice
 		}
+		payload, tags, _, _ := openEnvelope(b)
 		var v V
-		if err := t.decode(b, &v); err != nil {
+		if err := t.decodePayload(payload, &v); err != nil {
 			// One event per undecodable value, so that a hook that counted
 			// the value as a hit can count it as a miss instead.
 			Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: k, Err: err})
@@ -331,6 +617,9 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 			continue
 		}
 		out[k] = v
+		if t.local != nil {
+			t.fill(k, v, payload, tags, t.ttl, toks[k], true)
+		}
 	}
 	if first != nil {
 		return nil, first
@@ -358,7 +647,19 @@ func (t *Typed[V]) SetMany(ctx context.Context, items map[string]V, opts ...SetO
 			return WrapError("SetMany", "", err)
 		}
 	}
-	return WrapError("SetMany", "", t.c.SetMany(ctx, raw, t.setOptions(opts).ttl))
+	o := t.setOptions(opts)
+	var tags, stamps []string
+	if len(o.tags) > 0 {
+		tags = dedupe(o.tags)
+		var err error
+		if stamps, err = t.stamps(ctx, tags); err != nil {
+			return WrapError("SetMany", "", err)
+		}
+	}
+	for k, b := range raw {
+		raw[k] = stored(b, tags, stamps)
+	}
+	return WrapError("SetMany", "", t.c.SetMany(ctx, raw, o.ttl))
 }
 
 // Delete removes keys and reports how many existed. It is ordered after
@@ -367,7 +668,7 @@ func (t *Typed[V]) Delete(ctx context.Context, keys ...string) (int, error) {
 	if err := t.settle(ctx, keys...); err != nil {
 		return 0, WrapError("Delete", "", err)
 	}
-	n, err := t.c.Delete(ctx, keys...)
+	n, err := t.c.Delete(ctx, keys...) // with a local tier or backplane: drops and publishes
 	return n, WrapError("Delete", "", err)
 }
 
@@ -429,7 +730,7 @@ func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.
 				return loaded[V]{v: v, shared: true}, nil
 			}
 		}
-		v, err := t.load(lctx, key, load, o.ttl, gen)
+		v, err := t.load(lctx, key, load, o, gen)
 		return loaded[V]{v: v}, err
 	})
 	if joined || r.shared {
@@ -447,7 +748,18 @@ func (t *Typed[V]) GetOrLoad(ctx context.Context, key string, load func(context.
 
 // load calls load and, when it returns a value, starts its background
 // write.
-func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Context) (V, error), ttl time.Duration, gen *atomic.Uint64) (V, error) {
+//
+// With tags, it reads their stamps before calling load, so that a value
+// loaded while one of its tags is invalidated is stored with the stamp
+// that the invalidation replaced: a miss. If the stamps cannot be read,
+// the value is returned and not stored.
+func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Context) (V, error), o setOptions, gen *atomic.Uint64) (V, error) {
+	var tags, stamps []string
+	var stampErr error
+	if len(o.tags) > 0 {
+		tags = dedupe(o.tags)
+		stamps, stampErr = t.stamps(lctx, tags)
+	}
 	start := time.Now()
 	returned := false
 	defer func() {
@@ -467,6 +779,10 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 		t.reportError(lctx, err)
 		return v, nil
 	}
+	if stampErr != nil {
+		t.reportError(lctx, WrapError("GetOrLoad", key, stampErr))
+		return v, nil
+	}
 	rl := &recentLoad[V]{v: v, done: make(chan struct{})}
 	t.pending.Add(1)
 	t.recentMu.Lock()
@@ -477,19 +793,28 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 	t.recentMu.Unlock()
 	gen.Add(1)
 	t.writes.add()
-	go t.write(context.WithoutCancel(lctx), key, b, ttl, rl, gen)
+	go t.write(context.WithoutCancel(lctx), key, v, b, stored(b, tags, stamps), setOptions{ttl: o.ttl, tags: tags}, rl, gen)
 	return v, nil
 }
 
 // write stores a loaded value in the background, then forgets it in recent.
-func (t *Typed[V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, rl *recentLoad[V], gen *atomic.Uint64) {
+// b is the encoded value, sb the bytes stored (b, or its envelope).
+func (t *Typed[V]) write(ctx context.Context, key string, v V, b, sb []byte, o setOptions, rl *recentLoad[V], gen *atomic.Uint64) {
 	defer t.writes.done()
 	if t.writeTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.writeTimeout)
 		defer cancel()
 	}
-	if err := t.c.Set(ctx, key, b, ttl); err != nil {
+	var start uint64
+	if t.co != nil {
+		start = t.co.begin(key)
+	}
+	err := t.base.Set(ctx, key, sb, o.ttl)
+	if t.co != nil {
+		t.written(ctx, key, v, b, o, start, err)
+	}
+	if err != nil {
 		t.reportError(ctx, WrapError("GetOrLoad", key, err))
 	}
 	t.recentMu.Lock()
