@@ -15,13 +15,15 @@
 //
 //   - Acquire and TryAcquire store it with the cache's atomic Add and the
 //     lease's TTL, then take a fencing token by incrementing the companion
-//     key Prefix+name+":fence". Two round trips.
+//     key Prefix+name+":fence".
 //   - Extend sets a new TTL with CompareAndSwap(owner key, value, value);
-//     Release deletes the key with CompareAndDelete(owner key, value). One
-//     round trip each. Neither touches a lease that is no longer the
-//     holder's: they return ErrLockLost instead.
+//     Release deletes the key with CompareAndDelete(owner key, value).
+//     Neither touches a lease that is no longer the holder's: they return
+//     ErrLockLost instead.
 //
-// An uncontended Acquire and Release is three round trips. A waiting Acquire
+// An uncontended Acquire and Release is three cache calls: three round
+// trips on Redis; five requests on Memcached, whose Increment and
+// CompareAndDelete are each a gets and a cas. A waiting Acquire
 // polls with Add, backing off exponentially with jitter from
 // Options.RetryDelay to Options.MaxRetryDelay; it is not woken by a Release,
 // so a lock changes hands up to MaxRetryDelay after it is released.
@@ -35,11 +37,12 @@
 //
 // # What it guarantees, and what it does not
 //
-// A lock is a lease on one server: one Redis (or one Redis Cluster slot, as
-// both keys of a name are single-key operations), one Memcached server (the
-// one the pool hashes the key to), or the memory of one process. While that
-// server keeps the key, at most one Lock for a name exists whose lease has
-// not expired. It is not Redlock: it does not take a majority of independent
+// A lock is a lease on one server: one Redis (on a Redis Cluster, the
+// master of the lease key's slot; every call is a single-key operation),
+// one Memcached server (the one the pool hashes the lease key to; if that
+// server leaves the pool, the name hashes to another server, where it is
+// free), or the memory of one process. While that server keeps the key, at
+// most one Lock for a name exists whose lease has not expired. It is not Redlock: it does not take a majority of independent
 // masters, so the failover of a Redis master that had not yet replicated the
 // lease to its replica can hand the lock to a second holder.
 //
@@ -66,7 +69,9 @@
 // evicts lease keys too, which ends a lease early. Prefer Redis for locks
 // that protect anything that matters; Memcached locks are fine to reduce
 // duplicate work (a stampede lock), where losing one now and then only
-// costs an extra computation.
+// costs an extra computation. (Memcached rounds TTLs up to whole seconds,
+// plus one: a lease there can outlive its TTL by up to two seconds, never
+// the reverse.)
 //
 // An acquisition is checked against the local clock: if the Add and the
 // Increment together took about as long as the TTL (more than the TTL less

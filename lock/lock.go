@@ -115,7 +115,8 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // Any other error of the cache is returned at once, and then no lease is
 // held (a lease whose Add had an unknown outcome expires after the TTL).
 //
-// Uncontended, Acquire costs two round trips (Add, Increment).
+// Uncontended, Acquire makes two cache calls (Add, Increment): two round
+// trips on Redis, three requests on Memcached.
 func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 	delay, waited := l.delay, false
 	for {
@@ -144,7 +145,7 @@ func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 // and its token took longer than the TTL (see the package doc), it gives
 // the lease up and returns ErrLockLost.
 //
-// TryAcquire costs two round trips when it gets the lock (Add, Increment)
+// TryAcquire makes two cache calls when it gets the lock (Add, Increment)
 // and one when it does not.
 func (l *Locker) TryAcquire(ctx context.Context, name string) (*Lock, error) {
 	return l.try(ctx, name)
@@ -218,7 +219,7 @@ func (k *Lock) Token() uint64 { return k.token }
 // ErrLockLost when the lease expired, was evicted, or was released: then
 // it has changed nothing, and another holder may have the name. A
 // negative ttl is an error for which errors.Is(err, cachekit.ErrInvalidTTL)
-// reports true. One round trip (CompareAndSwap of the lease with itself).
+// reports true. One cache call (CompareAndSwap of the lease with itself).
 //
 // Over a cache that does not implement [cachekit.CompareAndSwapper],
 // Extend returns an error for which errors.Is(err,
@@ -252,7 +253,7 @@ func (k *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 // was released already, and then it has deleted nothing: another holder's
 // lease is never touched. When Release fails with another error (the
 // server is unreachable, ctx ended), the lease may still be there; it
-// expires after its TTL, and Release may be called again. One round trip
+// expires after its TTL, and Release may be called again. One cache call
 // (CompareAndDelete).
 func (k *Lock) Release(ctx context.Context) error {
 	if k.done.Load() {
