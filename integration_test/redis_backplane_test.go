@@ -1,0 +1,286 @@
+package integration_test
+
+// This file would be backplane_test.go, but a _test.go file whose name sorts
+// before doc.go breaks the package (see memoize_test.go).
+//
+// The Redis backplane across OS processes: this test binary runs again as
+// a reader process holding a Typed with a local tier, and the parent writes.
+// A write in the parent (or, in tracking mode, by a plain go-redis client)
+// must reach the reader's next Get once the invalidation has arrived; the
+// reader's LocalOptions.TTL is long, so nothing but the backplane can make
+// it see the new value.
+//
+//	CACHEKIT_TEST_REDIS_ADDR=127.0.0.1:6379 go test -race -run 'TestBackplane' -v .
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/backend/memcached"
+	"github.com/cachekit/cachekit/backend/redis"
+)
+
+const (
+	bpEnvChild     = "CACHEKIT_TEST_BACKPLANE_CHILD" // the backend of the cache: redis or memcached
+	bpEnvNamespace = "CACHEKIT_TEST_BACKPLANE_NAMESPACE"
+	bpEnvURL       = "CACHEKIT_TEST_BACKPLANE_URL"
+)
+
+// bpCache opens the cache of a backplane test, over a client of its own.
+func bpCache(t *testing.T, backend, ns string) cachekit.Cache {
+	t.Helper()
+	switch backend {
+	case "memcached":
+		client := memcache.New(memcachedServers(t, 1)...)
+		client.Timeout = 5 * time.Second
+		c := memcached.New(client, &memcached.Options{Namespace: ns})
+		t.Cleanup(func() { c.Close(); client.Close() })
+		return c
+	default:
+		client := goredis.NewClient(&goredis.Options{Addr: redisServer(t), ReadTimeout: 5 * time.Second})
+		c := redis.New(client, &redis.Options{Namespace: ns})
+		t.Cleanup(func() { c.Close(); client.Close() })
+		return c
+	}
+}
+
+// bpTyped is a Typed with a local tier whose entries outlive the test, and
+// a backplane opened from url.
+func bpTyped(t *testing.T, backend, ns, url string) *cachekit.Typed[string] {
+	t.Helper()
+	bp, err := cachekit.OpenBackplane(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed := cachekit.NewTyped[string](bpCache(t, backend, ns), &cachekit.TypedOptions{
+		Local:     &cachekit.LocalOptions{TTL: time.Hour},
+		Backplane: bp,
+		OnError:   func(_ context.Context, err error) { fmt.Fprintf(os.Stderr, "backplane test: %v\n", err) },
+	})
+	t.Cleanup(func() { typed.Close(); bp.Close() })
+	return typed
+}
+
+// bpReader is the reader process, driven by lines on its stdin.
+type bpReader struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Scanner
+}
+
+func startReader(t *testing.T, backend, ns, url string) *bpReader {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBackplaneReaderProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), bpEnvChild+"="+backend, bpEnvNamespace+"="+ns, bpEnvURL+"="+url,
+		harnessEnvRedisAddr+"="+redisServer(t))
+	if backend == "memcached" {
+		cmd.Env = append(cmd.Env, harnessEnvMemcachedAddrs+"="+memcachedServers(t, 1)[0])
+	}
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &bpReader{t: t, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("reader process: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("reader process did not exit")
+		}
+	})
+	if got := r.reply(); got != "ready" {
+		t.Fatalf("reader: %q; want ready", got)
+	}
+	return r
+}
+
+// reply returns the reader's next protocol line (its lines start "bp: ").
+func (r *bpReader) reply() string {
+	r.t.Helper()
+	for r.out.Scan() {
+		if s, ok := strings.CutPrefix(r.out.Text(), "bp: "); ok {
+			return s
+		}
+	}
+	r.t.Fatalf("reader process ended: %v", r.out.Err())
+	return ""
+}
+
+func (r *bpReader) send(line string) string {
+	r.t.Helper()
+	if _, err := fmt.Fprintln(r.in, line); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.reply()
+}
+
+// get is the reader's Get of key: "val <v>" or "miss".
+func (r *bpReader) get(key string) string { return r.send("get " + key) }
+
+// waitFor has the reader Get key in a loop until it reads want (or a miss,
+// for want ""), and returns when it did, by the reader's clock.
+func (r *bpReader) waitFor(key, want string) time.Time {
+	r.t.Helper()
+	got := r.send("wait " + key + " " + want)
+	ns, ok := strings.CutPrefix(got, "seen ")
+	if !ok {
+		r.t.Fatalf("reader waiting for %s=%q: %s", key, want, got)
+	}
+	n, _ := strconv.ParseInt(ns, 10, 64)
+	return time.Unix(0, n)
+}
+
+// TestBackplaneReaderProcess is the reader of the backplane tests; it does
+// nothing on its own.
+func TestBackplaneReaderProcess(t *testing.T) {
+	backend := os.Getenv(bpEnvChild)
+	if backend == "" {
+		t.Skip("a process of the backplane tests")
+	}
+	typed := bpTyped(t, backend, os.Getenv(bpEnvNamespace), os.Getenv(bpEnvURL))
+	ctx := context.Background()
+	get := func(key string) string {
+		v, err := typed.Get(ctx, key)
+		switch {
+		case err == nil:
+			return "val " + v
+		case errors.Is(err, cachekit.ErrNotFound):
+			return "miss"
+		default:
+			return "error " + err.Error()
+		}
+	}
+	fmt.Println("bp: ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		switch {
+		case len(f) == 2 && f[0] == "get":
+			fmt.Println("bp: " + get(f[1]))
+		case len(f) >= 2 && f[0] == "wait":
+			want := "miss"
+			if len(f) == 3 {
+				want = "val " + f[2]
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				if get(f[1]) == want {
+					fmt.Printf("bp: seen %d\n", time.Now().UnixNano())
+					break
+				}
+				if time.Now().After(deadline) {
+					fmt.Printf("bp: timeout, last %q\n", get(f[1]))
+					break
+				}
+				time.Sleep(50 * time.Microsecond)
+			}
+		default:
+			fmt.Printf("bp: bad command %q\n", in.Text())
+		}
+	}
+}
+
+func isNotFound(s string) bool { return s == "miss" }
+
+func TestBackplaneAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, tc := range []struct{ name, backend, mode string }{
+		{"pubsub", "redis", "channel=it"},
+		{"tracking", "redis", "mode=tracking"},
+		{"pubsub-memcached", "memcached", "channel=it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			ns := sweepNamespace("bp-" + decUnique(t))
+			url := "redis://" + redisServer(t) + "/0?" + tc.mode + "&timeout=5s"
+			if tc.backend == "memcached" {
+				memcachedServers(t, 1) // skip early without one
+			}
+			writer := bpTyped(t, tc.backend, ns, url)
+			reader := startReader(t, tc.backend, ns, url)
+
+			// The reader holds v1 in its local tier.
+			if err := writer.Set(ctx, "k", "v1"); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("k", "v1")
+			if got := reader.get("k"); got != "val v1" {
+				t.Fatalf("reader: %s", got)
+			}
+			// Each write in the writer reaches the reader's next Gets.
+			var lat []time.Duration
+			for i := 2; i <= 41; i++ {
+				v := "v" + strconv.Itoa(i)
+				if err := writer.Set(ctx, "k", v); err != nil {
+					t.Fatal(err)
+				}
+				written := time.Now()
+				lat = append(lat, reader.waitFor("k", v).Sub(written))
+			}
+			if _, err := writer.Delete(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("k", "")
+			if !isNotFound(reader.get("k")) {
+				t.Fatal("the reader still has k after the writer's Delete")
+			}
+			slices.Sort(lat)
+			t.Logf("%s: write returned -> reader's Get sees it (includes the reader's polling): p50 %v, p90 %v, max %v over %d writes",
+				tc.name, lat[len(lat)/2], lat[len(lat)*9/10], lat[len(lat)-1], len(lat))
+
+			if tc.mode != "mode=tracking" {
+				return
+			}
+			// Tracking: a plain client's write and DEL invalidate too.
+			if err := writer.Set(ctx, "p", "old"); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("p", "old")
+			plain := goredis.NewClient(&goredis.Options{Addr: redisServer(t)})
+			defer plain.Close()
+			enc, _ := json.Marshal("new") // Typed's default serializer
+			if err := plain.Set(ctx, ns+":p", enc, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("p", "new")
+			if err := plain.Del(ctx, ns+":p").Err(); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("p", "")
+		})
+	}
+}
