@@ -7,7 +7,7 @@ package integration_test
 //
 //	CACHEKIT_TEST_REDIS_ADDR=127.0.0.1:6379 CACHEKIT_TEST_MEMCACHED_ADDRS=127.0.0.1:11211 \
 //	CACHEKIT_TEST_REDIS_CLUSTER_ADDRS=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002 \
-//	    go test -race -run 'TestLock' .
+//	    go test -race -run 'TestLock' .    # TestLockProcesses, TestLockRoundTrips
 
 import (
 	"bufio"
@@ -65,9 +65,6 @@ func lockBackends() []lockBackend {
 // harness sweeps after the run, with the URL of a cache in it and the
 // parent's own cache there.
 func lockRun(t *testing.T, test func(t *testing.T, url string, c cachekit.Cache)) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	for _, b := range lockBackends() {
 		t.Run(b.name, func(t *testing.T) {
 			var r [6]byte
@@ -85,20 +82,31 @@ func lockRun(t *testing.T, test func(t *testing.T, url string, c cachekit.Cache)
 	}
 }
 
-// lockWorker builds internal/lockworker into a directory of t's and
-// returns its path.
-func lockWorker(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+// lockWorker builds internal/lockworker into dir on the first call of the
+// function it returns (a test that skips for want of servers builds
+// nothing), and returns the program's path.
+func lockWorker(dir string) func(t *testing.T) string {
+	var once sync.Once
+	var bin string
+	var err error
+	return func(t *testing.T) string {
+		t.Helper()
+		once.Do(func() {
+			goTool, lerr := exec.LookPath("go")
+			if lerr != nil {
+				goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+			}
+			bin = filepath.Join(dir, "lockworker")
+			var out []byte
+			if out, err = exec.Command(goTool, "build", "-o", bin, "./internal/lockworker").CombinedOutput(); err != nil {
+				err = fmt.Errorf("building internal/lockworker: %v\n%s", err, out)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bin
 	}
-	bin := filepath.Join(t.TempDir(), "lockworker")
-	out, err := exec.Command(goTool, "build", "-o", bin, "./internal/lockworker").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building internal/lockworker: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // lockWorkers runs procs workers with args, started together a moment after
@@ -131,15 +139,26 @@ func lockWorkers(t *testing.T, bin string, procs int, args ...string) []string {
 	return outs
 }
 
+// TestLockProcesses runs the tests that need processes of their own, with
+// one build of internal/lockworker.
+func TestLockProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	bin := lockWorker(t.TempDir())
+	t.Run("MutualExclusion", func(t *testing.T) { lockMutualExclusion(t, bin) })
+	t.Run("FrozenHolder", func(t *testing.T) { lockFrozenHolder(t, bin) })
+	t.Run("Update", func(t *testing.T) { lockUpdate(t, bin) })
+}
+
 // 4 processes x 25 critical sections of read-sleep-write on a counter,
 // under one lock: every section read a different value (none overlapped),
 // the counter ends exact, and tokens strictly increase in the order the
 // sections ran.
-func TestLockMutualExclusionProcesses(t *testing.T) {
-	bin := lockWorker(t)
+func lockMutualExclusion(t *testing.T, bin func(*testing.T) string) {
 	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
 		const procs, each = 4, 25
-		outs := lockWorkers(t, bin, procs, "-url", url, "-mode", "mutex", "-n", strconv.Itoa(each))
+		outs := lockWorkers(t, bin(t), procs, "-url", url, "-mode", "mutex", "-n", strconv.Itoa(each))
 		tokenAt := make([]uint64, procs*each) // by the counter value read in the section
 		re := regexp.MustCompile(`(?m)^cs n=(\d+) token=(\d+)$`)
 		seen := 0
@@ -175,11 +194,10 @@ func TestLockMutualExclusionProcesses(t *testing.T) {
 // A holder process frozen with SIGSTOP past its TTL loses the lock to
 // another process (this one); after SIGCONT its Extend and Release return
 // ErrLockLost and leave the new holder's lease alone.
-func TestLockFrozenHolderProcess(t *testing.T) {
-	bin := lockWorker(t)
+func lockFrozenHolder(t *testing.T, bin func(*testing.T) string) {
 	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
 		ctx := context.Background()
-		cmd := exec.Command(bin, "-url", url, "-mode", "hold", "-ttl", "1s")
+		cmd := exec.Command(bin(t), "-url", url, "-mode", "hold", "-ttl", "1s")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		stdin, err := cmd.StdinPipe()
@@ -269,8 +287,7 @@ type lockCounter struct {
 // updating another field of the same value: both fields end exact (every
 // successful Update is in the value), and every one of this process's
 // Updates either succeeded or returned ErrConflict.
-func TestLockUpdateProcesses(t *testing.T) {
-	bin := lockWorker(t)
+func lockUpdate(t *testing.T, bin func(*testing.T) string) {
 	lockRun(t, func(t *testing.T, url string, c cachekit.Cache) {
 		ctx := context.Background()
 		typed := cachekit.NewTyped[lockCounter](c, nil)
@@ -302,7 +319,7 @@ func TestLockUpdateProcesses(t *testing.T) {
 			}
 		}()
 		const procs, each = 4, 25
-		outs := lockWorkers(t, bin, procs, "-url", url, "-mode", "update", "-n", strconv.Itoa(each))
+		outs := lockWorkers(t, bin(t), procs, "-url", url, "-mode", "update", "-n", strconv.Itoa(each))
 		close(stop)
 		writer.Wait()
 		re := regexp.MustCompile(`(?m)^updates=(\d+) conflicts=(\d+)$`)

@@ -128,12 +128,12 @@ func update(ctx context.Context, c cachekit.Cache, n int) error {
 	return nil
 }
 
-// hold takes the lock "held" with ttl and prints "acquired token=<token>",
+// hold takes the lock "held" (free: the test starts it first) with ttl and prints "acquired token=<token>",
 // then waits for a line on stdin (the test freezes the process meanwhile),
 // then calls Extend and Release and prints what they returned:
 // "extend-lost=<bool> release-lost=<bool> extend=<err> release=<err>".
 func hold(ctx context.Context, c cachekit.Cache, ttl time.Duration) error {
-	k, err := lock.New(c, &lock.Options{TTL: ttl}).TryAcquire(ctx, "held")
+	k, err := lock.New(c, &lock.Options{TTL: ttl}).Acquire(ctx, "held")
 	if err != nil {
 		return err
 	}
