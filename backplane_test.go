@@ -100,7 +100,7 @@ func TestNamespaceOfLooksThroughWrappers(t *testing.T) {
 	defer m.Close()
 	c := m.WithNamespace("users")
 	if _, ok := any(c).(cachekit.Namespacer); !ok {
-		t.Skip("backend/memory does not implement Namespacer yet")
+		t.Fatal("backend/memory does not implement Namespacer")
 	}
 	if got := cachekit.NamespaceOf(cachekit.WithHooks(c)); got != "users" {
 		t.Fatalf("NamespaceOf(WithHooks(users)) = %q", got)
