@@ -3,6 +3,7 @@ package cachekit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -427,7 +428,13 @@ func TestUpdateUnsupported(t *testing.T) {
 
 // Update goes through hooks: WithHooks forwards CompareAndSwap.
 func TestUpdateThroughHooks(t *testing.T) {
-	c := cachekit.WithHooks(newMem(t), hookPassThrough)
+	var swaps atomic.Int32
+	c := cachekit.WithHooks(newMem(t), cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error {
+		if op.Kind() == cachekit.OpCompareAndSwap {
+			swaps.Add(1)
+		}
+		return op.Next(ctx)
+	}))
 	ty := cachekit.NewTyped[updCounter](c, nil)
 	for range 3 {
 		if _, err := ty.Update(ctx, "k", updIncr); err != nil {
@@ -437,6 +444,37 @@ func TestUpdateThroughHooks(t *testing.T) {
 	if v, _ := ty.Get(ctx, "k"); v.N != 3 {
 		t.Fatalf("counter %d, want 3", v.N)
 	}
+	if n := swaps.Load(); n != 3 {
+		t.Fatalf("hooks saw %d CompareAndSwaps, want 3", n)
+	}
+}
+
+// Update adds an item to a cart without losing one added concurrently.
+func ExampleTyped_Update() {
+	type Cart struct{ Items []string }
+	c := memory.New(nil)
+	defer c.Close()
+	carts := cachekit.NewTyped[Cart](c, &cachekit.TypedOptions{TTL: time.Hour})
+	ctx := context.Background()
+
+	for _, item := range []string{"apple", "pear"} {
+		cart, err := carts.Update(ctx, "cart:42", func(cart Cart, found bool) (Cart, error) {
+			if !found {
+				fmt.Println("new cart")
+			}
+			cart.Items = append(cart.Items, item)
+			return cart, nil
+		})
+		if errors.Is(err, cachekit.ErrConflict) {
+			fmt.Println("the cart kept changing; nothing written")
+			return
+		}
+		fmt.Println(cart.Items, err)
+	}
+	// Output:
+	// new cart
+	// [apple] <nil>
+	// [apple pear] <nil>
 }
 
 func BenchmarkUpdateMemory(b *testing.B) {
