@@ -71,6 +71,7 @@ type localTier[V any] struct {
 	copy   bool
 	now    func() int64
 	closed atomic.Bool
+	events bool // the cache takes events: report local hits and misses
 }
 
 func newLocalTier[V any](o LocalOptions) *localTier[V] {

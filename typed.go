@@ -176,6 +176,7 @@ func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
 	co.events = t.c
 	if opts.Local != nil {
 		t.local = newLocalTier[V](*opts.Local)
+		_, t.local.events = c.(EventHandler)
 		co.tier = t.local
 	}
 	if bp := opts.Backplane; bp != nil {
@@ -324,11 +325,15 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 	if l := t.local; l != nil {
 		if e, ok := l.get(key); ok {
 			if v, err := t.localValue(ctx, "Get", key, e); err == nil {
-				Emit(ctx, t.c, Event{Kind: EventLocalHit, Key: key})
+				if t.local.events {
+					Emit(ctx, t.c, Event{Kind: EventLocalHit, Key: key})
+				}
 				return v, nil
 			}
 		}
-		Emit(ctx, t.c, Event{Kind: EventLocalMiss, Key: key})
+		if t.local.events {
+			Emit(ctx, t.c, Event{Kind: EventLocalMiss, Key: key})
+		}
 	}
 	var v V
 	var tok uint64
