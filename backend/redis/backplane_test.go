@@ -374,6 +374,10 @@ func TestBackplaneTracking(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A cache of this package, as NewTyped would pass it.
+	if err := w.Watch(New(realClient(t, srv.Addr(), nil), &Options{Namespace: "real"})); err != nil {
+		t.Fatal(err)
+	}
 	var c collector
 	defer bp.Subscribe(c.onMessage, c.onError)()
 	if err := bp.Publish(ctx, cachekit.Invalidation{Namespace: "app", Keys: []string{"x"}}); err != nil {
@@ -415,10 +419,17 @@ func TestBackplaneTracking(t *testing.T) {
 		return n == 2
 	})
 	for _, m := range c.messages() {
-		if m.Namespace != "app" && m.Namespace != "a:b%" {
+		if m.Namespace != "app" && m.Namespace != "a:b%" && m.Namespace != "real" {
 			t.Fatalf("received %#v for a namespace not watched", m)
 		}
 	}
+
+	if err := plain.Set(ctx, "real:r", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitMessage(t, "real:r invalidated", func(inv cachekit.Invalidation) bool {
+		return inv.Namespace == "real" && reflect.DeepEqual(inv.Keys, []string{"r"})
+	})
 
 	// A namespace watched while subscribed is tracked from Watch's return.
 	if err := w.Watch(nsCache{ns: "late"}); err != nil {
@@ -433,7 +444,7 @@ func TestBackplaneTracking(t *testing.T) {
 	if err := plain.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range []string{"app", "a:b%", "late"} {
+	for _, ns := range []string{"app", "a:b%", "real", "late"} {
 		c.waitMessage(t, "All for "+ns, func(inv cachekit.Invalidation) bool { return inv.Namespace == ns && inv.All })
 	}
 
