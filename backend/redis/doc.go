@@ -217,4 +217,45 @@
 // closing the client does. go-redis shares one per client: when the client
 // already has one, the cache uses it with its configuration; otherwise it
 // creates it ordered, one batch at a time, up to 300 commands per batch.
+//
+// # Backplane
+//
+// The package registers redis:// and rediss:// with cachekit.OpenBackplane,
+// and [NewBackplane] makes the same from a client (which stays the
+// caller's; a backplane opened from a URL owns and closes its client):
+//
+//	redis://[user:password@]host[:port][/db]?channel=app   pub/sub (the default mode)
+//	redis://host:6379/0?mode=tracking                      server-assisted
+//
+//	mode          pubsub (default) or tracking
+//	channel       pub/sub only: messages go on Redis channel "cachekit:bp:<channel>" (default "default")
+//	timeout       bounds each Publish and each step of (re)subscribing, e.g. 500ms (default 1s)
+//	dial_timeout  connect timeout (default go-redis's, 5s)
+//
+// In pub/sub mode, Publish sends one PUBLISH of a compact binary message
+// (namespace, keys, Clear, origin; any key bytes), so it works whatever the
+// cache's backend is, Memcached included. Messages on the channel that are
+// not invalidations are dropped and reported to onError.
+//
+// In tracking mode the server sends the invalidations itself: the backplane
+// runs CLIENT TRACKING ON BCAST with the key prefix of every watched cache's
+// namespace (see "Key layout"; every key for a cache without a namespace),
+// REDIRECTed to a connection subscribed to __redis__:invalidate, and maps
+// each invalidated key back to its namespace and key. A write by any client
+// (redis-cli, another language) therefore invalidates, and Publish does
+// nothing. A FLUSHDB or FLUSHALL invalidates every watched namespace (All).
+// The server cannot tell who wrote, so a process's own writes come back to
+// it and evict its own fresh local copies (one extra cache read each);
+// every write under a watched prefix is sent to every process (tracking is
+// by key name, on every database of the server). Tracking mode needs a
+// *goredis.Client (standalone or Sentinel); on a Cluster use pub/sub.
+//
+// Both modes subscribe on one goroutine per backplane, started by the first
+// Subscribe (which waits until the subscription is in place, up to twice
+// the timeout). An idle subscription sends a PING every max(timeout, 1s), so
+// a server that stops answering is noticed. A lost subscription is reported
+// to onError and set up again with backoff (50ms doubling to 2s); once it
+// receives again, subscribers get an Invalidation with Reset set, since
+// messages may have been lost meanwhile. Close must not be called from
+// onMessage or onError.
 package redis
