@@ -1,0 +1,138 @@
+package bench
+
+// Memcached auto-batching side by side, in one run (issue #13):
+//
+//	CACHEKIT_BENCH_MEMCACHED_ADDR=127.0.0.1:21211 \
+//	  go test -run '^$' -bench 'BenchmarkMemcachedAutoBatchInterleaved' -benchtime 4x -count 3 .
+//
+// 100-byte Gets over 1,000 keys (no namespace) at 1, 8, 64 and 512
+// goroutines. Rows, each on a client of its own with the same settings
+// (Timeout 10s, 512 idle connections, so that no row dials and drops
+// connections at 512 goroutines):
+//
+//	impl=raw            memcache.Client.Get(key)
+//	impl=kit-default    cachekit.Open("memcached://addr?..."), context.Background()
+//	impl=kit-default-ctx  the same with a cancellable context on every call
+//	impl=kit-batch      the same URL with auto_pipeline=true, context.Background()
+//	impl=kit-batch-ctx  the same with a cancellable context on every call
+//
+// BenchmarkMemcachedAutoBatchInterleaved gives every row, in a rotating
+// order, a slice of 300ms per round (b.N rounds) and reports per row ops/s,
+// p50/p99 latency of one Get and client CPU per op (this process only), and
+// the ratios the goals are stated in. BenchmarkMemcachedAutoBatch runs the
+// rows one after the other (ns/op, ops/s, p50, p99).
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/cachekit/cachekit"
+	_ "github.com/cachekit/cachekit/backend/memcached"
+)
+
+const mcabIdle = 512
+
+type mcabImpl struct {
+	name string
+	get  func(key string) error
+}
+
+// mcabSetup stores the keys and opens the rows' clients.
+func mcabSetup(b *testing.B) ([]string, []mcabImpl) {
+	addr := serverAddr(b, "CACHEKIT_BENCH_MEMCACHED_ADDR")
+	bg := context.Background()
+	raw := memcache.New(addr)
+	raw.Timeout = 10 * time.Second
+	raw.MaxIdleConns = mcabIdle
+	b.Cleanup(func() { raw.Close() })
+	run := "mcab-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	value := make([]byte, 100)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	keys := make([]string, serverKeys)
+	for i := range keys {
+		keys[i] = run + "-" + strconv.Itoa(i)
+		if err := raw.Set(&memcache.Item{Key: keys[i], Value: value, Expiration: 3600}); err != nil {
+			b.Fatalf("memcached at %s: %v", addr, err)
+		}
+	}
+	open := func(params string) cachekit.Cache {
+		c, err := cachekit.Open(bg, "memcached://"+addr+"?timeout=10s&max_idle_conns="+strconv.Itoa(mcabIdle)+params)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		return c
+	}
+	def, batch := open(""), open("&auto_pipeline=true")
+	cancellable, cancel := context.WithCancel(bg)
+	b.Cleanup(cancel)
+	kit := func(name string, c cachekit.Cache, ctx context.Context) mcabImpl {
+		return mcabImpl{name, func(key string) error { _, err := c.Get(ctx, key); return err }}
+	}
+	return keys, []mcabImpl{
+		{"raw", func(key string) error { _, err := raw.Get(key); return err }},
+		kit("kit-default", def, bg),
+		kit("kit-default-ctx", def, cancellable),
+		kit("kit-batch", batch, bg),
+		kit("kit-batch-ctx", batch, cancellable),
+	}
+}
+
+func BenchmarkMemcachedAutoBatch(b *testing.B) {
+	keys, impls := mcabSetup(b)
+	for _, g := range apConcurrency {
+		for _, impl := range impls {
+			b.Run("op=Get/g="+strconv.Itoa(g)+"/impl="+impl.name, func(b *testing.B) {
+				apRun(b, g, func(i int) error { return impl.get(keys[i%len(keys)]) })
+			})
+		}
+	}
+}
+
+func BenchmarkMemcachedAutoBatchInterleaved(b *testing.B) {
+	keys, impls := mcabSetup(b)
+	for _, g := range apConcurrency {
+		b.Run("op=Get/g="+strconv.Itoa(g), func(b *testing.B) {
+			ops := make([]int64, len(impls))
+			busy := make([]time.Duration, len(impls))
+			cpu := make([]time.Duration, len(impls))
+			lats := make([][]time.Duration, len(impls))
+			for round := 0; round < b.N; round++ {
+				for j := range impls {
+					k := (round + j) % len(impls)
+					cpu0 := processCPU()
+					n, d, lat := apSliceRun(g, func(i int) error { return impls[k].get(keys[i%len(keys)]) })
+					cpu[k] += processCPU() - cpu0
+					if n < 0 {
+						b.Fatalf("%s failed", impls[k].name)
+					}
+					ops[k] += n
+					busy[k] += d
+					lats[k] = append(lats[k], lat...)
+				}
+			}
+			b.StopTimer()
+			rate := make([]float64, len(impls))
+			for k, impl := range impls {
+				rate[k] = float64(ops[k]) / busy[k].Seconds()
+				slices.Sort(lats[k])
+				b.ReportMetric(rate[k], impl.name+"-ops/s")
+				b.ReportMetric(float64(lats[k][len(lats[k])/2]), impl.name+"-p50-ns")
+				b.ReportMetric(float64(lats[k][len(lats[k])*99/100]), impl.name+"-p99-ns")
+				b.ReportMetric(float64(cpu[k].Nanoseconds())/float64(ops[k]), impl.name+"-cpu-ns/op")
+			}
+			// impls: raw, kit-default, kit-default-ctx, kit-batch, kit-batch-ctx
+			b.ReportMetric(rate[1]/rate[0], "default/raw")
+			b.ReportMetric(rate[2]/rate[0], "default-ctx/raw")
+			b.ReportMetric(rate[3]/rate[0], "batch/raw")
+			b.ReportMetric(rate[4]/rate[0], "batch-ctx/raw")
+		})
+	}
+}
