@@ -57,21 +57,29 @@ func apOptions() *goredis.AutoPipelineOptions {
 	}
 }
 
-// newAutoPipeliner returns the client's deferred AutoPipeliner with the
-// cache's guard hook installed, or nil when the client has none (a Ring, or
-// any other UniversalClient): the cache then sends every command directly.
-func newAutoPipeliner(client goredis.UniversalClient) *goredis.AutoPipeliner {
+// newAutoPipeliners returns the client's two AutoPipeliners, with the
+// cache's guard hook installed on the client: the deferred face (async), for
+// callers that wait with their context, and the blocking face (blocking),
+// for callers whose context cannot be cancelled and who wait for their batch
+// alone (it skips the deferred face's bookkeeping for readers of pending
+// commands). Both are nil when the client has none (a Ring, or any other
+// UniversalClient): the cache then sends every command directly.
+func newAutoPipeliners(client goredis.UniversalClient) (async, blocking *goredis.AutoPipeliner) {
 	switch client.(type) {
 	case *goredis.Client, *goredis.ClusterClient:
 	default:
-		return nil
+		return nil, nil
 	}
-	ap, err := client.AsyncAutoPipelineWithOptions(apOptions())
+	async, err := client.AsyncAutoPipelineWithOptions(apOptions())
 	if err != nil {
-		return nil
+		return nil, nil
+	}
+	blocking, err = client.AutoPipelineWithOptions(&goredis.AutoPipelineOptions{MaxBatchSize: 300, MaxConcurrentBatches: 1})
+	if err != nil {
+		return nil, nil
 	}
 	installGuard(client)
-	return ap
+	return async, blocking
 }
 
 // guardedClients records the clients that already carry guardHook, so that
@@ -107,6 +115,7 @@ const (
 
 // guard is what the cache and guardHook share about one pipelined command.
 type guard struct {
+	route    *apRoute        // the cache's
 	ctx      context.Context // the caller's context, bounded by the cache's Timeout
 	deadline time.Time       // with bounded: ctx's deadline
 	bounded  bool            // the caller waits for the batch alone: it must end by deadline
@@ -245,6 +254,9 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 			return next(ctx, cmd)
 		}
 		g := gc.guardState()
+		if g.route != nil {
+			g.route.alone() // a batch of one
+		}
 		if !g.claim(time.Now()) {
 			return g.dropErr()
 		}
@@ -277,6 +289,16 @@ func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.P
 		}
 		if ours == 0 {
 			return next(ctx, cmds)
+		}
+		for _, cmd := range cmds {
+			if gc, ok := cmd.(guarded); ok && gc.guardState().route != nil {
+				if ours == 1 {
+					gc.guardState().route.alone() // nobody else was calling
+				} else {
+					gc.guardState().route.together()
+				}
+				break
+			}
 		}
 		kept := cmds
 		if dropped > 0 {
@@ -334,17 +356,19 @@ func (c *Cache) pipelined(ctx context.Context, kind opKind, cmd goredis.Cmder, u
 		}
 	}
 	wrapped, g := guardCmd(ctx, cmd)
+	g.route = &c.route
 	if uncancelled && c.ctxAware {
 		if dl, ok := ctx.Deadline(); ok {
 			g.deadline, g.bounded = dl, true
 		}
 	}
-	f := c.ap.Submit(ctx, wrapped)
+	var f goredis.AutoFuture
 	var err error
 	if g.bounded {
-		// The batch ends by g.deadline (see guardHook), so Wait does.
-		err = f.Wait()
+		// The batch ends by g.deadline (see guardHook), so the call does.
+		err = c.apBlocking.Process(ctx, wrapped)
 	} else {
+		f = c.ap.Submit(ctx, wrapped)
 		err = f.WaitContext(ctx)
 	}
 	if err == nil {

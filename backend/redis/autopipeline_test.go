@@ -461,3 +461,102 @@ func TestGuardClaim(t *testing.T) {
 		t.Fatal("a command its caller gave up on was claimed")
 	}
 }
+
+// valueHook records whether each command reached the client with the
+// caller's context (a direct call) or the pipeliner's own (a batch).
+type valueHook struct {
+	mu     sync.Mutex
+	direct []bool
+}
+
+func (h *valueHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+func (h *valueHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if n := cmd.Name(); n == "get" || n == "set" {
+			h.mu.Lock()
+			h.direct = append(h.direct, ctx.Value(ctxKey{}) == "v")
+			h.mu.Unlock()
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *valueHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		h.mu.Lock()
+		for _, cmd := range cmds {
+			if n := cmd.Name(); n == "get" || n == "set" {
+				h.direct = append(h.direct, false)
+			}
+		}
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (h *valueHook) take() []bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.direct
+	h.direct = nil
+	return d
+}
+
+// TestAutoPipelineLoneCallerGoesDirect: a lone caller's calls go straight to
+// the client; after a burst of concurrent calls, a lone caller is back on
+// the direct path within a few calls.
+func TestAutoPipelineLoneCallerGoesDirect(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	cl := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true})
+	c := apCache(cl, Options{Namespace: "lone"}, false)
+	h := &valueHook{}
+	cl.AddHook(h)
+	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
+	lone := func() {
+		t.Helper()
+		for i := range 50 {
+			if err := c.Set(ctx, "k", []byte(strconv.Itoa(i)), 0); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Get(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	lone()
+	for i, d := range h.take() {
+		if !d {
+			t.Fatalf("call %d of a lone caller went through the pipeliner", i)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if _, err := c.Get(ctx, "k"+strconv.Itoa(g)); err != nil && !errors.Is(err, cachekit.ErrNotFound) {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	burst := h.take()
+	piped := 0
+	for _, d := range burst {
+		if !d {
+			piped++
+		}
+	}
+	if piped == 0 {
+		t.Fatal("no call of 32 concurrent callers went through the pipeliner")
+	}
+	lone()
+	after := h.take()
+	for i, d := range after[2*apAloneBatches:] {
+		if !d {
+			t.Fatalf("call %d of a lone caller after the burst went through the pipeliner", 2*apAloneBatches+i)
+		}
+	}
+}

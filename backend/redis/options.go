@@ -152,9 +152,10 @@ type Cache struct {
 	hint    breakerHint      // lets calls skip the breaker's lock while it is clean (see allow)
 	gate    writeGate        // orders writes after abandoned ones (detached and pipelined calls)
 
-	ap       *goredis.AutoPipeliner // nil: no auto-pipelining
-	apAlways bool                   // tests: pipeline lone callers too
-	inflight inflightCounter        // with ap: pipelinable calls in flight (see exchange)
+	ap         *goredis.AutoPipeliner // deferred face; nil: no auto-pipelining
+	apBlocking *goredis.AutoPipeliner // blocking face, with ap
+	apAlways   bool                   // tests: pipeline lone callers too
+	route      apRoute                // with ap: direct or pipelined
 
 	shared    atomic.Pointer[sharedTimer] // see bound
 	closed    atomic.Bool
@@ -240,7 +241,7 @@ func New(client goredis.UniversalClient, opts *Options) *Cache {
 		c.ctxAware = opt.ContextTimeoutEnabled && opt.ReadTimeout >= 0 && opt.WriteTimeout >= 0
 	}
 	if o.AutoPipeline {
-		c.ap = newAutoPipeliner(client)
+		c.ap, c.apBlocking = newAutoPipeliners(client)
 	}
 	return c
 }

@@ -53,16 +53,16 @@ func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn
 	bctx, cancel := c.bound(ctx)
 	var err error
 	if c.ap != nil && cmd != nil && pipelinable(cmd) {
-		// Auto-pipelining, but not for a lone caller: a call that finds
-		// no other pipelinable call of the cache in flight goes straight
-		// to the client, with the direct path's latency.
-		others := c.inflight.add(1) > 1 || c.apAlways
-		if others && !c.ap.IsClosed() {
+		// Auto-pipelining, but not for a lone caller (see apRoute).
+		if c.route.piped() && !c.ap.IsClosed() && !c.apBlocking.IsClosed() {
 			err = c.pipelined(bctx, kind, cmd, ctx.Done() == nil)
+		} else if others := c.route.enter() || c.apAlways; others && !c.ap.IsClosed() && !c.apBlocking.IsClosed() {
+			err = c.pipelined(bctx, kind, cmd, ctx.Done() == nil)
+			c.route.leave()
 		} else {
 			err = c.attempt(bctx, kind, cmd, nil)
+			c.route.leave()
 		}
-		c.inflight.add(-1)
 	} else {
 		err = c.attempt(bctx, kind, cmd, fn)
 	}
@@ -187,14 +187,57 @@ func (c *Cache) failed(err error) {
 	c.breaker.Done(breaker.Failure, err)
 }
 
-// inflightCounter counts the pipelinable calls of an auto-pipelining cache
-// in flight. Every such call changes it twice, so it sits on a cache line of
-// its own: the Cache's other fields, read by every call, do not move between
-// cores with it.
-type inflightCounter struct {
-	_ [64]byte
-	n atomic.Int64
-	_ [56]byte
+// apRoute decides, for an auto-pipelining cache, whether a call goes
+// through the pipeliner or straight to the client: a lone caller goes
+// direct, with a plain call's latency; concurrent callers share pipelines.
+//
+// In direct mode every call counts itself in flight (enter, leave); one that
+// finds another in flight switches to piped mode and is pipelined. In piped
+// mode calls only read the mode, so that hundreds of concurrent callers do
+// not all write one counter; guardHook switches back to direct mode when
+// apAloneBatches batches in a row held a single command of the cache:
+// nobody else was calling meanwhile. Each counter has a cache line of its
+// own, so that neither slows down reads of the Cache's other fields.
+type apRoute struct {
+	_        [64]byte
+	inflight atomic.Int64 // direct-mode calls in flight
+	_        [56]byte
+	pipe     atomic.Bool
+	singles  atomic.Int32 // batches of one in a row, in piped mode
+	_        [56]byte
 }
 
-func (c *inflightCounter) add(d int64) int64 { return c.n.Add(d) }
+// apAloneBatches is how many batches of a single command in a row switch an
+// auto-pipelining cache back to direct calls.
+const apAloneBatches = 4
+
+func (r *apRoute) piped() bool { return r.pipe.Load() }
+
+// enter counts a direct-mode call in and reports whether others are in
+// flight (it then switches to piped mode). Every enter needs a leave.
+func (r *apRoute) enter() bool {
+	if r.inflight.Add(1) > 1 {
+		if !r.pipe.Load() {
+			r.pipe.Store(true)
+		}
+		return true
+	}
+	return false
+}
+
+func (r *apRoute) leave() { r.inflight.Add(-1) }
+
+// alone records a batch holding one command of the cache.
+func (r *apRoute) alone() {
+	if r.pipe.Load() && r.singles.Add(1) >= apAloneBatches {
+		r.pipe.Store(false)
+		r.singles.Store(0)
+	}
+}
+
+// together records a batch holding several commands of the cache.
+func (r *apRoute) together() {
+	if r.singles.Load() != 0 {
+		r.singles.Store(0)
+	}
+}
