@@ -113,7 +113,9 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // both errors.Is(err, ctx.Err()) and errors.Is(err, ErrLocked) report true
 // (with a ctx done before the first attempt, the cache's ctx error).
 // Any other error of the cache is returned at once, and then no lease is
-// held (a lease whose Add had an unknown outcome expires after the TTL).
+// held: after an Add with an unknown outcome (cachekit.ErrUnknownOutcome)
+// Acquire deletes the lease if it landed, best effort; one it fails to
+// delete expires after the TTL.
 //
 // Uncontended, Acquire makes two cache calls (Add, Increment): two round
 // trips on Redis, three requests on Memcached.
@@ -170,6 +172,9 @@ func (l *Locker) try(ctx context.Context, name string) (*Lock, error) {
 	if err := l.c.Add(ctx, k.key, k.value, l.ttl); err != nil {
 		if errors.Is(err, cachekit.ErrExists) {
 			return nil, ErrLocked
+		}
+		if errors.Is(err, cachekit.ErrUnknownOutcome) {
+			k.abandon(ctx) // the Add may have landed: only this value matches
 		}
 		return nil, err
 	}

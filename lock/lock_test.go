@@ -562,3 +562,26 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		}
 	}
 }
+
+// unknownAdd is a cache whose Add stores the value but reports a lost
+// reply.
+type unknownAdd struct{ *memory.Cache }
+
+func (c unknownAdd) Add(ctx context.Context, key string, v []byte, ttl time.Duration) error {
+	if err := c.Cache.Add(ctx, key, v, ttl); err != nil {
+		return err
+	}
+	return &cachekit.Error{Op: "Add", Key: key, Err: cachekit.ErrUnknownOutcome}
+}
+
+// An Add whose outcome is unknown: the error, and no lease left behind.
+func TestUnknownOutcomeReleases(t *testing.T) {
+	m := newMem(t)
+	_, err := lock.New(unknownAdd{m}, &lock.Options{TTL: time.Hour}).Acquire(bg, "res")
+	if !errors.Is(err, cachekit.ErrUnknownOutcome) {
+		t.Fatalf("Acquire with a lost Add reply: %v, want ErrUnknownOutcome", err)
+	}
+	if ok, _ := m.Exists(bg, "lock:res:owner"); ok {
+		t.Fatal("the lease of an Add with an unknown outcome is still there")
+	}
+}
