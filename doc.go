@@ -22,6 +22,37 @@
 // backend of this module implements it, and [WithHooks] forwards it, so
 // wrapping a cache never hides it; the cachetest suite checks both.
 //
+// # Local tier and backplane
+//
+// [TypedOptions].Local keeps values decoded in process memory in front of a
+// shared Redis or Memcached (FusionCache's L1): a read that finds its key
+// there costs no network round trip, no decode and no allocation. The tier
+// is bounded by [LocalOptions].MaxEntries (W-TinyLFU, on otter) and
+// LocalOptions.TTL, and never keeps a value longer than the remote TTL the
+// Typed knows. Values it returns are shared between callers, so do not
+// modify them (or set LocalOptions.Copy). Typed.Close ends what the tier
+// started.
+//
+// A [Backplane] keeps the local tiers of several processes, and of several
+// Typed in one process, coherent: every write through a Typed or its
+// Cache() publishes an [Invalidation] naming the namespace and keys after
+// the write succeeded, and every other Typed on the backplane drops those
+// keys. [NewMemoryBackplane] delivers in process and synchronously;
+// [OpenBackplane] opens one by URL from a backend package, such as Redis
+// pub/sub (redis://host:6379/0?channel=app, for any cache backend) or Redis
+// client tracking (?mode=tracking, which also sees writes by other
+// clients). Backplane trouble goes to TypedOptions.OnError and to hooks as
+// [EventBackplaneError] and never fails a read or a write; while messages
+// cannot arrive, LocalOptions.TTL bounds staleness. Without a backplane,
+// a local entry may be stale for up to LocalOptions.TTL.
+//
+// [WithTags] attaches tags to written entries and [Typed.InvalidateTags]
+// makes them all misses, for every Typed over the namespace, on every
+// backend: each tag has a stamp in the shared cache that tagged entries
+// carry and that a read of them checks (one round trip more for tagged
+// entries only). The events [EventLocalHit], [EventLocalMiss] and
+// [EventInvalidation] let hooks count what the local tier does.
+//
 // # Choosing a backend
 //
 // A backend registers its URL schemes when imported, as database/sql drivers

@@ -93,3 +93,39 @@ func ExampleWithTTL() {
 	// Output:
 	// 1 alice
 }
+
+func ExampleLocalOptions() {
+	ctx := context.Background()
+	shared := memory.New(&memory.Options{Namespace: "app"}) // Redis or Memcached in production
+	defer shared.Close()
+	bp := cachekit.NewMemoryBackplane() // cachekit.OpenBackplane(ctx, "redis://...?channel=app") across processes
+	defer bp.Close()
+
+	// Two Typed over the same cache, as two processes would have.
+	opts := &cachekit.TypedOptions{
+		TTL:       10 * time.Minute,
+		Local:     &cachekit.LocalOptions{MaxEntries: 10_000, TTL: time.Minute},
+		Backplane: bp,
+	}
+	a := cachekit.NewTyped[string](shared, opts)
+	defer a.Close()
+	b := cachekit.NewTyped[string](shared, opts)
+	defer b.Close()
+
+	_ = a.Set(ctx, "greeting", "hello")
+	v, _ := b.Get(ctx, "greeting") // from the cache, then kept decoded in b
+	fmt.Println(v)
+
+	_ = a.Set(ctx, "greeting", "bonjour") // publishes: b drops its copy
+	v, _ = b.Get(ctx, "greeting")
+	fmt.Println(v)
+
+	_ = a.Set(ctx, "product:1", "book", cachekit.WithTags("catalog"))
+	_ = b.InvalidateTags(ctx, "catalog")
+	_, err := a.Get(ctx, "product:1")
+	fmt.Println(errors.Is(err, cachekit.ErrNotFound))
+	// Output:
+	// hello
+	// bonjour
+	// true
+}
