@@ -48,7 +48,9 @@ const (
 //   - the cache does not implement [CompareAndSwapper]: errors.Is(err,
 //     ErrUnsupported) (every backend of this module implements it);
 //   - reading or swapping fails, or ctx is done, including while Update
-//     waits between attempts: the cache's error or ctx's.
+//     waits between attempts: the cache's error or ctx's. (A swap whose
+//     reply was lost, errors.Is(err, ErrUnknownOutcome), was applied once
+//     or not at all; Update does not retry it.)
 //
 // A panic in fn is not recovered: it propagates to Update's caller, and
 // nothing is written. Like Set, Update is ordered after a pending
