@@ -57,8 +57,9 @@ const (
 // background write of key by GetOrLoad on the same Typed. Update reads and
 // swaps through [Typed.Cache], as the Typed's other writes go.
 //
-// An uncontended Update costs two round trips (a Get and a
-// CompareAndSwap); each lost attempt costs two more.
+// An uncontended Update makes two cache calls, a Get and a CompareAndSwap
+// (two round trips on Redis, three requests on Memcached, whose
+// CompareAndSwap is a gets and a cas); each lost attempt makes two more.
 func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found bool) (V, error), opts ...SetOption) (V, error) {
 	var zero V
 	// Through t.Cache(): with a local tier or a backplane, the cache whose
