@@ -50,8 +50,9 @@
 // makes them all misses, for every Typed over the namespace, on every
 // backend: each tag has a stamp in the shared cache that tagged entries
 // carry and that a read of them checks (one round trip more for tagged
-// entries only). The events [EventLocalHit], [EventLocalMiss] and
-// [EventInvalidation] let hooks count what the local tier does.
+// entries only). The events [EventLocalHit], [EventLocalMiss],
+// [EventInvalidation] and [EventTagMiss] let hooks count what the local tier
+// and tags do.
 //
 // # Choosing a backend
 //

@@ -97,6 +97,16 @@ const (
 	// writer's goroutine for a Publish, from the backplane's for the
 	// subscription, with Event.Key empty.
 	EventBackplaneError EventKind = "backplane_error"
+
+	// EventTagMiss: a read (Typed.Get, GetMany, GetOrLoad) found an entry
+	// written with tags ([WithTags]) of which one was invalidated since
+	// ([Typed.InvalidateTags]), or whose stamp the cache lost: to the
+	// caller it is a miss. Reported once per such entry, from the reading
+	// caller's goroutine, after the reads of the entry and of its tags'
+	// stamps; Event.Key is its key. As for decode_error, the hooks saw
+	// the entry's read as a hit: count each tag_miss as one hit less and
+	// one miss more.
+	EventTagMiss EventKind = "tag_miss"
 )
 
 // Event describes one occurrence of an [EventKind].

@@ -49,7 +49,11 @@ func TestInvalidateTagsAcrossTyped(t *testing.T) {
 			if err := b.InvalidateTags(ctx, "products"); err != nil {
 				t.Fatal(err)
 			}
+			tagMisses := len(cl.hooks[0].kinds(cachekit.EventTagMiss))
 			cl.want(t, "p1", "")
+			if n := len(cl.hooks[0].kinds(cachekit.EventTagMiss)); n != tagMisses+1 {
+				t.Fatalf("%d tag_miss events for one read of an invalidated entry", n-tagMisses)
+			}
 			cl.want(t, "p2", "")
 			cl.want(t, "p3", "")
 			cl.want(t, "p4", "four") // cat:1 only

@@ -351,6 +351,7 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 			return v, WrapError("Get", key, err)
 		}
 		if !valid[key] {
+			Emit(ctx, t.c, Event{Kind: EventTagMiss, Key: key})
 			return v, &Error{Op: "Get", Key: key, Err: ErrNotFound}
 		}
 	}
@@ -594,8 +595,10 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 		if err != nil {
 			return nil, WrapError("GetMany", "", err)
 		}
-		for k := range tagsOf {
-			if !valid[k] {
+		for _, k := range remote {
+			if _, ok := tagsOf[k]; ok && !valid[k] {
+				Emit(ctx, t.c, Event{Kind: EventTagMiss, Key: k})
+				delete(tagsOf, k) // once, for a key asked for twice
 				delete(raw, k)
 			}
 		}
