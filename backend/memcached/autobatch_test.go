@@ -410,3 +410,37 @@ func TestAutoPipelineConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenURLAutoPipeline: auto_pipeline in a URL, with a batcher per
+// server of a pool; off by default; a bad value is an invalid URL.
+func TestOpenURLAutoPipeline(t *testing.T) {
+	ctx := context.Background()
+	for u, want := range map[string]int{
+		"memcached://h1":                             -1,
+		"memcached://h1?auto_pipeline=false":         -1,
+		"memcached://h1?auto_pipeline=true":          1,
+		"memcached://h1:1,h2:2?auto_pipeline=1":      2,
+		"memcached:///run/mc.sock?auto_pipeline=yes": -2,
+	} {
+		c, err := cachekit.Open(ctx, u)
+		if want == -2 {
+			if !errors.Is(err, cachekit.ErrInvalidURL) {
+				t.Errorf("Open(%q): %v; want ErrInvalidURL", u, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Open(%q): %v", u, err)
+		}
+		mc := c.(*Cache)
+		switch {
+		case want < 0 && mc.batcher != nil:
+			t.Errorf("Open(%q): batching on", u)
+		case want == 1 && (mc.batcher == nil || mc.batchers != nil):
+			t.Errorf("Open(%q): want one batcher", u)
+		case want == 2 && len(mc.batchers) != 2:
+			t.Errorf("Open(%q): %d batchers; want one per server", u, len(mc.batchers))
+		}
+		c.Close()
+	}
+}
