@@ -283,21 +283,21 @@ type receiver struct {
 	timeout time.Duration
 	session func(r *receiver, attempt int) error
 
-	mu      sync.Mutex
-	closed  bool
-	started bool
-	ps      *goredis.PubSub // the current session's subscription, closed by Close
-	ready   chan struct{}   // closed when the first session receives
-	readyOK bool
-	stop    chan struct{}
-	done    chan struct{}
+	mu        sync.Mutex
+	closed    bool
+	started   bool
+	ps        *goredis.PubSub // the current session's subscription, closed by Close
+	settled   chan struct{}   // closed when the first session receives, or has failed
+	isSettled bool
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 func newReceiver(timeout time.Duration, session func(r *receiver, attempt int) error) *receiver {
 	return &receiver{
 		timeout: timeout,
 		session: session,
-		ready:   make(chan struct{}),
+		settled: make(chan struct{}),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -308,8 +308,10 @@ func newReceiver(timeout time.Duration, session func(r *receiver, attempt int) e
 func (r *receiver) health() time.Duration { return max(r.timeout, time.Second) }
 
 // subscribe adds a subscription and starts the receiving goroutine on the
-// first one; the first waits (up to the timeout) until the subscription is
-// in place, so that it receives what is published after it returns.
+// first one; the first waits until the subscription is in place, so that
+// it receives what is published after it returns, or until its first
+// attempt failed (a server down at start-up does not hold the caller: the
+// subscription comes later, with a Reset), and at most twice the timeout.
 func (r *receiver) subscribe(onMessage func(cachekit.Invalidation), onError func(error)) (stop func()) {
 	r.mu.Lock()
 	if r.closed {
@@ -325,11 +327,31 @@ func (r *receiver) subscribe(onMessage func(cachekit.Invalidation), onError func
 	t := time.NewTimer(2*r.timeout + 100*time.Millisecond) // a session's set-up: a dial and a SUBSCRIBE, each bounded by timeout
 	defer t.Stop()
 	select {
-	case <-r.ready:
+	case <-r.settled:
 	case <-r.done:
 	case <-t.C:
 	}
 	return stop
+}
+
+func (r *receiver) settle() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.isSettled {
+		r.isSettled = true
+		close(r.settled)
+	}
+}
+
+// restart ends the current session, which then reconnects (and sends a
+// Reset once it receives again).
+func (r *receiver) restart() {
+	r.mu.Lock()
+	ps := r.ps
+	r.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
 }
 
 // setPubSub records the current session's subscription so that Close can
@@ -355,13 +377,7 @@ func (r *receiver) isClosed() bool {
 // After a failed attempt or an earlier session, messages may have been
 // lost: subscribers get a Reset.
 func (r *receiver) receiving(attempt int) {
-	r.mu.Lock()
-	first := !r.readyOK
-	if first {
-		r.readyOK = true
-		close(r.ready)
-	}
-	r.mu.Unlock()
+	r.settle()
 	if attempt > 0 {
 		r.subs.message(cachekit.Invalidation{Reset: true})
 	}
@@ -376,6 +392,7 @@ func (r *receiver) run() {
 		if r.isClosed() {
 			return
 		}
+		r.settle()
 		if err == nil {
 			err = errors.New("subscription ended")
 		}

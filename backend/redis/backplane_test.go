@@ -581,3 +581,35 @@ func TestBackplaneURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestBackplaneTrackingConnectionKilled: the tracking connection killed
+// alone (the subscription lives on, but the server no longer tracks) is
+// found by the health check; tracking is set up again, with a Reset.
+func TestBackplaneTrackingConnectionKilled(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	ctx := context.Background()
+	bp := newBackplane(t, realClient(t, srv.Addr(), nil), &BackplaneOptions{Mode: ModeTracking, Timeout: 200 * time.Millisecond})
+	if err := bp.(cachekit.BackplaneWatcher).Watch(nsCache{ns: "kill"}); err != nil {
+		t.Fatal(err)
+	}
+	var c collector
+	defer bp.Subscribe(c.onMessage, c.onError)()
+	plain := realClient(t, srv.Addr(), nil)
+	// Every normal (not pub/sub) connection but the caller's: the
+	// backplane's tracking connection.
+	if err := plain.Do(ctx, "client", "kill", "type", "normal").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.waitError(t, "the lost tracking connection reported", func(err error) bool { return strings.Contains(err.Error(), "tracking connection") })
+	c.waitMessage(t, "a Reset", isReset)
+	poll(t, "invalidations again", func() bool {
+		_ = plain.Set(ctx, "kill:k", "v", 0).Err()
+		time.Sleep(20 * time.Millisecond)
+		for _, m := range c.messages() {
+			if m.Namespace == "kill" {
+				return true
+			}
+		}
+		return false
+	})
+}

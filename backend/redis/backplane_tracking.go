@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -102,6 +103,9 @@ func (b *trackingBackplane) Watch(c cachekit.Cache) error {
 		return nil // the next session tracks it
 	}
 	if err := b.trackLocked(); err != nil {
+		// The session's connection may be broken: set up a new session,
+		// which tracks every watched prefix.
+		b.recv.restart()
 		return fmt.Errorf("redis backplane: tracking the keys of namespace %q: %w", ns, err)
 	}
 	return nil
@@ -209,8 +213,15 @@ func (b *trackingBackplane) session(r *receiver, attempt int) error {
 		return nil
 	}
 	idle := 0
+	lastCheck := time.Now()
 	for {
 		msg, err := r.receive(ps, &idle, check)
+		if err == nil && time.Since(lastCheck) > r.health() {
+			// A busy subscription is never idle: check the tracking
+			// connection (which receives nothing) now and then anyway.
+			lastCheck = time.Now()
+			err = check()
+		}
 		if err != nil {
 			if !isConnError(err) && strings.Contains(err.Error(), "unsupported pubsub message payload: <nil>") {
 				// go-redis cannot read the invalidation Redis sends on
