@@ -284,3 +284,87 @@ func TestBackplaneAcrossProcesses(t *testing.T) {
 		})
 	}
 }
+
+// bpCollect subscribes to bp and returns a function that waits for a
+// message matching match.
+func bpCollect(t *testing.T, bp cachekit.Backplane) func(what string, match func(cachekit.Invalidation) bool) {
+	t.Helper()
+	msgs := make(chan cachekit.Invalidation, 1024)
+	stop := bp.Subscribe(func(inv cachekit.Invalidation) {
+		select {
+		case msgs <- inv:
+		default:
+		}
+	}, func(err error) { t.Logf("backplane: %v", err) })
+	t.Cleanup(stop)
+	return func(what string, match func(cachekit.Invalidation) bool) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case inv := <-msgs:
+				if match(inv) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+}
+
+// TestBackplanePubSubOnCluster: NewBackplane over ClusterClients, the
+// publisher's and the subscriber's each its own.
+func TestBackplanePubSubOnCluster(t *testing.T) {
+	addrs := redisCluster(t)
+	ctx := context.Background()
+	cl := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { cl.Close() })
+	ch := "cluster-" + decUnique(t)
+	sub, err := redis.NewBackplane(cl, &redis.BackplaneOptions{Channel: ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	pubCl := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { pubCl.Close() })
+	pub, err := redis.NewBackplane(pubCl, &redis.BackplaneOptions{Channel: ch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Close() })
+	wait := bpCollect(t, sub)
+	want := cachekit.Invalidation{Namespace: "{app}", Keys: []string{"a", "b"}, Origin: "p"}
+	if err := pub.Publish(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	wait("the message across the cluster", func(inv cachekit.Invalidation) bool {
+		return inv.Namespace == want.Namespace && slices.Equal(inv.Keys, want.Keys) && inv.Origin == want.Origin
+	})
+}
+
+// TestBackplaneTrackingSentinel: tracking mode over a Sentinel failover
+// client.
+func TestBackplaneTrackingSentinel(t *testing.T) {
+	addrs, master := redisSentinel(t)
+	ctx := context.Background()
+	cl := goredis.NewFailoverClient(&goredis.FailoverOptions{MasterName: master, SentinelAddrs: addrs})
+	t.Cleanup(func() { cl.Close() })
+	bp, err := redis.NewBackplane(cl, &redis.BackplaneOptions{Mode: redis.ModeTracking})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bp.Close() })
+	ns := sweepNamespace("bp-" + decUnique(t))
+	c := redis.New(cl, &redis.Options{Namespace: ns})
+	if err := bp.(cachekit.BackplaneWatcher).Watch(c); err != nil {
+		t.Fatal(err)
+	}
+	wait := bpCollect(t, bp)
+	if err := c.Set(ctx, "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	wait("k invalidated", func(inv cachekit.Invalidation) bool {
+		return inv.Namespace == ns && slices.Equal(inv.Keys, []string{"k"})
+	})
+}
