@@ -31,7 +31,9 @@ const (
 	// pub/sub channel. It works whatever the cache's backend is.
 	ModePubSub = "pubsub"
 	// ModeTracking has the Redis server send the invalidations itself
-	// (CLIENT TRACKING in broadcast mode), for writes by any client.
+	// (CLIENT TRACKING in broadcast mode), for writes by any client. It
+	// is for caches stored in that Redis server (their namespaces give the
+	// tracked key prefixes), and its Publish does nothing.
 	ModeTracking = "tracking"
 )
 
