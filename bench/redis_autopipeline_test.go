@@ -18,9 +18,9 @@ package bench
 // row). The rows of one goroutine count run back to back, so they see about
 // the same machine load.
 //
-// BenchmarkRedisAutoPipelineSet: the same for 100-byte SETs (kit rows only
-// against raw-plain and raw-autopipe), since writes take the cache's
-// write path (no resend, value copied).
+// BenchmarkRedisAutoPipelineSet: the same four rows for 100-byte SETs (TTL
+// 1h), since writes take the cache's write path (never resent, the value
+// copied before it is queued).
 
 import (
 	"context"

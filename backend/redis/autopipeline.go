@@ -14,15 +14,16 @@ import (
 
 // Auto-pipelining (Options.AutoPipeline, URL auto_pipeline=true).
 //
-// Single-key commands go through go-redis's own AutoPipeliner (the deferred
-// face, AsyncAutoPipeline), which coalesces the commands of concurrent
-// callers into one pipeline per round trip. The cache keeps its own rules on
-// top of it:
+// Single-key commands go through go-redis's own AutoPipeliner, which
+// coalesces the commands of concurrent callers into one pipeline per round
+// trip: its deferred face (AsyncAutoPipeline) for callers that wait with a
+// context that can be cancelled, its blocking face (AutoPipeline) for the
+// others. The cache keeps its own rules on top of it:
 //
-//   - a lone caller is not pipelined: the cache counts its single-key calls
-//     in flight, and a call that finds no other one running goes straight to
-//     the client (the pipeliner would hand it to a goroutine of its own and
-//     back, which costs a lone caller about a third of its throughput);
+//   - a lone caller is not pipelined: a call that finds no other call of
+//     the cache in flight goes straight to the client (the pipeliner would
+//     hand it to a goroutine of its own and back, which costs a lone caller
+//     about 40% of its throughput); see apRoute;
 //   - the pipeliner runs its batches on a context of its own, so the cache
 //     waits for the result with the caller's context (bounded by Timeout),
 //     and a hook on the client (guardHook) drops, right before a batch is

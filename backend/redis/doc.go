@@ -179,8 +179,9 @@
 // operations of concurrent callers (Get, Set, Add, Exists, Increment, Expire
 // with a positive ttl, Delete on a standalone server) share round trips:
 // they go through go-redis's own AutoPipeliner (the client's
-// AsyncAutoPipeline), which writes the commands queued while one batch is on
-// the wire as the next pipeline. A call that finds no other such call of the
+// AsyncAutoPipeline, and AutoPipeline for callers whose context cannot be
+// cancelled), which writes the commands queued while one batch is on the
+// wire as the next pipeline. A call that finds no other such call of the
 // cache in flight is sent directly, so a lone caller keeps the latency of a
 // plain call. GetMany, SetMany, Clear, CompareAndDelete, Expire with a ttl
 // of 0 and Deletes on a cluster are sent as without the option: one MGET or
@@ -212,11 +213,12 @@
 // ContextTimeoutEnabled the batch's socket deadline is the earliest of their
 // deadlines, which may end a batch-mate a few milliseconds before its own.
 //
-// The AutoPipeliner belongs to the client and lives until the client is
-// closed: a cache opened from a URL closes it with its client; with [New],
-// closing the client does. go-redis shares one per client: when the client
-// already has one, the cache uses it with its configuration; otherwise it
-// creates it ordered, one batch at a time, up to 300 commands per batch.
+// The AutoPipeliners belong to the client and live until the client is
+// closed: a cache opened from a URL closes them with its client; with [New],
+// closing the client does. go-redis shares one of each face per client: when
+// the client already has one, the cache uses it with its configuration;
+// otherwise it creates it with one batch on the wire at a time, up to 300
+// commands per batch.
 //
 // # Backplane
 //

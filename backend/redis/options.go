@@ -97,22 +97,23 @@ type Options struct {
 	// AutoPipeline coalesces the single-key operations (Get, Set, Add,
 	// Exists, Increment, Expire with a positive ttl, Delete of keys on one
 	// server) of concurrent callers into pipelines, through go-redis's own
-	// AutoPipeliner (the client's AsyncAutoPipeline). An operation that
-	// finds no other operation of the cache in flight is sent directly, so
-	// a lone caller pays nothing for it. GetMany, SetMany, Clear and
+	// AutoPipeliner (the client's AsyncAutoPipeline and AutoPipeline). An
+	// operation that finds no other operation of the cache in flight is sent
+	// directly, so a lone caller pays nothing for it. GetMany, SetMany, Clear and
 	// multi-slot Deletes stay one MGET or pipeline as without it. Deadlines,
 	// the breaker, ErrUnknownOutcome and the rule that writes are never
 	// resent hold as without it; a goroutine's operations still run in the
 	// order it makes them.
 	//
-	// It pays off when many goroutines share the cache (measured on
-	// loopback: about 2.5x the throughput of plain go-redis at 64 goroutines
-	// and 5x at 512). It needs a *goredis.Client (standalone or Sentinel) or
-	// a *goredis.ClusterClient; with any other client it has no effect.
+	// It pays off when many goroutines share the cache (measured with
+	// 100-byte GETs on loopback: 6-8x the throughput of plain go-redis at
+	// 64 goroutines and about 10x at 512, with lower latency; see
+	// BENCHMARKS.md). It needs a *goredis.Client (standalone or Sentinel)
+	// or a *goredis.ClusterClient; with any other client it has no effect.
 	// It adds a hook to the client (once per client) that drops the cache's
 	// queued commands whose callers' contexts have ended before they are
-	// written, and it starts the client's deferred AutoPipeliner, which
-	// lives until the client is closed. Default false.
+	// written, and it starts the client's AutoPipeliners, which live until
+	// the client is closed. Default false.
 	AutoPipeline bool
 }
 
