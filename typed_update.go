@@ -38,7 +38,10 @@ const (
 // time and overwrite the result.
 //
 // The value is stored with the default TTL, or the one WithTTL gives; it
-// replaces the key's previous TTL.
+// replaces the key's previous TTL. Tags work as for Set: the value is
+// stored with the tags WithTags gives (and only those), and a value whose
+// tag was invalidated is a miss to fn (found is false), which Update
+// replaces.
 //
 // Update does not write, and returns an error, when:
 //   - fn returns an error: that error, inside an [*Error] (errors.Is and
@@ -60,6 +63,7 @@ const (
 // An uncontended Update makes two cache calls, a Get and a CompareAndSwap
 // (two round trips on Redis, three requests on Memcached, whose
 // CompareAndSwap is a gets and a cas); each lost attempt makes two more.
+// A tagged value read, or WithTags, adds a read of the tags' stamps each.
 func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found bool) (V, error), opts ...SetOption) (V, error) {
 	var zero V
 	// Through t.Cache(): with a local tier or a backplane, the cache whose
@@ -70,15 +74,15 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 	if !ok {
 		return zero, &Error{Op: "Update", Key: key, Err: fmt.Errorf("%w: %T is not a CompareAndSwapper", ErrUnsupported, c)}
 	}
-	ttl := t.setOptions(opts).ttl
-	if err := CheckTTL(ttl); err != nil {
+	o := t.setOptions(opts)
+	if err := CheckTTL(o.ttl); err != nil {
 		return zero, &Error{Op: "Update", Key: key, Err: err}
 	}
 	if err := t.settle(ctx, key); err != nil {
 		return zero, WrapError("Update", key, err)
 	}
 	for attempt := 1; ; attempt++ {
-		v, swapped, err := t.updateOnce(ctx, c, cas, key, fn, ttl)
+		v, swapped, err := t.updateOnce(ctx, c, cas, key, fn, o)
 		if err != nil || swapped {
 			return v, err
 		}
@@ -93,7 +97,7 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 
 // updateOnce makes one read-modify-write attempt and reports whether its
 // write landed.
-func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwapper, key string, fn func(V, bool) (V, error), ttl time.Duration) (V, bool, error) {
+func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwapper, key string, fn func(V, bool) (V, error), o setOptions) (V, bool, error) {
 	var zero, old V
 	b, err := c.Get(ctx, key)
 	found := err == nil
@@ -102,9 +106,21 @@ func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwappe
 		if b == nil {
 			b = []byte{} // a present empty value; nil would mean "absent" to CompareAndSwap
 		}
-		if err := t.decode(b, &old); err != nil {
-			Emit(ctx, c, Event{Kind: EventDecodeError, Key: key, Err: err})
-			return zero, false, &Error{Op: "Update", Key: key, Err: err}
+		payload, tags, stamps, _ := openEnvelope(b)
+		if len(tags) > 0 {
+			// A value whose tag was invalidated is a miss to fn; the swap
+			// still compares with the bytes there.
+			valid, err := t.checkTags(ctx, map[string]tagged{key: {tags, stamps}})
+			if err != nil {
+				return zero, false, WrapError("Update", key, err)
+			}
+			found = valid[key]
+		}
+		if found {
+			if err := t.decodePayload(payload, &old); err != nil {
+				Emit(ctx, c, Event{Kind: EventDecodeError, Key: key, Err: err})
+				return zero, false, &Error{Op: "Update", Key: key, Err: err}
+			}
 		}
 	case errors.Is(err, ErrNotFound):
 		b = nil
@@ -119,7 +135,10 @@ func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwappe
 	if err != nil {
 		return zero, false, err
 	}
-	swapped, err := cas.CompareAndSwap(ctx, key, b, nb, ttl)
+	if nb, err = t.storedBytes(ctx, nb, o); err != nil { // an envelope, with WithTags
+		return zero, false, WrapError("Update", key, err)
+	}
+	swapped, err := cas.CompareAndSwap(ctx, key, b, nb, o.ttl)
 	if err != nil {
 		return zero, false, WrapError("Update", key, err)
 	}

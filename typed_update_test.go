@@ -488,3 +488,84 @@ func BenchmarkUpdateMemory(b *testing.B) {
 		}
 	}
 }
+
+// With local tiers and a backplane: an Update through one Typed is seen by
+// the next Get of every other (and of itself), as a Set would be.
+func TestUpdateLocalTierCoherent(t *testing.T) {
+	shared := newMem(t)
+	bp := cachekit.NewMemoryBackplane()
+	defer bp.Close()
+	opts := &cachekit.TypedOptions{
+		Local:     &cachekit.LocalOptions{MaxEntries: 100, TTL: time.Hour},
+		Backplane: bp,
+	}
+	a := cachekit.NewTyped[updCounter](shared, opts)
+	defer a.Close()
+	b := cachekit.NewTyped[updCounter](shared, opts)
+	defer b.Close()
+	if err := a.Set(ctx, "k", updCounter{N: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for want := 2; want <= 4; want++ {
+		for _, ty := range []*cachekit.Typed[updCounter]{a, b} { // both hold it locally now
+			if _, err := ty.Get(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writer := a
+		if want%2 == 1 {
+			writer = b
+		}
+		if v, err := writer.Update(ctx, "k", updIncr); err != nil || v.N != want {
+			t.Fatalf("Update: %+v, %v; want N %d", v, err, want)
+		}
+		for name, ty := range map[string]*cachekit.Typed[updCounter]{"a": a, "b": b} {
+			if v, err := ty.Get(ctx, "k"); err != nil || v.N != want {
+				t.Fatalf("%s.Get after an Update: %+v, %v; want N %d", name, v, err, want)
+			}
+		}
+	}
+}
+
+// Tags: Update reads a tagged value, writes the tags WithTags gives, and
+// takes a value whose tag was invalidated for a miss.
+func TestUpdateTags(t *testing.T) {
+	ty := cachekit.NewTyped[updCounter](newMem(t), nil)
+	if err := ty.Set(ctx, "k", updCounter{N: 5}, cachekit.WithTags("t1")); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ty.Update(ctx, "k", func(old updCounter, found bool) (updCounter, error) {
+		if !found || old.N != 5 {
+			t.Errorf("fn got %+v, found %v; want N 5, found", old, found)
+		}
+		old.N++
+		return old, nil
+	}, cachekit.WithTags("t2"))
+	if err != nil || v.N != 6 {
+		t.Fatalf("Update of a tagged value: %+v, %v", v, err)
+	}
+	if err := ty.InvalidateTags(ctx, "t1"); err != nil { // no longer tagged t1
+		t.Fatal(err)
+	}
+	if v, err := ty.Get(ctx, "k"); err != nil || v.N != 6 {
+		t.Fatalf("after invalidating the old tag: %+v, %v; want N 6", v, err)
+	}
+	if err := ty.InvalidateTags(ctx, "t2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ty.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("after invalidating its tag: %v, want ErrNotFound", err)
+	}
+	v, err = ty.Update(ctx, "k", func(old updCounter, found bool) (updCounter, error) {
+		if found {
+			t.Errorf("fn got an invalidated value as found: %+v", old)
+		}
+		return updCounter{N: 100}, nil
+	})
+	if err != nil || v.N != 100 {
+		t.Fatalf("Update of an invalidated value: %+v, %v", v, err)
+	}
+	if v, err := ty.Get(ctx, "k"); err != nil || v.N != 100 {
+		t.Fatalf("Get after it: %+v, %v; want N 100", v, err)
+	}
+}
