@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/backend/memory"
+	"github.com/cachekit/cachekit/cachetest"
 )
 
 // opCounter is a hook that counts the operations that reach the cache,
@@ -544,4 +545,19 @@ func BenchmarkLocalHit(b *testing.B) {
 			}
 		})
 	}
+}
+
+// The Cache that a Typed with a local tier and a backplane returns passes
+// the conformance suite, as every wrapper must.
+func TestTypedCacheConformance(t *testing.T) {
+	const maxValue = 1 << 20
+	root := memory.New(&memory.Options{MaxBytes: 64 << 20, MaxValueSize: maxValue})
+	t.Cleanup(func() { root.Close() })
+	bp := cachekit.NewMemoryBackplane()
+	t.Cleanup(func() { bp.Close() })
+	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+		typed := cachekit.NewTyped[string](root.WithNamespace(ns), &cachekit.TypedOptions{Local: &cachekit.LocalOptions{}, Backplane: bp})
+		t.Cleanup(func() { typed.Close() })
+		return typed.Cache()
+	}, &cachetest.Options{MaxValueSize: maxValue, UnnamespacedClear: cachetest.UnnamespacedClearRemoves})
 }
