@@ -368,3 +368,35 @@ func TestBackplaneTrackingSentinel(t *testing.T) {
 		return inv.Namespace == ns && slices.Equal(inv.Keys, []string{"k"})
 	})
 }
+
+// TestBackplaneTrackingCluster: tracking mode on a Redis Cluster tracks
+// every master, so a plain client's write of any key of the namespace,
+// whatever its slot, invalidates.
+func TestBackplaneTrackingCluster(t *testing.T) {
+	addrs := redisCluster(t)
+	ctx := context.Background()
+	cl := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { cl.Close() })
+	bp, err := redis.NewBackplane(cl, &redis.BackplaneOptions{Mode: redis.ModeTracking})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bp.Close() })
+	ns := sweepNamespace("bp-" + decUnique(t))
+	c := redis.New(cl, &redis.Options{Namespace: ns})
+	if err := bp.(cachekit.BackplaneWatcher).Watch(c); err != nil {
+		t.Fatal(err)
+	}
+	wait := bpCollect(t, bp)
+	plain := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { plain.Close() })
+	for i := range 20 { // keys spread over the masters
+		key := "k" + strconv.Itoa(i)
+		if err := plain.Set(ctx, ns+":"+key, "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		wait(key+" invalidated", func(inv cachekit.Invalidation) bool {
+			return inv.Namespace == ns && slices.Equal(inv.Keys, []string{key})
+		})
+	}
+}

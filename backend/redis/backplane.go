@@ -66,8 +66,9 @@ type BackplaneOptions struct {
 
 // NewBackplane returns a cachekit.Backplane over client: Redis pub/sub by
 // default, or server-assisted invalidation with Mode ModeTracking (which
-// needs a *goredis.Client, standalone or from NewFailoverClient, and
-// implements cachekit.BackplaneWatcher). The client stays the caller's:
+// needs a *goredis.Client, standalone or from NewFailoverClient, or a
+// *goredis.ClusterClient, tracked on every master; it implements
+// cachekit.BackplaneWatcher). The client stays the caller's:
 // Close leaves it open. It does not contact the server; the first Subscribe
 // does. See the package documentation, "Backplane".
 func NewBackplane(client goredis.UniversalClient, opts *BackplaneOptions) (cachekit.Backplane, error) {
@@ -91,11 +92,13 @@ func NewBackplane(client goredis.UniversalClient, opts *BackplaneOptions) (cache
 		if o.Channel != "" {
 			return nil, errors.New("redis backplane: Channel applies to pub/sub mode only; tracking mode uses the server's __redis__:invalidate channel")
 		}
-		cl, ok := client.(*goredis.Client)
-		if !ok {
-			return nil, fmt.Errorf("redis backplane: tracking mode needs a *goredis.Client (standalone or Sentinel failover), not %T; use pub/sub mode", client)
+		switch cl := client.(type) {
+		case *goredis.Client:
+			return newTrackingBackplane(cl, o), nil
+		case *goredis.ClusterClient:
+			return newClusterTracking(cl, o), nil
 		}
-		return newTrackingBackplane(cl, o), nil
+		return nil, fmt.Errorf("redis backplane: tracking mode needs a *goredis.Client (standalone or Sentinel failover) or a *goredis.ClusterClient, not %T; use pub/sub mode", client)
 	default:
 		return nil, fmt.Errorf("redis backplane: unknown mode %q, want %q or %q", o.Mode, ModePubSub, ModeTracking)
 	}

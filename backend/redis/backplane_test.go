@@ -504,13 +504,15 @@ func TestNewBackplaneOptions(t *testing.T) {
 	defer cl.Close()
 	cluster := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
 	defer cluster.Close()
+	ring := goredis.NewRing(&goredis.RingOptions{Addrs: map[string]string{"a": "127.0.0.1:1"}})
+	defer ring.Close()
 	for _, tc := range []struct {
 		client goredis.UniversalClient
 		opts   *BackplaneOptions
 	}{
 		{cl, &BackplaneOptions{Mode: "bogus"}},
 		{cl, &BackplaneOptions{Mode: ModeTracking, Channel: "x"}},
-		{cluster, &BackplaneOptions{Mode: ModeTracking}},
+		{ring, &BackplaneOptions{Mode: ModeTracking}},
 		{nil, nil},
 	} {
 		if _, err := NewBackplane(tc.client, tc.opts); err == nil {
@@ -527,9 +529,11 @@ func TestNewBackplaneOptions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if bp, err := NewBackplane(cluster, nil); err != nil {
-		t.Fatal(err)
-	} else {
+	for _, o := range []*BackplaneOptions{nil, {Mode: ModeTracking}} {
+		bp, err := NewBackplane(cluster, o)
+		if err != nil {
+			t.Fatal(err)
+		}
 		bp.Close()
 	}
 	if err := cl.Ping(context.Background()).Err(); errors.Is(err, goredis.ErrClosed) {

@@ -250,7 +250,10 @@
 // it and evict its own fresh local copies (one extra cache read each);
 // every write under a watched prefix is sent to every process (tracking is
 // by key name, on every database of the server). Tracking mode needs a
-// *goredis.Client (standalone or Sentinel); on a Cluster use pub/sub.
+// *goredis.Client (standalone or Sentinel) or a *goredis.ClusterClient
+// given to NewBackplane: on a cluster it tracks every master, and checks the
+// list of masters every max(timeout, 1s) (a master found later, after a
+// failover, brings a Reset).
 //
 // Both modes subscribe on one goroutine per backplane, started by the first
 // Subscribe (which waits until the subscription is in place, up to twice
