@@ -16,6 +16,9 @@ package bench
 //	impl=kit-batch      the same URL with auto_pipeline=true, context.Background()
 //	impl=kit-batch-ctx  the same with a cancellable context on every call
 //
+// BenchmarkMemcachedAutoBatchNamespace: the same rows, interleaved, with
+// namespace=mcab on the cachekit ones, at 1 and 64 goroutines.
+//
 // BenchmarkMemcachedAutoBatchInterleaved gives every row, in a rotating
 // order, a slice of 300ms per round (b.N rounds) and reports per row ops/s,
 // p50/p99 latency of one Get and client CPU per op (this process only), and
@@ -42,8 +45,9 @@ type mcabImpl struct {
 	get  func(key string) error
 }
 
-// mcabSetup stores the keys and opens the rows' clients.
-func mcabSetup(b *testing.B) ([]string, []mcabImpl) {
+// mcabSetup stores the keys and opens the rows' clients, the cachekit ones
+// with namespace ns ("": none).
+func mcabSetup(b *testing.B, ns string) ([]string, []mcabImpl) {
 	addr := serverAddr(b, "CACHEKIT_BENCH_MEMCACHED_ADDR")
 	bg := context.Background()
 	raw := memcache.New(addr)
@@ -63,7 +67,7 @@ func mcabSetup(b *testing.B) ([]string, []mcabImpl) {
 		}
 	}
 	open := func(params string) cachekit.Cache {
-		c, err := cachekit.Open(bg, "memcached://"+addr+"?timeout=10s&max_idle_conns="+strconv.Itoa(mcabIdle)+params)
+		c, err := cachekit.Open(bg, "memcached://"+addr+"?timeout=10s&max_idle_conns="+strconv.Itoa(mcabIdle)+"&namespace="+ns+params)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -71,6 +75,20 @@ func mcabSetup(b *testing.B) ([]string, []mcabImpl) {
 		return c
 	}
 	def, batch := open(""), open("&auto_pipeline=true")
+	if ns != "" {
+		run = ns + "-" + run // the cachekit rows store their own keys
+		items := make(map[string][]byte, serverKeys)
+		for i := range keys {
+			keys[i] = run + "-" + strconv.Itoa(i)
+			items[keys[i]] = value
+			if err := raw.Set(&memcache.Item{Key: keys[i], Value: value, Expiration: 3600}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := def.SetMany(bg, items, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
 	cancellable, cancel := context.WithCancel(bg)
 	b.Cleanup(cancel)
 	kit := func(name string, c cachekit.Cache, ctx context.Context) mcabImpl {
@@ -86,7 +104,7 @@ func mcabSetup(b *testing.B) ([]string, []mcabImpl) {
 }
 
 func BenchmarkMemcachedAutoBatch(b *testing.B) {
-	keys, impls := mcabSetup(b)
+	keys, impls := mcabSetup(b, "")
 	for _, g := range apConcurrency {
 		for _, impl := range impls {
 			b.Run("op=Get/g="+strconv.Itoa(g)+"/impl="+impl.name, func(b *testing.B) {
@@ -97,8 +115,32 @@ func BenchmarkMemcachedAutoBatch(b *testing.B) {
 }
 
 func BenchmarkMemcachedAutoBatchInterleaved(b *testing.B) {
-	keys, impls := mcabSetup(b)
-	for _, g := range apConcurrency {
+	keys, impls := mcabSetup(b, "")
+	// impls: raw, kit-default, kit-default-ctx, kit-batch, kit-batch-ctx
+	mcabInterleave(b, apConcurrency, keys, impls, func(b *testing.B, rate []float64) {
+		b.ReportMetric(rate[1]/rate[0], "default/raw")
+		b.ReportMetric(rate[2]/rate[0], "default-ctx/raw")
+		b.ReportMetric(rate[3]/rate[0], "batch/raw")
+		b.ReportMetric(rate[4]/rate[0], "batch-ctx/raw")
+	})
+}
+
+// BenchmarkMemcachedAutoBatchNamespace is the interleaved comparison with
+// a namespace on the cachekit rows (namespace=mcab): a namespaced read
+// also fetches the namespace generation key, once per Get by default, once
+// per batch with auto_pipeline=true. The raw row reads the same server
+// keys without the generation.
+func BenchmarkMemcachedAutoBatchNamespace(b *testing.B) {
+	keys, impls := mcabSetup(b, "mcab")
+	mcabInterleave(b, []int{1, 64}, keys, impls, func(b *testing.B, rate []float64) {
+		b.ReportMetric(rate[1]/rate[0], "default/raw")
+		b.ReportMetric(rate[3]/rate[0], "batch/raw")
+		b.ReportMetric(rate[4]/rate[0], "batch-ctx/raw")
+	})
+}
+
+func mcabInterleave(b *testing.B, concurrency []int, keys []string, impls []mcabImpl, ratios func(*testing.B, []float64)) {
+	for _, g := range concurrency {
 		b.Run("op=Get/g="+strconv.Itoa(g), func(b *testing.B) {
 			ops := make([]int64, len(impls))
 			busy := make([]time.Duration, len(impls))
@@ -128,11 +170,7 @@ func BenchmarkMemcachedAutoBatchInterleaved(b *testing.B) {
 				b.ReportMetric(float64(lats[k][len(lats[k])*99/100]), impl.name+"-p99-ns")
 				b.ReportMetric(float64(cpu[k].Nanoseconds())/float64(ops[k]), impl.name+"-cpu-ns/op")
 			}
-			// impls: raw, kit-default, kit-default-ctx, kit-batch, kit-batch-ctx
-			b.ReportMetric(rate[1]/rate[0], "default/raw")
-			b.ReportMetric(rate[2]/rate[0], "default-ctx/raw")
-			b.ReportMetric(rate[3]/rate[0], "batch/raw")
-			b.ReportMetric(rate[4]/rate[0], "batch-ctx/raw")
+			ratios(b, rate)
 		})
 	}
 }
