@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -307,7 +308,7 @@ func TestLocalMaxEntries(t *testing.T) {
 }
 
 func TestLocalZeroAndNegativeOptionsTakeDefaults(t *testing.T) {
-	for _, lo := range []cachekit.LocalOptions{{}, {MaxEntries: -1, TTL: -time.Second}} {
+	for _, lo := range []cachekit.LocalOptions{{}, {MaxEntries: -1, TTL: -time.Second}, {MaxEntries: 1, TTL: math.MaxInt64}} {
 		cl := newCluster(t, 1, cachekit.TypedOptions{Local: &lo})
 		a, h := cl.typed[0], cl.hooks[0]
 		_ = a.Set(ctx, "k", "v")

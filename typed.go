@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -389,7 +390,8 @@ func (t *Typed[V]) fill(key string, v V, b []byte, tags []string, remote time.Du
 	if !ok || (len(tags) > 0 && co.bp == nil) || l.closed.Load() || co.token(key) != want {
 		return
 	}
-	e := &localEntry[V]{v: v, exp: l.now() + int64(l.lifetime(remote)), tags: tags}
+	now := l.now()
+	e := &localEntry[V]{v: v, exp: now + min(int64(l.lifetime(remote)), math.MaxInt64-now), tags: tags}
 	if l.copy {
 		e.b = b
 	}
