@@ -400,3 +400,54 @@ func TestBackplaneTrackingCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestBackplaneTLS: rediss:// backplane URLs, pub/sub and tracking, against
+// a TLS-only server.
+func TestBackplaneTLS(t *testing.T) {
+	addr := redisTLS(t)
+	ctx := context.Background()
+	for _, mode := range []string{"channel=tls-" + decUnique(t), "mode=tracking"} {
+		t.Run(mode, func(t *testing.T) {
+			url := "rediss://" + addr + "/0?" + mode
+			sub, err := cachekit.OpenBackplane(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sub.Close() })
+			ns := "tls"
+			if w, ok := sub.(cachekit.BackplaneWatcher); ok {
+				c, err := cachekit.Open(ctx, "rediss://"+addr+"/0?namespace="+ns) // owns its client
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if err := w.Watch(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wait := bpCollect(t, sub)
+			if mode == "mode=tracking" {
+				c, err := cachekit.Open(ctx, "rediss://"+addr+"/0?namespace="+ns)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if err := c.Set(ctx, "k", []byte("v"), 0); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				pub, err := cachekit.OpenBackplane(ctx, url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { pub.Close() })
+				if err := pub.Publish(ctx, cachekit.Invalidation{Namespace: ns, Keys: []string{"k"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wait("k over TLS", func(inv cachekit.Invalidation) bool {
+				return inv.Namespace == ns && slices.Equal(inv.Keys, []string{"k"})
+			})
+		})
+	}
+}
