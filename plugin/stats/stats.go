@@ -19,9 +19,12 @@
 // (a key requested twice counts twice). The totals (Snapshot.Hits, Misses
 // and HitRatio) count what the reader got: a value the cache found but the
 // layer above could not decode (a cachekit.EventDecodeError, after a
-// serializer change, say) is a miss there, because the caller had to load
-// the value anyway, while the per-method counts (Snapshot.Get, ...) keep
-// what the cache answered. A decorated function (package decorator) reads
+// serializer change, say) or whose tag was invalidated (EventTagMiss) is a
+// miss there, because the caller had to load the value anyway, and a read
+// answered by a Typed's local tier (EventLocalHit, no cache operation) is a
+// hit, while the per-method counts (Snapshot.Get, ...) keep what the cache
+// answered. The hook must be given to both the cache (cachekit.WithHooks) and
+// the events (it is an EventHook) for these to add up. A decorated function (package decorator) reads
 // a key once per call (a second read only when another load's write landed
 // meanwhile), so one decorated miss is one miss. Some reads are still
 // counted as the cache answered them although the caller's outcome
@@ -219,6 +222,8 @@ const (
 	evStaleServed
 	evEarlyRefresh
 	evDecodeError
+	evLocalHit
+	evTagMiss
 	evOther
 	numEvents
 )
@@ -239,6 +244,10 @@ func (s *Stats) OnEvent(_ context.Context, ev cachekit.Event) {
 		i = evEarlyRefresh
 	case cachekit.EventDecodeError:
 		i = evDecodeError
+	case cachekit.EventLocalHit:
+		i = evLocalHit
+	case cachekit.EventTagMiss:
+		i = evTagMiss
 	}
 	s.events[i].Add(1)
 }
@@ -261,12 +270,14 @@ type OpStats struct {
 type Snapshot struct {
 	Ops uint64 // operations of every kind
 	// Hits are the keys found by Get, GetMany and Exists, less those whose
-	// value did not decode (DecodeErrors), which count as Misses: the
-	// reader did not get a value. So Hits and Misses are what the callers
-	// got, and may differ by DecodeErrors from the sums of the per-method
-	// counts below, which are what the cache answered.
+	// value did not decode (DecodeErrors) or whose tag was invalidated
+	// (TagMisses), which count as Misses: the reader did not get a value;
+	// plus the reads a local tier answered (LocalHits). So Hits and Misses
+	// are what the callers got, and may differ by those counts from the
+	// sums of the per-method counts below, which are what the cache
+	// answered.
 	Hits     uint64
-	Misses   uint64  // keys not found, by Get, GetMany and Exists, and values that did not decode
+	Misses   uint64  // keys not found, by Get, GetMany and Exists, values that did not decode, and tag misses
 	HitRatio float64 // Hits / (Hits + Misses), or 0 when both are 0
 	Errors   uint64  // failed operations of every kind
 
@@ -288,6 +299,8 @@ type Snapshot struct {
 	StaleServed    uint64 // EventStaleServed: a stale value was returned
 	EarlyRefreshes uint64 // EventEarlyRefresh: a value was refreshed before expiry
 	DecodeErrors   uint64 // EventDecodeError: a stored value did not decode
+	LocalHits      uint64 // EventLocalHit: a Typed's local tier answered a read (counted in Hits)
+	TagMisses      uint64 // EventTagMiss: an entry whose tag was invalidated (counted in Misses)
 	OtherEvents    uint64 // events of any other kind
 }
 
@@ -360,13 +373,19 @@ func (s *Stats) Snapshot() Snapshot {
 	snap.StaleServed = s.events[evStaleServed].Load()
 	snap.EarlyRefreshes = s.events[evEarlyRefresh].Load()
 	snap.DecodeErrors = s.events[evDecodeError].Load()
+	snap.LocalHits = s.events[evLocalHit].Load()
+	snap.TagMisses = s.events[evTagMiss].Load()
 	snap.OtherEvents = s.events[evOther].Load()
-	// A value found but not decodable was a hit for the cache and a miss
-	// for its reader. (The event follows the read's count, so it can only
-	// lead it while a snapshot is being taken: hence the bound.)
-	moved := min(snap.DecodeErrors, snap.Hits)
+	// A value found but not decodable, or whose tag was invalidated, was a
+	// hit for the cache and a miss for its reader. (The event follows the
+	// read's count, so it can only lead it while a snapshot is being
+	// taken: hence the bound.)
+	moved := min(snap.DecodeErrors+snap.TagMisses, snap.Hits)
 	snap.Hits -= moved
 	snap.Misses += moved
+	// A local-tier hit made no cache operation, but the caller got a
+	// value: a hit.
+	snap.Hits += snap.LocalHits
 	if r := snap.Hits + snap.Misses; r > 0 {
 		snap.HitRatio = float64(snap.Hits) / float64(r)
 	}

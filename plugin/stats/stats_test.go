@@ -433,3 +433,46 @@ func TestCompareAndSwap(t *testing.T) {
 		t.Fatal("ByKind(OpCompareAndSwap) is not the CompareAndSwap field")
 	}
 }
+
+// TestLocalHitsAndTagMisses: a read answered by a Typed's local tier is a hit
+// in the totals (no cache operation saw it), and a tagged entry whose tag was
+// invalidated is a miss (the cache found it, the caller did not get it).
+func TestLocalHitsAndTagMisses(t *testing.T) {
+	st := stats.New(nil)
+	m := memory.New(nil)
+	defer m.Close()
+	c := cachekit.WithHooks(m, st)
+
+	local := cachekit.NewTyped[string](c, &cachekit.TypedOptions{Local: &cachekit.LocalOptions{}})
+	defer local.Close()
+	if err := local.Set(bg, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // answered in process: no Get reaches the cache
+		if v, err := local.Get(bg, "k"); err != nil || v != "v" {
+			t.Fatalf("local Get = %q, %v", v, err)
+		}
+	}
+	s := st.Snapshot()
+	if s.Get.Count != 0 || s.LocalHits != 3 || s.Hits != 3 || s.Misses != 0 {
+		t.Fatalf("after 3 local hits: Get %+v, LocalHits %d, Hits %d, Misses %d; want 0 Gets, 3 local hits, 3 hits",
+			s.Get, s.LocalHits, s.Hits, s.Misses)
+	}
+
+	st.Reset()
+	tagged := cachekit.NewTyped[string](c, nil)
+	if err := tagged.Set(bg, "t", "v", cachekit.WithTags("group")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tagged.InvalidateTags(bg, "group"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tagged.Get(bg, "t"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get of an entry whose tag was invalidated: %v, want ErrNotFound", err)
+	}
+	s = st.Snapshot()
+	if s.TagMisses != 1 || s.Misses < 1 || s.Hits != s.Get.Hits+s.GetMany.Hits+s.Exists.Hits-1 {
+		t.Fatalf("after a tag miss: TagMisses %d, Hits %d, Misses %d (Get %+v, GetMany %+v); want the tag miss moved from hits to misses",
+			s.TagMisses, s.Hits, s.Misses, s.Get, s.GetMany)
+	}
+}
