@@ -33,6 +33,7 @@ import (
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/backend/memcached"
 	"github.com/cachekit/cachekit/backend/redis"
+	"github.com/cachekit/cachekit/internal/testserver"
 )
 
 const (
@@ -42,7 +43,7 @@ const (
 )
 
 // bpCache opens the cache of a backplane test, over a client of its own.
-func bpCache(t *testing.T, backend, ns string) cachekit.Cache {
+func bpCache(t *testing.T, backend, ns, addr string) cachekit.Cache {
 	t.Helper()
 	switch backend {
 	case "memcached":
@@ -52,7 +53,10 @@ func bpCache(t *testing.T, backend, ns string) cachekit.Cache {
 		t.Cleanup(func() { c.Close(); client.Close() })
 		return c
 	default:
-		client := goredis.NewClient(&goredis.Options{Addr: redisServer(t), ReadTimeout: 5 * time.Second})
+		if addr == "" {
+			addr = redisServer(t)
+		}
+		client := goredis.NewClient(&goredis.Options{Addr: addr, ReadTimeout: 5 * time.Second})
 		c := redis.New(client, &redis.Options{Namespace: ns})
 		t.Cleanup(func() { c.Close(); client.Close() })
 		return c
@@ -61,13 +65,13 @@ func bpCache(t *testing.T, backend, ns string) cachekit.Cache {
 
 // bpTyped is a Typed with a local tier whose entries outlive the test, and
 // a backplane opened from url.
-func bpTyped(t *testing.T, backend, ns, url string) *cachekit.Typed[string] {
+func bpTyped(t *testing.T, backend, ns, url, addr string) *cachekit.Typed[string] {
 	t.Helper()
 	bp, err := cachekit.OpenBackplane(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	typed := cachekit.NewTyped[string](bpCache(t, backend, ns), &cachekit.TypedOptions{
+	typed := cachekit.NewTyped[string](bpCache(t, backend, ns, addr), &cachekit.TypedOptions{
 		Local:     &cachekit.LocalOptions{TTL: time.Hour},
 		Backplane: bp,
 		OnError:   func(_ context.Context, err error) { fmt.Fprintf(os.Stderr, "backplane test: %v\n", err) },
@@ -84,11 +88,16 @@ type bpReader struct {
 	out *bufio.Scanner
 }
 
-func startReader(t *testing.T, backend, ns, url string) *bpReader {
+// startReader starts the reader process, with its cache on the Redis
+// server at addr ("": the harness's).
+func startReader(t *testing.T, backend, ns, url, addr string) *bpReader {
 	t.Helper()
+	if addr == "" {
+		addr = redisServer(t)
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBackplaneReaderProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), bpEnvChild+"="+backend, bpEnvNamespace+"="+ns, bpEnvURL+"="+url,
-		harnessEnvRedisAddr+"="+redisServer(t))
+		harnessEnvRedisAddr+"="+addr)
 	if backend == "memcached" {
 		cmd.Env = append(cmd.Env, harnessEnvMemcachedAddrs+"="+memcachedServers(t, 1)[0])
 	}
@@ -169,7 +178,7 @@ func TestBackplaneReaderProcess(t *testing.T) {
 	if backend == "" {
 		t.Skip("a process of the backplane tests")
 	}
-	typed := bpTyped(t, backend, os.Getenv(bpEnvNamespace), os.Getenv(bpEnvURL))
+	typed := bpTyped(t, backend, os.Getenv(bpEnvNamespace), os.Getenv(bpEnvURL), "")
 	ctx := context.Background()
 	get := func(key string) string {
 		v, err := typed.Get(ctx, key)
@@ -230,8 +239,8 @@ func TestBackplaneAcrossProcesses(t *testing.T) {
 			if tc.backend == "memcached" {
 				memcachedServers(t, 1) // skip early without one
 			}
-			writer := bpTyped(t, tc.backend, ns, url)
-			reader := startReader(t, tc.backend, ns, url)
+			writer := bpTyped(t, tc.backend, ns, url, "")
+			reader := startReader(t, tc.backend, ns, url, "")
 
 			// The reader holds v1 in its local tier.
 			if err := writer.Set(ctx, "k", "v1"); err != nil {
@@ -448,6 +457,45 @@ func TestBackplaneTLS(t *testing.T) {
 			wait("k over TLS", func(inv cachekit.Invalidation) bool {
 				return inv.Namespace == ns && slices.Equal(inv.Keys, []string{"k"})
 			})
+		})
+	}
+}
+
+// TestBackplaneServerRestartAcrossProcesses: the Redis server of the cache
+// and the backplane is killed and restarted under a reader process whose
+// local entries would live an hour; the reader's backplane reconnects, drops
+// its local tier (Reset), and sees the writer's next write.
+func TestBackplaneServerRestartAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	for _, mode := range []string{"channel=restart", "mode=tracking"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := context.Background()
+			srv := testserver.StartRedis(t)
+			url := "redis://" + srv.Addr() + "/0?" + mode + "&timeout=500ms"
+			writer := bpTyped(t, "redis", "restart", url, srv.Addr())
+			reader := startReader(t, "redis", "restart", url, srv.Addr())
+			if err := writer.Set(ctx, "k", "v1"); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("k", "v1")
+
+			srv.Kill()
+			srv.Restart() // empty: its data is gone
+			deadline := time.Now().Add(20 * time.Second)
+			for writer.Set(ctx, "k", "v2") != nil { // the writer's client reconnects too
+				if time.Now().After(deadline) {
+					t.Fatal("the writer could not write after the restart")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			reader.waitFor("k", "v2")
+			// And invalidation works as before.
+			if err := writer.Set(ctx, "k", "v3"); err != nil {
+				t.Fatal(err)
+			}
+			reader.waitFor("k", "v3")
 		})
 	}
 }
