@@ -412,12 +412,13 @@ func TestAutoPipelineConcurrent(t *testing.T) {
 }
 
 // TestOpenURLAutoPipeline: auto_pipeline in a URL, with a batcher per
-// server of a pool; off by default; a bad value is an invalid URL.
+// server of a pool; on by default; a bad value is an invalid URL.
 func TestOpenURLAutoPipeline(t *testing.T) {
 	ctx := context.Background()
 	for u, want := range map[string]int{
-		"memcached://h1":                             -1,
+		"memcached://h1":                             1,
 		"memcached://h1?auto_pipeline=false":         -1,
+		"memcached://h1?auto_pipeline=0":             -1,
 		"memcached://h1?auto_pipeline=true":          1,
 		"memcached://h1:1,h2:2?auto_pipeline=1":      2,
 		"memcached:///run/mc.sock?auto_pipeline=yes": -2,

@@ -25,7 +25,7 @@
 // 16), max_value_size (default 1MiB-512B), generation_ttl (default 1s),
 // batch_concurrency (default max_idle_conns times the servers), allow_flush
 // (default false), breaker_threshold (default 3), breaker_duration
-// (default 1s) and auto_pipeline (default false). Unknown parameters are
+// (default 1s) and auto_pipeline (default true). Unknown parameters are
 // errors. See [OpenURL].
 //
 // # Pools and consistent hashing
@@ -166,7 +166,7 @@
 // late: one whose connection was being dialed when the context ended; the
 // same ordering keeps it from overtaking a later write.)
 //
-// With Options.AutoPipeline (URL auto_pipeline=true), Get and Exists wait
+// With Options.AutoPipeline (on by default in URLs), Get and Exists wait
 // for their read on a channel together with their context instead of
 // running on a goroutine of their own (see Auto-batching below), so a
 // cancellable context costs a read little more than context.Background.
@@ -190,9 +190,11 @@
 // Two callers of one key in one batch each get their own copy of the value.
 // Writes, GetMany and the reads inside Increment, Expire, CompareAndDelete
 // and CompareAndSwap are unchanged (gomemcache cannot pipeline them).
-// Turn it on when many goroutines read through one cache: on loopback it
-// reads several times faster than plain gomemcache from 64 goroutines and
-// more (see BENCHMARKS.md, "Memcached auto-batching").
+// Caches opened from a URL batch unless auto_pipeline=false; for New, set
+// it when many goroutines read through one cache: on loopback it reads
+// several times faster than plain gomemcache from 64 goroutines up, and a
+// lone caller costs what it costs without it (see BENCHMARKS.md, "Memcached
+// auto-batching").
 //
 // # Failures
 //

@@ -104,7 +104,8 @@ type Options struct {
 	// Turn it on when many goroutines read through one cache: on loopback
 	// it reads several times faster than plain gomemcache from 64
 	// goroutines (see BENCHMARKS.md). Writes and GetMany are unchanged.
-	// Default false.
+	// Default false (caches opened from a URL set it unless
+	// auto_pipeline=false).
 	AutoPipeline bool
 }
 
