@@ -8,8 +8,10 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,7 +78,26 @@ func TestMemcachedConformance(t *testing.T) {
 	client := mcClient(t, memcachedServers(t, 1)...)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
-	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
+	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
+}
+
+// TestMemcachedAutoPipelineConformance runs the suite over caches opened
+// from URLs with auto_pipeline=true (concurrent Gets batched into one
+// multi-get per server), on one server and on a pool.
+func TestMemcachedAutoPipelineConformance(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 2} {
+		addrs := memcachedServers(t, n)
+		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
+			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+				c, err := cachekit.Open(mcBg, "memcached://"+strings.Join(addrs, ",")+"?auto_pipeline=true&namespace="+url.QueryEscape(sweepNamespace(ns)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
+		})
+	}
 }
 
 func TestMemcachedPoolConformance(t *testing.T) {
@@ -85,7 +106,7 @@ func TestMemcachedPoolConformance(t *testing.T) {
 	client := mcClient(t, addrs...)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return memcached.New(client, &memcached.Options{Namespace: sweepNamespace(ns)})
-	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize})
+	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 
 	// The pool is really used: keys of one cache land on both servers.
 	c := mcCache(t, client, nil)

@@ -82,7 +82,7 @@ func TestRedisConformance(t *testing.T) {
 	rdb := redisClient(t, true, 0)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit})
-	}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+	}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
 // TestRedisConformanceWithoutContextTimeouts runs the suite over a client
@@ -91,7 +91,7 @@ func TestRedisConformanceWithoutContextTimeouts(t *testing.T) {
 	rdb := redisClient(t, false, 0)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit})
-	}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+	}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
 // TestRedisURLConformance runs the suite over caches opened from URLs, each
@@ -104,14 +104,52 @@ func TestRedisURLConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return c
-	}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+	}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
+}
+
+// TestRedisAutoPipelineConformance runs the suite with auto-pipelining on:
+// caches built in code and opened from URLs, standalone and on the cluster.
+func TestRedisAutoPipelineConformance(t *testing.T) {
+	opts := &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused}
+	t.Run("New", func(t *testing.T) {
+		rdb := redisClient(t, true, 0)
+		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+			return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit, AutoPipeline: true})
+		}, opts)
+	})
+	t.Run("URL", func(t *testing.T) {
+		addr := redisServer(t)
+		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+			c, err := cachekit.Open(context.Background(), "redis://"+addr+"/0?auto_pipeline=true&max_value_size=1MiB&namespace="+url.QueryEscape(sweepNamespace(ns)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, opts)
+	})
+	t.Run("Cluster", func(t *testing.T) {
+		rdb := redisClusterClient(t)
+		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+			return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit, AutoPipeline: true})
+		}, opts)
+	})
+	t.Run("ClusterURL", func(t *testing.T) {
+		addrs := redisCluster(t)
+		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+			c, err := cachekit.Open(context.Background(), "redis+cluster://"+strings.Join(addrs, ",")+"?auto_pipeline=true&max_value_size=1MiB&namespace="+url.QueryEscape(sweepNamespace(ns)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, opts)
+	})
 }
 
 func TestRedisClusterConformance(t *testing.T) {
 	rdb := redisClusterClient(t)
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit})
-	}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+	}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
 // TestRedisRingConformance runs the suite over a go-redis Ring. Its two
@@ -126,7 +164,7 @@ func TestRedisRingConformance(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 		return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit})
-	}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+	}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
 // masterAddrs returns, for each key, the address of the master owning its
@@ -326,8 +364,9 @@ func TestRedisClusterClear(t *testing.T) {
 		}
 		all = left
 	}
-	// Namespaces nest: Clear(base) took "base:sub" with it; the others stay.
-	for _, ns := range []string{base + "?", base + "a"} {
+	// Namespaces never nest: "base:sub" is stored as "base%3Asub:", so
+	// Clear(base) left it, and the others stay too.
+	for _, ns := range []string{base + "?", base + "a", base + ":sub"} {
 		got, err := caches[ns].GetMany(ctx, []string{"k0", "k59"})
 		if err != nil || len(got) != 2 {
 			t.Fatalf("namespace %q after the other Clears: %d keys, %v", ns, len(got), err)
@@ -371,7 +410,7 @@ func TestRedisClearWithoutNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db0.Del(ctx, keep)
-	c := redis.New(db15, nil)
+	c := redis.New(db15, &redis.Options{AllowFlush: true})
 	defer c.Close()
 	if err := c.Set(ctx, "a", []byte("1"), 0); err != nil {
 		t.Fatal(err)
@@ -394,7 +433,7 @@ func TestRedisClusterClearWithoutNamespace(t *testing.T) {
 	flushAllowed(t, "CACHEKIT_TEST_REDIS_CLUSTER_ADDRS")
 	ctx := context.Background()
 	rdb := redisClusterClient(t)
-	c := redis.New(rdb, nil)
+	c := redis.New(rdb, &redis.Options{AllowFlush: true})
 	defer c.Close()
 	var keys []string
 	for i := range 50 {
@@ -878,7 +917,7 @@ func TestRedisSentinel(t *testing.T) {
 	t.Run("Conformance", func(t *testing.T) {
 		cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
 			return redis.New(rdb, &redis.Options{Namespace: sweepNamespace(ns), MaxValueSize: redisTestValueLimit})
-		}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+		}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 	})
 	t.Run("URL", func(t *testing.T) {
 		ctx := context.Background()
@@ -910,7 +949,7 @@ func TestRedisTLS(t *testing.T) {
 				t.Fatal(err)
 			}
 			return c
-		}, &cachetest.Options{MaxValueSize: redisTestValueLimit})
+		}, &cachetest.Options{MaxValueSize: redisTestValueLimit, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 	})
 	ctx := context.Background()
 	ns := uniqueName("tls")
