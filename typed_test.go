@@ -252,7 +252,7 @@ func TestGetOrLoadCancellation(t *testing.T) {
 		_, err := c.GetOrLoad(leaving, "k", load)
 		leftErr <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitLoadWaiters(t, 1)
 	stayed := make(chan string, 1)
 	go func() {
 		v, err := c.GetOrLoad(ctx, "k", load)
@@ -261,7 +261,7 @@ func TestGetOrLoadCancellation(t *testing.T) {
 		}
 		stayed <- v
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitLoadWaiters(t, 2)
 	leave()
 	if err := <-leftErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the caller that left got %v; want context.Canceled", err)
@@ -289,8 +289,26 @@ func TestGetOrLoadCancellation(t *testing.T) {
 	}
 	select {
 	case <-loadCancelled:
-	case <-time.After(time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("the load was not cancelled after its only caller left")
+	}
+}
+
+// waitLoadWaiters waits until n goroutines wait inside the single-flight
+// group (the caller that started a load and those that joined it), so a test
+// orders its callers without sleeping.
+func waitLoadWaiters(t *testing.T, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := string(buf[:runtime.Stack(buf, true)])
+		if got := strings.Count(st, "internal/flight.(*Group[...]).Do("); got >= n {
+			return
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d callers waiting in the flight group, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
