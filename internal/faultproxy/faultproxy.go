@@ -22,6 +22,7 @@ type Proxy struct {
 	delay     atomic.Int64 // nanoseconds each chunk waits, both ways
 	refuse    atomic.Bool
 	dropReply atomic.Bool
+	skipReply atomic.Int64 // replies to let through before the armed drop
 	accepted  atomic.Int64
 
 	mu       sync.Mutex
@@ -91,7 +92,16 @@ func (p *Proxy) Blackhole(on bool) {
 // DropNextReply makes the proxy discard the next chunk the server sends and
 // close that client's connection: the server has executed the request, but
 // its reply is lost.
-func (p *Proxy) DropNextReply() { p.dropReply.Store(true) }
+func (p *Proxy) DropNextReply() { p.DropReplyAfter(0) }
+
+// DropReplyAfter lets the next n chunks the server sends through, then
+// drops the one after them as DropNextReply does: with n = 1, a
+// read-then-write operation (gets, then cas) loses the reply of its write.
+// Each small reply is one chunk when requests are sent one at a time.
+func (p *Proxy) DropReplyAfter(n int) {
+	p.skipReply.Store(int64(n))
+	p.dropReply.Store(true)
+}
 
 // ReplyDropped reports whether the reply DropNextReply asked for has been
 // dropped yet.
@@ -186,8 +196,10 @@ func (p *Proxy) pump(pr *pair, src, dst net.Conn, fromServer bool) {
 			if d := time.Duration(p.delay.Load()); d > 0 {
 				time.Sleep(d)
 			}
-			if fromServer && p.dropReply.CompareAndSwap(true, false) {
-				return
+			if fromServer && p.dropReply.Load() {
+				if p.skipReply.Add(-1) < 0 && p.dropReply.CompareAndSwap(true, false) {
+					return
+				}
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return

@@ -150,3 +150,19 @@ func TestCutAllAndRefuse(t *testing.T) {
 		t.Fatalf("after Refuse(false): %q, %v", got, err)
 	}
 }
+
+func TestDropReplyAfter(t *testing.T) {
+	target, handled := echo(t)
+	p := Start(t, target)
+	c, r := dial(t, p)
+	p.DropReplyAfter(1)
+	if got, err := roundTrip(c, r, "first", 5*time.Second); err != nil || got != "first" {
+		t.Fatalf("the reply let through: %q, %v", got, err)
+	}
+	if _, err := roundTrip(c, r, "second", 5*time.Second); err == nil {
+		t.Fatal("got the reply that should have been dropped")
+	}
+	if n := handled.Load(); n != 2 || !p.ReplyDropped() {
+		t.Fatalf("server handled %d requests, dropped %v; want 2, true", n, p.ReplyDropped())
+	}
+}
