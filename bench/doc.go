@@ -2,11 +2,12 @@
 // raw clients (otter, go-redis, gomemcache) and peer libraries, in one run.
 // It is a nested module so that the peers never enter the library's go.mod.
 //
-// Benchmarks that need a server read its address from the environment and
-// skip without one:
-//
-//	CACHEKIT_BENCH_REDIS_ADDR=127.0.0.1:6379
-//	CACHEKIT_BENCH_MEMCACHED_ADDR=127.0.0.1:11211
+// Benchmarks that need a server read its address from the environment:
+// CACHEKIT_BENCH_REDIS_ADDR, CACHEKIT_BENCH_REDIS_CLUSTER_ADDRS and
+// CACHEKIT_BENCH_MEMCACHED_ADDR when set, else the integration suite's
+// CACHEKIT_TEST_REDIS_ADDR, CACHEKIT_TEST_REDIS_CLUSTER_ADDRS and
+// CACHEKIT_TEST_MEMCACHED_ADDRS. Without an address they skip, except under CI
+// (the CI variable set), where they fail.
 //
 // BENCHMARKS.md at the repository root gives the command for every row.
 package bench

@@ -1,7 +1,8 @@
-// Package integration_test runs cachekit against real Redis, Redis Cluster and
-// Memcached servers. It is a nested module (its own go.mod, with
-// github.com/cachekit/cachekit replaced by ../), so that the library's
-// go.mod carries none of testcontainers-go's dependencies.
+// Package integration_test runs cachekit against real Redis (standalone,
+// Cluster, Sentinel, TLS) and Memcached (one server and a pool) servers. It is
+// a nested module (its own go.mod, with github.com/cachekit/cachekit replaced
+// by ../), so that the library's go.mod carries none of testcontainers-go's
+// dependencies.
 //
 // # Running
 //
@@ -11,57 +12,38 @@
 //	cd integration_test && go test -race -count=1 ./...
 //
 // Each test asks the harness (servers_test.go) for servers with
-// redisServer(t), redisCluster(t) or memcachedServers(t, n). Servers are
-// found, in this order:
+// redisServer(t), redisCluster(t), redisSentinel(t), redisTLS(t) or
+// memcachedServers(t, n). Servers are found, in this order:
 //
-//  1. From the environment, when set (comma-separated lists; no passwords):
+//  1. From the environment: CACHEKIT_TEST_REDIS_ADDR,
+//     CACHEKIT_TEST_REDIS_CLUSTER_ADDRS, CACHEKIT_TEST_MEMCACHED_ADDRS,
+//     CACHEKIT_TEST_REDIS_SENTINEL_ADDRS with CACHEKIT_TEST_REDIS_SENTINEL_MASTER,
+//     CACHEKIT_TEST_REDIS_TLS_ADDR with CACHEKIT_TEST_REDIS_TLS_CA_FILE (the
+//     README's "Running the integration tests" lists every variable).
 //
-//     CACHEKIT_TEST_REDIS_ADDR=127.0.0.1:6379
-//     CACHEKIT_TEST_REDIS_CLUSTER_ADDRS=127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
-//     CACHEKIT_TEST_MEMCACHED_ADDRS=127.0.0.1:11211,127.0.0.1:11212
-//
-//     `make compose-up` (docker-compose.yml) starts Redis on 6379 and
-//     memcached on 11211 and 11212; COMPOSE_PROFILES=cluster adds a cluster
-//     on 7000-7002. A test that needs n memcached servers treats a list of
-//     fewer than n as none.
-//
-//  2. Else as containers, with testcontainers-go and a Docker engine
-//     (DOCKER_HOST, else the default socket). The images are
+//  2. Else as containers, with testcontainers-go and a Docker engine, from
 //     CACHEKIT_TEST_REDIS_IMAGE (default redis:7.4) and
-//     CACHEKIT_TEST_MEMCACHED_IMAGE (default memcached:1.6). Where images
-//     can't be pulled, `make test-images` (docker/build-test-images.sh)
-//     builds cachekit-test/redis:local and cachekit-test/memcached:local from
-//     Debian's redis-server and memcached binaries:
+//     CACHEKIT_TEST_MEMCACHED_IMAGE (default memcached:1.6). When a default
+//     image is absent and can't be pulled, the harness builds
+//     cachekit-test/redis:local and cachekit-test/memcached:local from the
+//     local redis-server and memcached binaries (docker/build-test-images.sh)
+//     and uses them. CACHEKIT_TEST_DOCKER=0 leaves Docker out. Sentinel and
+//     TLS servers not given by address are started by the harness as
+//     redis-server processes on 127.0.0.1.
 //
-//     make test-images
-//     CACHEKIT_TEST_REDIS_IMAGE=cachekit-test/redis:local \
-//     CACHEKIT_TEST_MEMCACHED_IMAGE=cachekit-test/memcached:local \
-//     go test -race -count=1 ./...
+//  3. Else the test is skipped with one line naming what to provide. When CI
+//     is set (to anything non-empty) it fails instead: CI must never pass by
+//     skipping the integration suite.
 //
-//     Each kind of server starts at most once per test binary, on first use,
-//     and is shared by all tests: use unique keys or a unique namespace per
-//     test, and never flush a whole server. Standalone Redis and memcached
-//     publish their ports on 127.0.0.1 (an engine reached through a unix
-//     socket is taken to be on this host; set TESTCONTAINERS_HOST_OVERRIDE
-//     where it is not). The Redis Cluster is three masters on host
-//     networking at free 127.0.0.1 ports, so it needs a Linux engine (not
-//     Docker Desktop); elsewhere give CACHEKIT_TEST_REDIS_CLUSTER_ADDRS.
-//     memcached is started with "-u nobody", which it reads only when it runs
-//     as root (both images above run as a non-root user).
+// Fault-injection tests (*_faults_test.go, lock, backplane) start their own
+// server processes with internal/testserver, which they freeze (SIGSTOP),
+// kill and restart, and put internal/faultproxy between client and server to
+// delay, hold, cut or lose replies.
 //
-//     TestMain terminates every container after the tests, and on SIGINT or
-//     SIGTERM; containers carry the labels org.cachekit.integration=1 and
-//     org.cachekit.integration.pid, so those of a binary killed outright are
-//     removed by the next run. The Ryuk reaper is therefore off
-//     (TESTCONTAINERS_RYUK_DISABLED=true) unless that variable is set; its
-//     image can't be pulled everywhere.
-//
-//  3. Else the test is skipped, with a message saying how to run it. But when
-//     CI is set (to anything non-empty) it fails instead: CI must never pass
-//     by skipping the integration suite. .ci/run builds the local images and
-//     uses Docker, or, where the engine can't run them, starts Debian's
-//     servers as processes and passes their addresses in the variables of 1.
-//
-// After the tests, TestMain also fails the run if goroutines are left
-// running (go.uber.org/goleak): close every client a test opens.
+// Servers are shared by all tests: each test uses unique keys or a unique
+// namespace (recorded with sweepNamespace). After the tests TestMain prints a
+// summary of what ran and what was skipped, per kind of server (without -v
+// too), deletes the keys the tests left on servers given by address, removes
+// its containers, and fails the run if goroutines are left running
+// (go.uber.org/goleak).
 package integration_test
