@@ -23,7 +23,9 @@
 //
 // An uncontended Acquire and Release is three cache calls: three round
 // trips on Redis; five requests on Memcached, whose Increment and
-// CompareAndDelete are each a gets and a cas. A waiting Acquire
+// CompareAndDelete are each a gets and a cas. With Options.NoFence (for
+// stampede locks on many names, which need no tokens) there is no fencing
+// counter and no Increment: two calls. A waiting Acquire
 // polls with Add, backing off exponentially with jitter from
 // Options.RetryDelay to Options.MaxRetryDelay; it is not woken by a Release,
 // so a lock changes hands up to MaxRetryDelay after it is released.

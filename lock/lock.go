@@ -61,6 +61,17 @@ type Options struct {
 	// cache's namespace keys that don't end in ":owner" or ":fence" under
 	// this prefix.
 	Prefix string
+
+	// NoFence turns fencing tokens off: an acquisition is the Add of the
+	// lease alone, with no Increment and no companion Prefix+name+":fence"
+	// key, and Lock.Token returns 0. It is for stampede locks taken on
+	// many short-lived names (one per cache key, say), where the counter
+	// that each name would otherwise keep forever, with no expiry, adds
+	// up, and where what the lock protects is only duplicate work, not
+	// a resource that could check a token. Uncontended, Acquire and
+	// Release are then two cache calls. Default: false, every
+	// acquisition takes a token.
+	NoFence bool
 }
 
 // Locker hands out leases on names stored in a cache. It is safe for
@@ -74,6 +85,7 @@ type Locker struct {
 	delay    time.Duration
 	maxDelay time.Duration
 	prefix   string
+	noFence  bool
 }
 
 // New returns a Locker that keeps its leases in c. opts may be nil.
@@ -101,6 +113,7 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 		if opts.Prefix != "" {
 			l.prefix = opts.Prefix
 		}
+		l.noFence = opts.NoFence
 	}
 	l.maxDelay = max(l.maxDelay, l.delay)
 	return l
@@ -118,7 +131,8 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // delete expires after the TTL.
 //
 // Uncontended, Acquire makes two cache calls (Add, Increment): two round
-// trips on Redis, three requests on Memcached.
+// trips on Redis, three requests on Memcached; with Options.NoFence, one
+// (Add).
 func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 	delay, waited := l.delay, false
 	for {
@@ -147,8 +161,9 @@ func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 // and its token took longer than the TTL (see the package doc), it gives
 // the lease up and returns ErrLockLost.
 //
-// TryAcquire makes two cache calls when it gets the lock (Add, Increment)
-// and one when it does not.
+// TryAcquire makes two cache calls when it gets the lock (Add, Increment;
+// with Options.NoFence, the Add alone) and one when it does not. With
+// NoFence it never returns ErrLockLost.
 func (l *Locker) TryAcquire(ctx context.Context, name string) (*Lock, error) {
 	return l.try(ctx, name)
 }
@@ -177,6 +192,9 @@ func (l *Locker) try(ctx context.Context, name string) (*Lock, error) {
 			k.abandon(ctx) // the Add may have landed: only this value matches
 		}
 		return nil, err
+	}
+	if l.noFence {
+		return k, nil // no token to take, so nothing that could lapse
 	}
 	n, err := l.c.Increment(ctx, l.prefix+name+":fence", 1)
 	if err == nil && n <= 0 {
@@ -216,7 +234,8 @@ func (k *Lock) Name() string { return k.name }
 // as long as the name's counter survives in the cache (see the package
 // doc). Pass it with every write the lock protects, and have the resource
 // reject a write whose token is lower than one it has already seen: that
-// stops a holder that lost its lease without knowing it.
+// stops a holder that lost its lease without knowing it. With
+// Options.NoFence, Token returns 0.
 func (k *Lock) Token() uint64 { return k.token }
 
 // Extend sets the lease's remaining time to ttl (0: the Locker's TTL),

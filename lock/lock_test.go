@@ -585,3 +585,35 @@ func TestUnknownOutcomeReleases(t *testing.T) {
 		t.Fatal("the lease of an Add with an unknown outcome is still there")
 	}
 }
+
+// With NoFence an acquisition is the Add alone: no Increment, no fencing
+// counter left behind, token 0; the lease still excludes and is released
+// only by its holder.
+func TestNoFence(t *testing.T) {
+	c := &counting{Cache: newMem(t)}
+	l := lock.New(c, &lock.Options{NoFence: true, TTL: time.Hour})
+	k, err := l.Acquire(bg, "res")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Token() != 0 {
+		t.Fatalf("token %d with NoFence, want 0", k.Token())
+	}
+	if _, err := l.TryAcquire(bg, "res"); err != lock.ErrLocked {
+		t.Fatalf("TryAcquire of a held lock: %v, want ErrLocked", err)
+	}
+	if err := k.Release(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Release(bg); err != lock.ErrLockLost {
+		t.Fatalf("second Release: %v, want ErrLockLost", err)
+	}
+	if a, i, d := c.adds.Load(), c.incrs.Load(), c.cads.Load(); a != 2 || i != 0 || d != 1 {
+		t.Fatalf("calls: %d Add, %d Increment, %d CompareAndDelete; want 2, 0, 1", a, i, d)
+	}
+	for _, key := range []string{"lock:res:owner", "lock:res:fence"} {
+		if ok, _ := c.Exists(bg, key); ok {
+			t.Fatalf("key %q left behind", key)
+		}
+	}
+}
