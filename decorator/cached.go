@@ -34,6 +34,8 @@ type Func[K comparable, V any] struct {
 	loads      flight.Group[string, outcome[V]] // one load per key in this process
 	running    sync.Map                         // key -> *bgLoad[V], detached runs of fn
 	refreshing sync.Map                         // key -> struct{}, early refreshes
+
+	leases leaser // with Options.Lease
 }
 
 // New returns fn decorated with the cache c and opts, which may be nil. It
@@ -49,6 +51,9 @@ func New[K comparable, V any](c *cachekit.Typed[V], fn func(context.Context, K) 
 		panic("decorator: Options.NegativeTTL needs Options.NegativeError, the error that means \"not found\"")
 	}
 	f.detached = f.o.SoftTimeout > 0 || f.o.HardTimeout > 0
+	if f.o.Lease {
+		f.leases = newLeaser(f.cache, f.keys.leasePrefix(), f.o.LeaseTTL)
+	}
 	return f
 }
 

@@ -467,8 +467,7 @@ func TestGoexitInFn(t *testing.T) {
 			t.Fatalf("%+v: %d load_error events; want 1", opts, n)
 		}
 		if opts.Lease {
-			key, _ := f.Key(1)
-			if ok, _ := mem.Exists(bg, "f!"+key[len("f:"):]); ok {
+			if ok, _ := mem.Exists(bg, decorator.LeaseKey(f, 1)); ok {
 				t.Fatal("the lease of a load whose fn called Goexit was not released")
 			}
 		}

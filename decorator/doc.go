@@ -93,19 +93,36 @@
 // just as another load stored the value does not run fn again, and a cold
 // miss is one cache read (one miss to the stats hooks), not two.
 //
-// Across processes, Options.Lease adds a lease: the process that wins an
-// atomic Add of the key's lease key ("name!" and the rest of the key) with
-// a random owner token runs fn; the others poll the cache with backoff and
-// jitter until the value appears, trying to win the lease only when there
-// is no value and no lease, so N processes missing one key run fn once.
-// A holder that dies releases by the lease's expiry (Options.LeaseTTL). The
-// holder releases, after its value is stored, by deleting the lease only
-// if it still holds its token: atomically with the cache's
-// cachekit.CompareAndDeleter, which every backend of this module implements
-// and every wrapper of it (WithHooks) forwards. Only a foreign cache without
-// it gets the fallback, Get, compare and Delete, skipped near the lease's
-// expiry, whose remaining race needs the lease to expire and be won by
-// another process between the Get and the Delete.
+// Across processes, Options.Lease adds a lease, a [lock.Lock] of the
+// key: the process that wins it (an atomic Add of the key's lease key with
+// a random owner value) runs fn; the others poll the cache with backoff
+// and jitter until the value appears, trying to win the lease only when
+// there is no value and no lease, so N processes missing one key run fn
+// once. A holder that dies releases by the lease's expiry
+// (Options.LeaseTTL). The holder releases, after its value is stored, with
+// Lock.Release: the cache's cachekit.CompareAndDeleter deletes the lease
+// only while it still holds the holder's value, so a holder whose lease
+// expired while fn ran never deletes the lease another process has won
+// since (it reports lock.ErrLockLost to Options.OnError instead). Every
+// backend of this module implements CompareAndDelete and every wrapper of
+// one (WithHooks, the local tier) forwards it.
+//
+// A foreign cache without CompareAndDelete (or a wrapper of one that hides
+// it) cannot release a lease atomically, and lock.Locker refuses it. The
+// decorator then takes the same lease with Add and releases it by Get,
+// compare and Delete, skipped in the last tenth of LeaseTTL, and tells
+// OnError once per decorated function (an error wrapping
+// cachekit.ErrUnsupported). That release
+// has a race: if the lease expires between the Get and the Delete and
+// another process wins it in between, its lease is deleted, and a third
+// process may run fn too. Forward CompareAndDelete to close it.
+//
+// The lease key of a data key is the escaped name, "!", the rest of the
+// data key, and ":owner" ("name!:..." or "name!#...", then ":owner"); when
+// that would be longer than cachekit.MaxKeySize, the rest is replaced by
+// "=" and its hex SHA-256. The decorator's leases take no fencing tokens
+// (lock.Options.NoFence): they only keep processes from duplicating work,
+// and leave no key behind once released or expired.
 //
 // # Fail-safe, timeouts and early refresh
 //

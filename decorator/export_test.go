@@ -13,3 +13,13 @@ func SameStripe[K comparable, V any](f *Func[K, V], a, b K) bool {
 	}
 	return f.stripe(ka) == f.stripe(kb)
 }
+
+// LeaseKey returns the key under which the lease of k's data key is
+// stored.
+func LeaseKey[K comparable, V any](f *Func[K, V], k K) string {
+	key, err := f.keys.key(k)
+	if err != nil {
+		panic(err)
+	}
+	return f.keys.leaseKey(key)
+}

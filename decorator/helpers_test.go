@@ -30,7 +30,7 @@ func newMem(t testing.TB) *memory.Cache {
 type spy struct {
 	cachekit.Cache
 
-	gets, getManys, sets, setManys, adds, deletes atomic.Int32
+	gets, getManys, sets, setManys, adds, deletes, cads atomic.Int32
 
 	mu     sync.Mutex
 	events []cachekit.Event
@@ -93,6 +93,13 @@ func (s *spy) Add(ctx context.Context, key string, v []byte, ttl time.Duration) 
 func (s *spy) Delete(ctx context.Context, keys ...string) (int, error) {
 	s.deletes.Add(1)
 	return s.Cache.Delete(ctx, keys...)
+}
+
+// CompareAndDelete forwards to the wrapped cache, as every wrapper of a
+// cachekit.CompareAndDeleter must (the lease needs it).
+func (s *spy) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	s.cads.Add(1)
+	return s.Cache.(cachekit.CompareAndDeleter).CompareAndDelete(ctx, key, old)
 }
 
 // HandleEvent records ev.

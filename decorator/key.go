@@ -23,15 +23,23 @@ import (
 //
 //	data key   name ":" body            body: the argument's encoding, or KeyFunc's string
 //	           name "#" hex(sha256(body)) when the first form would be too long
-//	lease key  name "!" the data key after name
+//	lease key  name "!" rest ":owner"       rest: the data key after name
+//	           name "!=" hex(sha256(rest)) ":owner" when the first form would be too long
 //
 // name is Options.Name with '%', ':', '#' and '!' percent-escaped, so the
 // first of those three separators in a key says which form it has, and no
-// data key of one function equals a data or lease key of another.
+// data key of one function equals a data or lease key of another. A lease
+// key is the key of a [lock.Locker] whose Prefix is name "!" and whose
+// lock name is rest (which starts with ':' or '#', never '='), or "="
+// and the hash.
 
-// maxDataKey is the longest data key: one byte shorter than MaxKeySize so
-// that the lease key, one byte longer, is valid too.
+// maxDataKey is the longest data key: one byte shorter than MaxKeySize.
+// (Earlier versions made the lease key one byte longer than the data key;
+// the bound stays so that no data key changes.)
 const maxDataKey = cachekit.MaxKeySize - 1
+
+// leaseSuffix is what the Locker appends to a lock name's key.
+const leaseSuffix = ":owner"
 
 // maxName bounds the escaped name so that a hashed key always fits.
 const maxName = 1024
@@ -152,10 +160,26 @@ func (kr *keyer[K]) key(k K) (string, error) {
 	return key, nil
 }
 
-// leaseKey returns the lease key of a data key.
-func (kr *keyer[K]) leaseKey(key string) string {
-	return kr.name + "!" + key[len(kr.name):]
+// leasePrefix is the Prefix of the Locker that holds the leases.
+func (kr *keyer[K]) leasePrefix() string { return kr.name + "!" }
+
+// leaseName returns the name, in the Locker of leasePrefix, of the lease
+// of a data key: the data key after the function's name, or, when the
+// lease key would be longer than MaxKeySize, "=" and its SHA-256.
+func (kr *keyer[K]) leaseName(key string) string {
+	rest := key[len(kr.name):]
+	if len(kr.name)+1+len(rest)+len(leaseSuffix) <= cachekit.MaxKeySize {
+		return rest
+	}
+	sum := sha256.Sum256([]byte(rest))
+	return "=" + hex.EncodeToString(sum[:])
 }
+
+// leaseKey returns the key under which the lease of a data key is stored.
+func (kr *keyer[K]) leaseKey(key string) string { return kr.lockKey(kr.leaseName(key)) }
+
+// lockKey returns the key under which the lease of a lease name is stored.
+func (kr *keyer[K]) lockKey(name string) string { return kr.leasePrefix() + name + leaseSuffix }
 
 // checkKeyType rejects types whose values have no identity that is stable
 // across processes: pointers, channels and unsafe pointers compare by

@@ -3,28 +3,55 @@ package decorator
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	mrand "math/rand/v2"
 	"time"
 
 	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/lock"
 )
 
-// leaseHold is a lease this process won.
-type leaseHold struct {
-	key   string // the lease key
-	token []byte
-	at    time.Time
+// leaser takes the leases of a decorated function: a lock.Locker
+// (lockLeaser) over a cache with cachekit.CompareAndDeleter, which every
+// backend and wrapper of this module has, and the fallback of
+// lease_fallback.go over any other cache.
+type leaser interface {
+	// tryAcquire takes the lease called name, or returns lock.ErrLocked
+	// when another process holds it.
+	tryAcquire(ctx context.Context, name string) (heldLease, error)
 }
 
-func newToken() []byte {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand documents it)
-	t := make([]byte, hex.EncodedLen(len(b)))
-	hex.Encode(t, b[:])
-	return t
+// heldLease is a lease this process won.
+type heldLease interface {
+	// Name is the lease's name, as given to tryAcquire.
+	Name() string
+	// Release gives the lease up if it is still this process's, and
+	// returns lock.ErrLockLost when it knows that it is not.
+	Release(ctx context.Context) error
+}
+
+// newLeaser returns the leaser of a decorated function: in its cache,
+// under the lease keys of its key space (see key.go), with LeaseTTL.
+//
+// The Locker takes no fencing tokens: the decorator needs none (a lease
+// only keeps processes from duplicating work), and a token would leave a
+// counter key with no expiry behind for every key ever loaded.
+func newLeaser(c cachekit.Cache, prefix string, ttl time.Duration) leaser {
+	if _, ok := c.(cachekit.CompareAndDeleter); !ok {
+		return &fallbackLeaser{c: c, prefix: prefix, ttl: ttl}
+	}
+	return lockLeaser{lock.New(c, &lock.Options{TTL: ttl, Prefix: prefix, NoFence: true})}
+}
+
+// lockLeaser is a leaser on a lock.Locker.
+type lockLeaser struct{ l *lock.Locker }
+
+func (l lockLeaser) tryAcquire(ctx context.Context, name string) (heldLease, error) {
+	k, err := l.l.TryAcquire(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return k, nil
 }
 
 // acquire wins the lease of key for this process, or waits for the value
@@ -35,20 +62,23 @@ func newToken() []byte {
 // A waiter polls the value first and only then tries to win the lease, so
 // when a holder stores the value and releases, the waiters find the value
 // rather than all running fn.
-func (f *Func[K, V]) acquire(ctx context.Context, key string, prev *entry[V], m mode) (*leaseHold, outcome[V], bool) {
-	lkey := f.keys.leaseKey(key)
-	token := newToken()
+func (f *Func[K, V]) acquire(ctx context.Context, key string, prev *entry[V], m mode) (heldLease, outcome[V], bool) {
+	name := f.keys.leaseName(key)
 	poll := f.o.LeasePoll
 	maxPoll := min(32*poll, max(poll, f.o.LeaseTTL/4))
 	waited := false
+	if fb, ok := f.leases.(*fallbackLeaser); ok {
+		if err := fb.notice(f.keys.lockKey(name)); err != nil {
+			f.report(ctx, err)
+		}
+	}
 	for {
 		cctx, cancel := f.cacheCtx(ctx)
-		err := f.cache.Add(cctx, lkey, token, f.o.LeaseTTL)
+		hold, err := f.leases.tryAcquire(cctx, name)
 		cancel()
 		if err == nil {
-			hold := &leaseHold{key: lkey, token: token, at: time.Now()}
 			// The value may have been stored between our read and our
-			// Add, by a holder that released just before.
+			// tryAcquire, by a holder that released just before.
 			if o, ok := f.found(ctx, key, prev, false); ok {
 				f.release(ctx, hold)
 				return nil, o, true
@@ -58,8 +88,11 @@ func (f *Func[K, V]) acquire(ctx context.Context, key string, prev *entry[V], m 
 		if ctx.Err() != nil {
 			return nil, outcome[V]{done: true, err: ctxError(key, ctx.Err())}, true
 		}
-		if !errors.Is(err, cachekit.ErrExists) {
-			f.report(ctx, cachekit.WrapError("Add", lkey, err))
+		// ErrLocked: another process holds the lease. ErrLockLost (only
+		// with fencing tokens, which this Locker does not take) gave its
+		// lease up: wait and try again as well.
+		if !errors.Is(err, lock.ErrLocked) && !errors.Is(err, lock.ErrLockLost) {
+			f.report(ctx, cachekit.WrapError("Add", f.keys.leaseKey(key), err))
 			return nil, outcome[V]{}, false // run fn without a lease
 		}
 		if m == modeEarly {
@@ -117,36 +150,22 @@ func (f *Func[K, V]) found(ctx context.Context, key string, prev *entry[V], repo
 	return outcome[V]{}, false
 }
 
-// release gives the lease up if this process still owns it: atomically,
-// with cachekit.CompareAndDeleter, which every backend of this module
-// implements and every wrapper of it forwards. Only a foreign cache without
-// it gets the fallback, Get, compare, Delete, skipped once the lease is
-// within a tenth of LeaseTTL of its expiry; its remaining race needs this
-// holder's lease to expire, and another process to win it, between the Get
-// and the Delete, which then deletes the other process's lease.
-func (f *Func[K, V]) release(ctx context.Context, h *leaseHold) {
+// release gives the lease up, after the value's write (or after finding
+// the value another process stored). A lock.Lock deletes the lease with
+// the cache's CompareAndDelete only while it is still this process's, so
+// a lease that expired and was won by another process is never touched. A
+// lease lost before its release (fn and the write took longer than
+// LeaseTTL, or the cache evicted the lease) is reported: another process
+// may have run fn meanwhile.
+func (f *Func[K, V]) release(ctx context.Context, h heldLease) {
 	wctx, cancel := f.writeCtx(ctx)
 	defer cancel()
-	if cad, ok := f.cache.(cachekit.CompareAndDeleter); ok {
-		if _, err := cad.CompareAndDelete(wctx, h.key, h.token); err != nil {
-			f.report(ctx, cachekit.WrapError("Delete", h.key, err))
-		}
-		return
-	}
-	if time.Since(h.at) >= f.o.LeaseTTL-f.o.LeaseTTL/10 {
-		return // expired or about to: it may be someone else's by now
-	}
-	cur, err := f.cache.Get(wctx, h.key)
-	if err != nil {
-		if !errors.Is(err, cachekit.ErrNotFound) {
-			f.report(ctx, cachekit.WrapError("Get", h.key, err))
-		}
-		return
-	}
-	if !bytes.Equal(cur, h.token) {
-		return
-	}
-	if _, err := f.cache.Delete(wctx, h.key); err != nil {
-		f.report(ctx, cachekit.WrapError("Delete", h.key, err))
+	err := h.Release(wctx)
+	switch {
+	case err == nil:
+	case errors.Is(err, lock.ErrLockLost):
+		f.report(ctx, &cachekit.Error{Op: "Release", Key: f.keys.lockKey(h.Name()), Err: err})
+	default:
+		f.report(ctx, cachekit.WrapError("Delete", f.keys.lockKey(h.Name()), err))
 	}
 }

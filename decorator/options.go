@@ -160,15 +160,22 @@ type Options[K comparable] struct {
 	RefreshBeta float64
 
 	// Lease turns on stampede protection across processes: on a miss, a
-	// process runs fn only if it wins a lease, an Add of the key's lease
-	// key with a random owner token and LeaseTTL; the others poll the
-	// cache for the value (with backoff and jitter) until it appears or
-	// the lease ends, and only then try to win the lease themselves. A
-	// holder that dies releases by the lease's expiry. The holder releases
-	// after storing the value, with the cache's
-	// cachekit.CompareAndDeleter (only its own token is deleted; see the
-	// package documentation for caches without it). Not supported by
-	// CachedMany.
+	// process runs fn only if it wins the key's lease, a [lock.Lock]
+	// taken with TryAcquire (an atomic Add of the lease key with a random
+	// owner value and LeaseTTL); the others poll the cache for the value
+	// (with backoff and jitter) until it appears or the lease ends, and
+	// only then try to win the lease themselves. A holder that dies
+	// releases by the lease's expiry. The holder releases after storing
+	// the value, with Lock.Release, which deletes the lease only while it
+	// is still the holder's (the cache's cachekit.CompareAndDeleter): a
+	// lease that expired while fn ran, and that another process won, is
+	// left alone, and the lost lease is reported to OnError. Every
+	// backend of this module and every wrapper of one implements
+	// CompareAndDelete; over a foreign cache without it, the lease is
+	// taken the same way but released by Get, compare and Delete, which
+	// is not atomic (see the package documentation), and OnError is told
+	// so once (an error wrapping cachekit.ErrUnsupported). Not supported
+	// by CachedMany.
 	// Default: false.
 	Lease bool
 
