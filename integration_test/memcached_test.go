@@ -81,16 +81,19 @@ func TestMemcachedConformance(t *testing.T) {
 	}, &cachetest.Options{MaxValueSize: memcached.DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
 }
 
-// TestMemcachedAutoPipelineConformance runs the suite over caches opened
-// from URLs with auto_pipeline=true (concurrent Gets batched into one
-// multi-get per server), on one server and on a pool.
-func TestMemcachedAutoPipelineConformance(t *testing.T) {
+// TestMemcachedURLConformance runs the suite over caches opened from URLs,
+// with auto-batching (concurrent Gets batched into one multi-get per server;
+// the URL default) and without, on one server and on a pool.
+func TestMemcachedURLConformance(t *testing.T) {
 	t.Parallel()
-	for _, n := range []int{1, 2} {
-		addrs := memcachedServers(t, n)
-		t.Run(fmt.Sprintf("servers=%d", n), func(t *testing.T) {
+	for _, tc := range []struct {
+		servers int
+		batch   bool
+	}{{1, true}, {2, true}, {1, false}, {2, false}} {
+		addrs := memcachedServers(t, tc.servers)
+		t.Run(fmt.Sprintf("servers=%d/auto_pipeline=%v", tc.servers, tc.batch), func(t *testing.T) {
 			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
-				c, err := cachekit.Open(mcBg, "memcached://"+strings.Join(addrs, ",")+"?auto_pipeline=true&namespace="+url.QueryEscape(sweepNamespace(ns)))
+				c, err := cachekit.Open(mcBg, "memcached://"+strings.Join(addrs, ",")+"?auto_pipeline="+strconv.FormatBool(tc.batch)+"&namespace="+url.QueryEscape(sweepNamespace(ns)))
 				if err != nil {
 					t.Fatal(err)
 				}

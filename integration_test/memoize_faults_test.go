@@ -188,7 +188,7 @@ func TestDecoratorFaultLeaseReleasedByCompareAndDelete(t *testing.T) {
 		}
 		f.Wait()
 		key, _ := f.Key("k")
-		lease := "f!" + key[len("f:"):]
+		lease := "f!" + key[len("f"):] + ":owner" // the decorator's lease key (a lock.Locker key)
 		if ok, err := c.Exists(decBg, lease); err != nil || ok {
 			t.Fatalf("lease %q still held (%v, %v) after the holder stored the value", lease, ok, err)
 		}

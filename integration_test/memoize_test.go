@@ -130,6 +130,25 @@ func (l *decLimited) Delete(ctx context.Context, keys ...string) (int, error) {
 	return l.Cache.Delete(ctx, keys...)
 }
 
+// CompareAndDelete forwards the wrapped cache's, as every wrapper must (the
+// decorator releases its lease with it).
+func (l *decLimited) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	if err := l.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-l.sem }()
+	return l.Cache.(cachekit.CompareAndDeleter).CompareAndDelete(ctx, key, old)
+}
+
+// CompareAndSwap forwards the wrapped cache's.
+func (l *decLimited) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	if err := l.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-l.sem }()
+	return l.Cache.(cachekit.CompareAndSwapper).CompareAndSwap(ctx, key, old, new, ttl)
+}
+
 func (l *decLimited) Exists(ctx context.Context, key string) (bool, error) {
 	if err := l.acquire(ctx); err != nil {
 		return false, err
@@ -270,7 +289,9 @@ func TestDecoratorDeadLeaseHolder(t *testing.T) {
 			return "v", nil
 		}, &decorator.Options[string]{Name: "dead", Lease: true, LeasePoll: 20 * time.Millisecond})
 		key, _ := f.Key("k")
-		if err := c.Add(decBg, "dead!"+key[len("dead"):], []byte("crashed"), time.Second); err != nil {
+		// The lease of a holder that died: the decorator's lease key (a
+		// lock.Locker key) holding a token nobody will release.
+		if err := c.Add(decBg, "dead!"+key[len("dead"):]+":owner", []byte("crashed"), time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if v, err := f.Call(decBg, "k"); err != nil || v != "v" || calls.Load() != 1 {
