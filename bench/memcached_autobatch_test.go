@@ -39,6 +39,10 @@ import (
 	_ "github.com/cachekit/cachekit/backend/memcached"
 )
 
+// mcabIdle is the idle connections each row's client keeps. The rows run
+// up to 512 goroutines each, one connection per concurrent call: the server
+// needs room for several times that (memcached -c 4096; its default, 1024,
+// answers "ERROR Too many open connections").
 const mcabIdle = 512
 
 type mcabImpl struct {
@@ -151,10 +155,10 @@ func mcabInterleave(b *testing.B, concurrency []int, keys []string, impls []mcab
 				for j := range impls {
 					k := (round + j) % len(impls)
 					cpu0 := processCPU()
-					n, d, lat := apSliceRun(g, func(i int) error { return impls[k].get(keys[i%len(keys)]) })
+					n, d, lat, err := apSliceRun(g, func(i int) error { return impls[k].get(keys[i%len(keys)]) })
 					cpu[k] += processCPU() - cpu0
-					if n < 0 {
-						b.Fatalf("%s failed", impls[k].name)
+					if err != nil {
+						b.Fatalf("%s failed at %d goroutines: %v", impls[k].name, g, err)
 					}
 					ops[k] += n
 					busy[k] += d

@@ -210,10 +210,10 @@ func BenchmarkRedisAutoPipelineInterleaved(b *testing.B) {
 				for j := range impls {
 					k := (round + j) % len(impls)
 					cpu0 := processCPU()
-					n, d, lat := apSliceRun(g, func(i int) error { return impls[k].get(bg, keys[i%len(keys)]) })
+					n, d, lat, err := apSliceRun(g, func(i int) error { return impls[k].get(bg, keys[i%len(keys)]) })
 					cpu[k] += processCPU() - cpu0
-					if n < 0 {
-						b.Fatalf("%s failed", impls[k].name)
+					if err != nil {
+						b.Fatalf("%s failed at %d goroutines: %v", impls[k].name, g, err)
 					}
 					ops[k] += n
 					busy[k] += d
@@ -245,13 +245,13 @@ const apSlice = 300 * time.Millisecond
 // apSliceRun runs op from g goroutines for apSlice and returns how many
 // operations completed, the time taken and their latencies (n < 0: an
 // operation failed).
-func apSliceRun(g int, op func(i int) error) (int64, time.Duration, []time.Duration) {
+func apSliceRun(g int, op func(i int) error) (int64, time.Duration, []time.Duration, error) {
 	var (
-		mu     sync.Mutex
-		all    []time.Duration
-		n      atomic.Int64
-		failed atomic.Bool
-		wg     sync.WaitGroup
+		mu       sync.Mutex
+		all      []time.Duration
+		n        atomic.Int64
+		firstErr error
+		wg       sync.WaitGroup
 	)
 	start := time.Now()
 	end := start.Add(apSlice)
@@ -266,7 +266,11 @@ func apSliceRun(g int, op func(i int) error) (int64, time.Duration, []time.Durat
 					break
 				}
 				if err := op(i); err != nil {
-					failed.Store(true)
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
 					break
 				}
 				lat = append(lat, time.Since(t0))
@@ -278,8 +282,8 @@ func apSliceRun(g int, op func(i int) error) (int64, time.Duration, []time.Durat
 		}()
 	}
 	wg.Wait()
-	if failed.Load() {
-		return -1, 0, nil
+	if firstErr != nil {
+		return -1, 0, nil, firstErr
 	}
-	return n.Load(), time.Since(start), all
+	return n.Load(), time.Since(start), all, nil
 }

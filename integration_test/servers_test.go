@@ -1613,7 +1613,7 @@ func harnessStartMemcached(n int) ([]string, error) {
 				&harnessReady{port: port, check: harnessMemcachedVersion, timeout: harnessStartupTimeout},
 				testcontainers.WithExposedPorts(port),
 				harnessPublishLoopback(port),
-				testcontainers.WithCmd("memcached", "-p", "11211", "-m", "64", "-U", "0", "-u", "nobody"),
+				testcontainers.WithCmd("memcached", "-p", "11211", "-m", "64", "-c", "4096", "-U", "0", "-u", "nobody"),
 			)
 			if err != nil {
 				errs[i] = err

@@ -54,12 +54,13 @@ func StartRedis(t testing.TB, extra ...string) *Server {
 }
 
 // StartMemcached starts memcached on a free port of 127.0.0.1 with 64 MiB of
-// memory, plus extra arguments. t's cleanup stops it.
+// memory and room for 4096 connections (gomemcache opens one per concurrent
+// call), plus extra arguments. t's cleanup stops it.
 func StartMemcached(t testing.TB, extra ...string) *Server {
 	t.Helper()
 	bin := binary(t, "CACHEKIT_TEST_MEMCACHED_BIN", "memcached", "memcached (Debian package memcached)")
 	return start(t, "memcached", bin, t.TempDir(), func(port int) []string {
-		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64"}
+		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-c", "4096"}
 		if os.Geteuid() == 0 {
 			args = append(args, "-u", "nobody")
 		}

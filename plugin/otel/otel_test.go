@@ -321,8 +321,8 @@ func TestParentAndEvents(t *testing.T) {
 
 	ctx, parent := tel.tp.Tracer("test").Start(bg, "request")
 	_, _ = typed.GetOrLoad(ctx, "u1", func(context.Context) (string, error) { return "ada", nil })
+	typed.Wait() // GetOrLoad writes in the background: u1's Set span ends here
 	_, _ = typed.GetOrLoad(ctx, "u2", func(context.Context) (string, error) { return "", errors.New("down") })
-	typed.Wait() // GetOrLoad writes in the background: its Set span ends there
 	parent.End()
 
 	var parentSpan sdktrace.ReadOnlySpan
