@@ -194,7 +194,7 @@ func (c *Cache) getManyCluster(ctx context.Context, keys []string, out map[strin
 		batches = append(batches, batch{idx: idx})
 	}
 	err := c.run(ctx, read, func(ctx context.Context) error {
-		pipe := c.client.Pipeline()
+		cmds := make([]goredis.Cmder, len(batches))
 		for i, b := range batches {
 			args := make([]any, 1+len(b.idx))
 			args[0] = "mget"
@@ -202,10 +202,9 @@ func (c *Cache) getManyCluster(ctx context.Context, keys []string, out map[strin
 				args[1+j] = wire[k]
 			}
 			batches[i].cmd = goredis.NewSliceCmd(ctx, args...)
-			_ = pipe.Process(ctx, batches[i].cmd)
+			cmds[i] = noRetrySlice{batches[i].cmd}
 		}
-		_, err := pipe.Exec(ctx)
-		return err
+		return c.execRedirected(ctx, c.client.Pipeline(), cmds)
 	})
 	if pipelineRefused(err) {
 		// go-redis routes multi-slot commands itself here: one MGET.
@@ -306,12 +305,11 @@ func (c *Cache) SetMany(ctx context.Context, items map[string][]byte, ttl time.D
 		largest = max(largest, len(v))
 	}
 	err := c.run(ctx, write, func(ctx context.Context) error {
-		pipe := c.client.Pipeline()
+		cmds := make([]goredis.Cmder, 0, len(items))
 		for k, v := range items {
-			_ = pipe.Process(ctx, noRetryStatus{goredis.NewStatusCmd(ctx, setArgs(c.key(k), v, ttl, false)...)})
+			cmds = append(cmds, noRetryStatus{goredis.NewStatusCmd(ctx, setArgs(c.key(k), v, ttl, false)...)})
 		}
-		_, err := pipe.Exec(ctx)
-		return err
+		return c.execRedirected(ctx, c.client.Pipeline(), cmds)
 	})
 	return cachekit.WrapError("SetMany", "", c.writeError(ctx, err, largest))
 }
@@ -358,7 +356,8 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 	// repeats share a command (same slot) or not (the second finds nothing).
 	wire := c.wireKeys(keys)
 	var cmds []*goredis.IntCmd
-	del := func(ctx context.Context, pipe goredis.Pipeliner, keys ...string) {
+	var sent []goredis.Cmder // cmds as sent, for execRedirected
+	del := func(ctx context.Context, keys ...string) {
 		args := make([]any, 1+len(keys))
 		args[0] = "del"
 		for i, k := range keys {
@@ -366,7 +365,7 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 		}
 		cmd := goredis.NewIntCmd(ctx, args...)
 		cmds = append(cmds, cmd)
-		_ = pipe.Process(ctx, noRetryInt{cmd})
+		sent = append(sent, noRetryInt{cmd})
 	}
 	var err error
 	switch c.kind {
@@ -381,20 +380,17 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 			slotKeys = append(slotKeys, group)
 		}
 		err = c.run(ctx, write, func(ctx context.Context) error {
-			cmds = cmds[:0]
-			pipe := c.client.Pipeline()
+			cmds, sent = cmds[:0], sent[:0]
 			for _, g := range slotKeys {
-				del(ctx, pipe, g...)
+				del(ctx, g...)
 			}
-			_, err := pipe.Exec(ctx)
-			return err
+			return c.execRedirected(ctx, c.client.Pipeline(), sent)
 		})
 		if pipelineRefused(err) {
 			// The client refuses multi-key DELs in pipelines and would
 			// split (and resend) them itself: one script per slot instead.
 			err = c.run(ctx, write, func(ctx context.Context) error {
-				cmds = cmds[:0]
-				pipe := c.client.Pipeline()
+				cmds, sent = cmds[:0], sent[:0]
 				for _, g := range slotKeys {
 					args := make([]any, 3+len(g))
 					args[0], args[1], args[2] = "eval", delScript, len(g)
@@ -403,21 +399,18 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 					}
 					cmd := goredis.NewIntCmd(ctx, args...)
 					cmds = append(cmds, cmd)
-					_ = pipe.Process(ctx, noRetryInt{cmd})
+					sent = append(sent, noRetryInt{cmd})
 				}
-				_, err := pipe.Exec(ctx)
-				return err
+				return c.execRedirected(ctx, c.client.Pipeline(), sent)
 			})
 		}
 	case ring:
 		err = c.run(ctx, write, func(ctx context.Context) error {
-			cmds = cmds[:0]
-			pipe := c.client.Pipeline()
+			cmds, sent = cmds[:0], sent[:0]
 			for _, k := range wire {
-				del(ctx, pipe, k)
+				del(ctx, k)
 			}
-			_, err := pipe.Exec(ctx)
-			return err
+			return c.execRedirected(ctx, c.client.Pipeline(), sent)
 		})
 	default:
 		args := make([]any, 1+len(wire))
@@ -577,17 +570,19 @@ func (c *Cache) clearNode(ctx context.Context, node goredis.UniversalClient, clu
 				}
 			}
 			err := c.run(ctx, write, func(ctx context.Context) error {
-				pipe := node.Pipeline()
+				// On a cluster, an UNLINK for a slot being migrated away
+				// is redirected; execRedirected resends it through the
+				// cluster client, to wherever its keys now are.
+				cmds := make([]goredis.Cmder, 0, len(groups))
 				for _, g := range groups {
 					args := make([]any, 1+len(g))
 					args[0] = "unlink"
 					for i, k := range g {
 						args[1+i] = k
 					}
-					_ = pipe.Process(ctx, noRetryInt{goredis.NewIntCmd(ctx, args...)})
+					cmds = append(cmds, noRetryInt{goredis.NewIntCmd(ctx, args...)})
 				}
-				_, err := pipe.Exec(ctx)
-				return err
+				return c.execRedirected(ctx, node.Pipeline(), cmds)
 			})
 			if err != nil {
 				return err

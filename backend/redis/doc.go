@@ -49,6 +49,9 @@
 //	breaker_threshold  consecutive connection failures that open the circuit breaker (default 3; 0: no breaker)
 //	breaker_duration   how long the open breaker refuses calls, e.g. 2s (default 1s; 0: no breaker)
 //	auto_pipeline   true coalesces concurrent single-key calls into pipelines (default false; see "Auto-pipelining")
+//	cluster_reload_interval  Cluster only: least time between slot-map reloads after connection failures, and
+//	                the client's periodic reload, e.g. 1s (default 500ms after failures, go-redis's 60s periodic;
+//	                0: neither the reload on failures nor a shorter period; see "Topology changes")
 //
 // Any other parameter is an error wrapping cachekit.ErrInvalidURL, as is a
 // malformed value. Opening a URL does not contact the server; the first
@@ -95,6 +98,38 @@
 // small Lua script per slot for Delete (go-redis would resend the parts of a
 // DEL it splits itself). On
 // a Ring, GetMany and Delete send one GET or DEL per key, pipelined per shard.
+//
+// # Topology changes
+//
+// Cluster master failover: go-redis learns a new slot map only from
+// MOVED/ASK/READONLY replies and every ClusterOptions.ClusterStateReloadInterval
+// (60s by default), so after a master dies its client keeps dialling the dead
+// address while the promoted replica already serves the slots. The cache
+// therefore asks a *goredis.ClusterClient to reload its slot map
+// (ReloadState, in the background) after any connection failure, at most once
+// per Options.ClusterReloadInterval (default 500ms; URL cluster_reload_interval).
+// This applies to caller-supplied cluster clients too; to also shorten their
+// periodic reload, set ClusterStateReloadInterval on the client. Writes to the
+// dead master's slots then resume within about a second of the cluster's own
+// failover (cluster-node-timeout plus the election); until then they fail
+// (a write whose reply was lost reports cachekit.ErrUnknownOutcome) and may
+// open the breaker. Replication is asynchronous: a write acknowledged just
+// before the master died can be lost; a value read back is never one that
+// was not written.
+//
+// Resharding: a node answers a command for a slot being migrated with MOVED,
+// ASK or TRYAGAIN, each meaning it did not run the command. go-redis follows
+// MOVED and ASK itself, but retries TRYAGAIN in a pipeline only for the first
+// command and only when no command is marked not-retryable. GetMany, SetMany,
+// Delete and Clear's UNLINKs therefore resend, per command, every command
+// that got one of these replies (writes too: they were not run), with a short
+// backoff (4ms doubling to 256ms, at most 12 times) within the operation's
+// deadline, so resharding does not reach the caller; calls touching a
+// migrating slot take longer meanwhile.
+//
+// Sentinel failover: the Sentinel client (redis+sentinel://) follows the
+// Sentinels' announcement of the new master; writes resume within about a
+// second of the promotion.
 // Any other UniversalClient implementation is treated as a single server.
 // Values larger than [MaxValueSize] (or Options.MaxValueSize) are rejected
 // with cachekit.ErrTooLarge before anything is sent, and a server that refuses

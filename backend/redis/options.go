@@ -115,7 +115,27 @@ type Options struct {
 	// written, and it starts the client's AutoPipeliners, which live until
 	// the client is closed. Default false.
 	AutoPipeline bool
+
+	// ClusterReloadInterval applies to a *goredis.ClusterClient (from a
+	// redis+cluster:// URL or the caller's own): when an operation fails to
+	// reach a node (a refused dial, a dropped connection, a socket
+	// timeout), the cache asks the client to reload its slot map
+	// (ClusterClient.ReloadState), at most once per ClusterReloadInterval.
+	// go-redis itself reloads only on MOVED/ASK/READONLY replies and every
+	// ClusterOptions.ClusterStateReloadInterval (60s by default), so after a
+	// master dies it would keep dialling it until then, while its replica
+	// already serves the slots; with the reload the cache finds the
+	// promoted replica within this interval of the cluster's failover. Zero
+	// means [DefaultClusterReloadInterval] (500ms); a negative value turns
+	// the reload off. URLs set it, and the client's periodic reload
+	// interval, with cluster_reload_interval.
+	ClusterReloadInterval time.Duration
 }
+
+// DefaultClusterReloadInterval is the least time between the slot-map
+// reloads a cache asks of its cluster client after connection failures, when
+// [Options.ClusterReloadInterval] is zero.
+const DefaultClusterReloadInterval = 500 * time.Millisecond
 
 // clientKind says how multi-key operations are routed.
 type clientKind int
@@ -157,6 +177,9 @@ type Cache struct {
 	apBlocking *goredis.AutoPipeliner // blocking face, with ap
 	apAlways   bool                   // tests: pipeline lone callers too
 	route      apRoute                // with ap: direct or pipelined
+
+	reloadEvery time.Duration // cluster: least gap between slot-map reloads on failures; 0: off
+	lastReload  atomic.Int64  // cluster: unix nanos of the last reload asked for
 
 	shared    atomic.Pointer[sharedTimer] // see bound
 	closed    atomic.Bool
@@ -234,6 +257,12 @@ func New(client goredis.UniversalClient, opts *Options) *Cache {
 		c.ctxAware = opt.ContextTimeoutEnabled && opt.ReadTimeout >= 0 && opt.WriteTimeout >= 0
 	case *goredis.ClusterClient:
 		c.kind = cluster
+		switch c.reloadEvery = o.ClusterReloadInterval; {
+		case c.reloadEvery == 0:
+			c.reloadEvery = DefaultClusterReloadInterval
+		case c.reloadEvery < 0:
+			c.reloadEvery = 0
+		}
 		opt := cl.Options()
 		c.ctxAware = opt.ContextTimeoutEnabled && opt.ReadTimeout >= 0 && opt.WriteTimeout >= 0
 	case *goredis.Ring:

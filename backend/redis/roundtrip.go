@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -111,6 +112,7 @@ func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error 
 		c.ignored()
 	case ended(bctx) || connFailure(err):
 		c.failed(err)
+		c.reloadSlots()
 	default:
 		c.ignored()
 	}
@@ -118,6 +120,26 @@ func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error 
 		err = &causeError{sentinel: cachekit.ErrUnknownOutcome, err: err}
 	}
 	return err
+}
+
+// reloadSlots asks a cluster client to reload its slot map after a
+// connection failure, at most once per reloadEvery: a node that stopped
+// answering may have been replaced (a replica promoted after its master
+// died), and go-redis would otherwise learn it only from its periodic reload.
+// The reload runs in the background (ReloadState), never on the caller's
+// time.
+func (c *Cache) reloadSlots() {
+	if c.reloadEvery <= 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := c.lastReload.Load()
+	if now-last < int64(c.reloadEvery) || !c.lastReload.CompareAndSwap(last, now) {
+		return
+	}
+	if cl, ok := c.client.(*goredis.ClusterClient); ok {
+		cl.ReloadState(context.Background())
+	}
 }
 
 // Write commands are wrapped so that go-redis never resends them: a command

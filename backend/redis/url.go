@@ -198,6 +198,18 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 	}
 	var masterName string
 	var sentinelAuth bool
+	var reloadInterval time.Duration // cluster: the client's periodic slot-map reload; 0: go-redis's default
+	if cfg.topology == clusterTopology {
+		// cluster_reload_interval=0 turns the cache's reload on connection
+		// failures off and leaves go-redis's periodic reload at its default.
+		switch d := p.Duration("cluster_reload_interval", -1); {
+		case d == 0:
+			cfg.opts.ClusterReloadInterval = -1
+		case d > 0:
+			cfg.opts.ClusterReloadInterval = d
+			reloadInterval = d
+		}
+	}
 	if cfg.topology == sentinelTopology {
 		masterName = p.String("master_name", "")
 		sentinelAuth = p.Bool("sentinel_auth", false)
@@ -244,6 +256,8 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 			ContextTimeoutEnabled: true,
 			MaxRetries:            -1, // writes are never resent; reads are retried by the cache
 			DialerRetries:         1,  // a refused dial fails at once, with its cause
+
+			ClusterStateReloadInterval: reloadInterval,
 		}
 	case sentinelTopology:
 		cfg.failover = &goredis.FailoverOptions{

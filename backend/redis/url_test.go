@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/cachekit/cachekit"
 )
 
@@ -186,5 +188,42 @@ func TestOpenUnreachableHidesPassword(t *testing.T) {
 	_, err = c.Get(context.Background(), "k")
 	if err == nil || strings.Contains(err.Error(), pw) {
 		t.Fatalf("Get against an unreachable server: %v", err)
+	}
+}
+
+func TestParseURLClusterReloadInterval(t *testing.T) {
+	cfg, err := parseURL(mustParse(t, "redis+cluster://h1:7000?cluster_reload_interval=2s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.opts.ClusterReloadInterval != 2*time.Second || cfg.cluster.ClusterStateReloadInterval != 2*time.Second {
+		t.Fatalf("cluster_reload_interval=2s: options %v, client %v", cfg.opts.ClusterReloadInterval, cfg.cluster.ClusterStateReloadInterval)
+	}
+	cfg, err = parseURL(mustParse(t, "redis+cluster://h1:7000?cluster_reload_interval=0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.opts.ClusterReloadInterval >= 0 || cfg.cluster.ClusterStateReloadInterval != 0 {
+		t.Fatalf("cluster_reload_interval=0: options %v, client %v", cfg.opts.ClusterReloadInterval, cfg.cluster.ClusterStateReloadInterval)
+	}
+	cfg, err = parseURL(mustParse(t, "redis+cluster://h1:7000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.opts.ClusterReloadInterval != 0 || cfg.cluster.ClusterStateReloadInterval != 0 {
+		t.Fatalf("default: options %v, client %v", cfg.opts.ClusterReloadInterval, cfg.cluster.ClusterStateReloadInterval)
+	}
+	c := New(goredis.NewClusterClient(cfg.cluster), &cfg.opts)
+	defer c.client.Close()
+	if c.reloadEvery != DefaultClusterReloadInterval {
+		t.Fatalf("default reload gap %v", c.reloadEvery)
+	}
+	for _, bad := range []string{
+		"redis://h1?cluster_reload_interval=1s", // not a cluster
+		"redis+cluster://h1?cluster_reload_interval=x",
+	} {
+		if _, err := parseURL(mustParse(t, bad)); !errors.Is(err, cachekit.ErrInvalidURL) {
+			t.Errorf("%s: %v", bad, err)
+		}
 	}
 }

@@ -1,0 +1,726 @@
+package integration_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/cachekit/cachekit"
+	_ "github.com/cachekit/cachekit/backend/redis"
+	"github.com/cachekit/cachekit/internal/testserver"
+)
+
+// Topology changes under load (issue #11): a Redis Cluster master killed
+// (its replica is promoted), slots migrated between masters, and a Sentinel
+// failover. Every server is a process of the test's own (internal/testserver),
+// with 8 goroutines of light load; the assertions are recovery within the
+// server's failover time plus a generous margin, no wrong value, and no
+// MOVED/ASK/TRYAGAIN reaching a caller. Each test logs its figures
+// (BENCHMARKS.md, "Redis topology changes").
+
+// topoCluster is a 6-node cluster (3 masters, 3 replicas) with
+// cluster-node-timeout 2000ms.
+type topoCluster struct {
+	nodes []*testserver.Server
+	addrs []string
+}
+
+// skipOrFail skips the test, except under CI (CI set), where a missing
+// binary must fail it, as internal/testserver does.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal(why)
+	}
+	t.Skip(why)
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startTopoCluster(t *testing.T) *topoCluster {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		skipOrFail(t, "redis-cli not installed (Debian package redis-tools)")
+	}
+	tc := &topoCluster{}
+	for range 6 {
+		// The bus port is chosen here: port+10000 may be past 65535.
+		s := testserver.StartRedis(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+			"--cluster-port", strconv.Itoa(freeTCPPort(t)), "--cluster-replica-validity-factor", "0")
+		tc.nodes = append(tc.nodes, s)
+		tc.addrs = append(tc.addrs, s.Addr())
+	}
+	args := append([]string{"--cluster", "create"}, tc.addrs...)
+	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	tc.waitOK(t, tc.nodes)
+	return tc
+}
+
+// waitOK waits until every node of live reports cluster_state:ok and knows
+// a master for every slot.
+func (tc *topoCluster) waitOK(t *testing.T, live []*testserver.Server) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range live {
+		c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
+		for {
+			info, err := c.ClusterInfo(ctx).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_assigned:16384") {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.Close()
+				t.Fatalf("cluster not ok on %s: %v %s", s.Addr(), err, info)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.Close()
+	}
+}
+
+func (tc *topoCluster) node(addr string) *testserver.Server {
+	for _, s := range tc.nodes {
+		if s.Addr() == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// latencies collects per-op durations and outcomes, by phase.
+type latencies struct {
+	mu     sync.Mutex
+	ops    [3][]time.Duration // before, during, after
+	errs   [3]int
+	sample []string // a few error texts
+}
+
+func (l *latencies) add(phase int, d time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ops[phase] = append(l.ops[phase], d)
+	if err != nil {
+		l.errs[phase]++
+		if len(l.sample) < 5 {
+			l.sample = append(l.sample, err.Error())
+		}
+	}
+}
+
+func p99(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)*99/100]
+}
+
+func (l *latencies) report(t *testing.T, event string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t.Logf("%s: ops before/during/after %d/%d/%d, errors %d/%d/%d, p99 %v / %v / %v; sample errors %q",
+		event, len(l.ops[0]), len(l.ops[1]), len(l.ops[2]), l.errs[0], l.errs[1], l.errs[2],
+		p99(l.ops[0]).Round(10*time.Microsecond), p99(l.ops[1]).Round(10*time.Microsecond), p99(l.ops[2]).Round(10*time.Microsecond), l.sample)
+}
+
+// writeLoad runs 8 writers, each over keys of its own, writing "key=n" with
+// a rising n, until stop is closed. It records each key's last acknowledged
+// and last attempted n, the longest gap between successful writes (to keys
+// for which victim returns true), and when the first successful such write
+// after the event happened.
+type writeLoad struct {
+	c        cachekit.Cache
+	lat      latencies
+	phase    atomic.Int32
+	eventAt  atomic.Int64 // unix nanos
+	mu       sync.Mutex
+	acked    map[string]int
+	tried    map[string]int
+	lastOK   time.Time // last successful victim write
+	longest  time.Duration
+	firstOK  time.Duration // from event to the first victim success after it; -1: none yet
+	hung     atomic.Int64  // ops that overran their deadline by far
+	victimOf func(key string) bool
+}
+
+func (w *writeLoad) run(stop <-chan struct{}, keysPer int) *sync.WaitGroup {
+	w.acked, w.tried = map[string]int{}, map[string]int{}
+	w.firstOK = -1
+	w.lastOK = time.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := 0
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n++
+				key := fmt.Sprintf("w%d-%d", g, n%keysPer)
+				w.mu.Lock()
+				w.tried[key] = n
+				w.mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				start := time.Now()
+				err := w.c.Set(ctx, key, []byte(key+"="+strconv.Itoa(n)), 0)
+				d := time.Since(start)
+				cancel()
+				if d > 3*time.Second {
+					w.hung.Add(1)
+				}
+				phase := int(w.phase.Load())
+				w.lat.add(phase, d, err)
+				if err == nil {
+					w.mu.Lock()
+					w.acked[key] = n
+					if w.victimOf == nil || w.victimOf(key) {
+						now := time.Now()
+						w.longest = max(w.longest, now.Sub(w.lastOK))
+						w.lastOK = now
+						if ev := w.eventAt.Load(); ev != 0 && w.firstOK < 0 && start.UnixNano() > ev {
+							w.firstOK = now.Sub(time.Unix(0, ev))
+						}
+					}
+					w.mu.Unlock()
+				} else {
+					time.Sleep(5 * time.Millisecond) // errors come fast; don't spin
+				}
+			}
+		}()
+	}
+	return &wg
+}
+
+// verify reads every key back: a value must be one this test wrote to that
+// key; one older than the last acknowledged write counts as a lost ack.
+func (w *writeLoad) verify(t *testing.T) (lost int) {
+	t.Helper()
+	ctx := context.Background()
+	for key, tried := range w.tried {
+		var v []byte
+		var err error
+		for range 20 { // the cluster may still be settling
+			if v, err = w.c.Get(ctx, key); err == nil || errors.Is(err, cachekit.ErrNotFound) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		acked, ok := w.acked[key]
+		if errors.Is(err, cachekit.ErrNotFound) {
+			if ok {
+				lost++
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("read back %s: %v", key, err)
+		}
+		k, ns, found := strings.Cut(string(v), "=")
+		n, aerr := strconv.Atoi(ns)
+		if !found || k != key || aerr != nil || n > tried {
+			t.Errorf("wrong value for %s: %q (last tried %d)", key, v, tried)
+			continue
+		}
+		if ok && n < acked {
+			lost++
+		}
+	}
+	return lost
+}
+
+// TestRedisTopologyClusterFailover kills a master of a 6-node cluster under
+// write load: writes to its slots resume within the failover plus a
+// margin, through a cache opened from a redis+cluster:// URL with default
+// parameters; no value read back is wrong.
+func TestRedisTopologyClusterFailover(t *testing.T) {
+	settleDials(t)
+	tc := startTopoCluster(t)
+	ctx := context.Background()
+	c, err := cachekit.Open(ctx, "redis+cluster://"+strings.Join(tc.addrs, ",")+"?namespace=topo-failover")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	admin := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: tc.addrs})
+	defer admin.Close()
+
+	// The victim: the master of the slot of the first writer's first key.
+	victimClient, err := admin.MasterForKey(ctx, "topo-failover:w0-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victimAddr := victimClient.Options().Addr
+	victim := tc.node(victimAddr)
+	if victim == nil {
+		t.Fatalf("no node %s", victimAddr)
+	}
+	slots, err := admin.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ranges [][2]int
+	for _, s := range slots {
+		if s.Nodes[0].Addr == victimAddr {
+			ranges = append(ranges, [2]int{s.Start, s.End})
+		}
+	}
+	w := &writeLoad{c: c}
+	slotCache := sync.Map{}
+	w.victimOf = func(key string) bool {
+		if v, ok := slotCache.Load(key); ok {
+			return v.(bool)
+		}
+		s := int(keySlot("topo-failover:" + key))
+		in := false
+		for _, r := range ranges {
+			in = in || s >= r[0] && s <= r[1]
+		}
+		slotCache.Store(key, in)
+		return in
+	}
+	stop := make(chan struct{})
+	wg := w.run(stop, 64)
+	time.Sleep(2 * time.Second)
+
+	w.mu.Lock()
+	w.longest = 0
+	w.mu.Unlock()
+	w.phase.Store(1)
+	victim.Kill() // returns once the process is gone and its port refuses
+	killed := time.Now()
+	w.eventAt.Store(killed.UnixNano())
+
+	// The cluster's own failover: a replica of the victim's slots reports
+	// itself master.
+	var live []*testserver.Server
+	for _, s := range tc.nodes {
+		if s != victim {
+			live = append(live, s)
+		}
+	}
+	var failover time.Duration
+	for failover == 0 {
+		if time.Since(killed) > 30*time.Second {
+			cl := goredis.NewClient(&goredis.Options{Addr: live[0].Addr()})
+			nodes, _ := cl.ClusterNodes(ctx).Result()
+			cl.Close()
+			t.Fatalf("the cluster did not fail over within 30s (victim %s, slots %v):\n%s", victimAddr, ranges, nodes)
+		}
+		cl := goredis.NewClient(&goredis.Options{Addr: live[0].Addr()})
+		got, err := cl.ClusterSlots(ctx).Result()
+		cl.Close()
+		if err == nil {
+			for _, s := range got {
+				if s.Start == ranges[0][0] && s.Nodes[0].Addr != victimAddr {
+					failover = time.Since(killed)
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Recovery: a write to the victim's slots that started after the kill
+	// succeeded, within the failover plus a margin.
+	limit := failover + 10*time.Second
+	for {
+		w.mu.Lock()
+		first := w.firstOK
+		w.mu.Unlock()
+		if first >= 0 {
+			break
+		}
+		if time.Since(killed) > limit {
+			close(stop)
+			wg.Wait()
+			w.lat.report(t, "cluster failover")
+			t.Fatalf("no write to the dead master's slots succeeded within %v of the kill (failover after %v)", limit, failover)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.phase.Store(2)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	lost := w.verify(t)
+	w.lat.report(t, "cluster failover")
+	t.Logf("cluster failover: replica promoted %v after SIGKILL; first write to its slots %v after; longest gap without a successful write to them %v; acknowledged writes lost (async replication) %d of %d keys; hung ops %d",
+		failover.Round(time.Millisecond), w.firstOK.Round(time.Millisecond), w.longest.Round(time.Millisecond), lost, len(w.tried), w.hung.Load())
+	if w.hung.Load() != 0 {
+		t.Errorf("%d ops overran their 1s deadline by more than 2s", w.hung.Load())
+	}
+}
+
+// settleDials waits, after the test's clients are closed, for go-redis's
+// background dialler of a dead node to notice (it sleeps 1s between dials),
+// so that the leak check after the tests does not count it.
+func settleDials(t *testing.T) {
+	t.Cleanup(func() { time.Sleep(1500 * time.Millisecond) })
+}
+
+// TestRedisTopologyClusterReshard migrates 10 slots between masters, key
+// by key (CLUSTER SETSLOT MIGRATING/IMPORTING, MIGRATE in batches of 3), under
+// GetMany/SetMany/Delete load on keys of those slots: no MOVED, ASK or
+// TRYAGAIN reaches a caller, and every value read is one written to its key.
+func TestRedisTopologyClusterReshard(t *testing.T) {
+	settleDials(t)
+	tc := startTopoCluster(t)
+	ctx := context.Background()
+	const ns = "topo-reshard"
+	c, err := cachekit.Open(ctx, "redis+cluster://"+strings.Join(tc.addrs, ",")+"?namespace="+ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	admin := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: tc.addrs})
+	defer admin.Close()
+	slots, err := admin.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, dst := slots[0], slots[1]
+	srcAddr, dstAddr := src.Nodes[0].Addr, dst.Nodes[0].Addr
+	srcID, dstID := src.Nodes[0].ID, dst.Nodes[0].ID
+
+	// Keys of 10 distinct slots of the source master, 40 keys each.
+	var keys []string
+	var moving []int
+	for i := 0; len(moving) < 10; i++ {
+		tag := "t" + strconv.Itoa(i)
+		s := int(keySlot(ns + ":{" + tag + "}"))
+		if s < src.Start || s > src.End || slices.Contains(moving, s) {
+			continue
+		}
+		moving = append(moving, s)
+		for j := range 40 {
+			keys = append(keys, fmt.Sprintf("{%s}k%d", tag, j))
+		}
+	}
+	initial := map[string][]byte{}
+	for _, k := range keys {
+		initial[k] = []byte(k + "=0")
+	}
+	if err := c.SetMany(ctx, initial, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	var lat latencies
+	var phase atomic.Int32
+	var redirects, wrong atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := 0
+			pick := func(m int) []string {
+				out := make([]string, m)
+				for i := range out {
+					out[i] = keys[(g*7919+n*31+i*127)%len(keys)]
+				}
+				return out
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				n++
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				start := time.Now()
+				var err error
+				switch n % 3 {
+				case 0:
+					var got map[string][]byte
+					got, err = c.GetMany(ctx, pick(16))
+					for k, v := range got {
+						if !strings.HasPrefix(string(v), k+"=") {
+							wrong.Add(1)
+						}
+					}
+				case 1:
+					items := map[string][]byte{}
+					for _, k := range pick(8) {
+						items[k] = []byte(k + "=" + strconv.Itoa(n))
+					}
+					err = c.SetMany(ctx, items, 0)
+				default:
+					_, err = c.Delete(ctx, pick(2)...)
+				}
+				cancel()
+				lat.add(int(phase.Load()), time.Since(start), err)
+				if err != nil {
+					if msg := err.Error(); strings.Contains(msg, "TRYAGAIN") || strings.Contains(msg, "MOVED") || strings.Contains(msg, "ASK") {
+						redirects.Add(1)
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	phase.Store(1)
+	srcNode := goredis.NewClient(&goredis.Options{Addr: srcAddr})
+	defer srcNode.Close()
+	dstNode := goredis.NewClient(&goredis.Options{Addr: dstAddr})
+	defer dstNode.Close()
+	dstHost, dstPortText, _ := net.SplitHostPort(dstAddr)
+	dstPort, _ := strconv.Atoi(dstPortText)
+	began := time.Now()
+	for _, s := range moving {
+		if err := dstNode.Do(ctx, "cluster", "setslot", s, "importing", srcID).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := srcNode.Do(ctx, "cluster", "setslot", s, "migrating", dstID).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			batch, err := srcNode.ClusterGetKeysInSlot(ctx, s, 3).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(batch) == 0 {
+				break
+			}
+			args := []any{"migrate", dstHost, dstPort, "", 0, 5000, "keys"}
+			for _, k := range batch {
+				args = append(args, k)
+			}
+			if err := srcNode.Do(ctx, args...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond) // the slot stays split a while
+		}
+		for _, n := range []*goredis.Client{dstNode, srcNode} {
+			if err := n.Do(ctx, "cluster", "setslot", s, "node", dstID).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	moved := time.Since(began)
+	phase.Store(2)
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	lat.report(t, "cluster reshard")
+	t.Logf("cluster reshard: %d slots (%d keys) moved in %v; redirect errors seen by callers %d; wrong values %d",
+		len(moving), len(keys), moved.Round(time.Millisecond), redirects.Load(), wrong.Load())
+	if redirects.Load() != 0 {
+		t.Errorf("%d calls failed with MOVED/ASK/TRYAGAIN", redirects.Load())
+	}
+	if wrong.Load() != 0 {
+		t.Errorf("%d wrong values", wrong.Load())
+	}
+	// Every key of the moved slots is now on the destination.
+	got, err := c.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range got {
+		if !strings.HasPrefix(string(v), k+"=") {
+			t.Errorf("wrong value for %s: %q", k, v)
+		}
+	}
+}
+
+// keySlot is the Redis Cluster hash slot of key (CLUSTER KEYSLOT).
+func keySlot(key string) uint16 {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			key = key[s+1 : s+1+e]
+		}
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc % 16384
+}
+
+// startSentinel runs redis-server in Sentinel mode on a free port, watching
+// master as "mymaster" (quorum 2, down after 1s). t's cleanup kills it.
+func startSentinel(t *testing.T, masterAddr string) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		skipOrFail(t, "redis-server not installed (Debian package redis-server)")
+	}
+	host, port, _ := net.SplitHostPort(masterAddr)
+	for attempt := 0; ; attempt++ {
+		p := freeTCPPort(t)
+		dir := t.TempDir()
+		conf := dir + "/sentinel.conf"
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 2\n"+
+			"sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n", p, dir, host, port)
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, conf, "--sentinel")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := cmd.Process.Pid
+		t.Cleanup(func() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		})
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		c := goredis.NewClient(&goredis.Options{Addr: addr})
+		for range 100 {
+			if c.Ping(context.Background()).Err() == nil {
+				c.Close()
+				return addr
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		c.Close()
+		if attempt == 4 {
+			t.Fatalf("sentinel on %s did not answer", addr)
+		}
+	}
+}
+
+// TestRedisTopologySentinelFailover kills the master of a master, a replica
+// and 3 Sentinels under write load: writes through a redis+sentinel:// cache
+// resume within the Sentinels' failover plus a margin; no value read back
+// is wrong.
+func TestRedisTopologySentinelFailover(t *testing.T) {
+	settleDials(t)
+	ctx := context.Background()
+	master := testserver.StartRedis(t)
+	mhost, mport, _ := net.SplitHostPort(master.Addr())
+	replica := testserver.StartRedis(t, "--replicaof", mhost, mport)
+	var sentinels []string
+	for range 3 {
+		sentinels = append(sentinels, startSentinel(t, master.Addr()))
+	}
+	// Ready: the replica is in sync and every Sentinel knows the replica
+	// and the two other Sentinels.
+	deadline := time.Now().Add(30 * time.Second)
+	rc := goredis.NewClient(&goredis.Options{Addr: replica.Addr()})
+	defer rc.Close()
+	for {
+		info, _ := rc.Info(ctx, "replication").Result()
+		if strings.Contains(info, "master_link_status:up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica not in sync: %s", info)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, s := range sentinels {
+		sc := goredis.NewSentinelClient(&goredis.Options{Addr: s})
+		for {
+			m, err := sc.Master(ctx, "mymaster").Result()
+			reps, _ := sc.Replicas(ctx, "mymaster").Result()
+			if err == nil && m["num-other-sentinels"] == "2" && len(reps) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				sc.Close()
+				t.Fatalf("sentinel %s not ready: %v %v", s, m, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		sc.Close()
+	}
+
+	c, err := cachekit.Open(ctx, "redis+sentinel://"+strings.Join(sentinels, ",")+"?master_name=mymaster&namespace=topo-sentinel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := &writeLoad{c: c}
+	stop := make(chan struct{})
+	wg := w.run(stop, 64)
+	time.Sleep(2 * time.Second)
+	w.mu.Lock()
+	w.longest = 0
+	w.mu.Unlock()
+	w.phase.Store(1)
+	master.Kill() // returns once the process is gone and its port refuses
+	killed := time.Now()
+	w.eventAt.Store(killed.UnixNano())
+
+	sc := goredis.NewSentinelClient(&goredis.Options{Addr: sentinels[0]})
+	defer sc.Close()
+	var failover time.Duration
+	for failover == 0 {
+		if time.Since(killed) > 30*time.Second {
+			close(stop)
+			wg.Wait()
+			t.Fatal("the Sentinels did not fail over within 30s")
+		}
+		if a, err := sc.GetMasterAddrByName(ctx, "mymaster").Result(); err == nil && net.JoinHostPort(a[0], a[1]) == replica.Addr() {
+			failover = time.Since(killed)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	limit := failover + 10*time.Second
+	for {
+		w.mu.Lock()
+		first := w.firstOK
+		w.mu.Unlock()
+		if first >= 0 {
+			break
+		}
+		if time.Since(killed) > limit {
+			close(stop)
+			wg.Wait()
+			w.lat.report(t, "sentinel failover")
+			t.Fatalf("no write succeeded within %v of the kill (failover after %v)", limit, failover)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.phase.Store(2)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	lost := w.verify(t)
+	w.lat.report(t, "sentinel failover")
+	t.Logf("sentinel failover: replica promoted %v after SIGKILL; first write %v after; longest gap without a successful write %v; acknowledged writes lost (async replication) %d of %d keys; hung ops %d",
+		failover.Round(time.Millisecond), w.firstOK.Round(time.Millisecond), w.longest.Round(time.Millisecond), lost, len(w.tried), w.hung.Load())
+	if w.hung.Load() != 0 {
+		t.Errorf("%d ops overran their 1s deadline by more than 2s", w.hung.Load())
+	}
+}
