@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	tclog "github.com/testcontainers/testcontainers-go/log"
+
+	"github.com/cachekit/cachekit/internal/testserver"
 	"go.uber.org/goleak"
 )
 
@@ -33,6 +35,7 @@ func TestMain(m *testing.M) {
 		os.Setenv(harnessEnvRyukDisabled, "true")
 	}
 	flag.Parse()
+	testserver.Report = harnessReportProcess
 	child := os.Getenv(decEnvChild) != "" // a process of TestDecoratorDistributedStampedeProcesses
 	caFile, madeDir := os.Getenv(harnessEnvRedisTLSCAFile), ""
 	if os.Getenv(harnessEnvRedisTLSAddr) == "" && !child {

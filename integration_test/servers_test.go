@@ -475,12 +475,15 @@ var (
 		provide: harnessEnvMemcachedAddrs + "=host:port,host:port (2 or more)"}
 	harnessBackendFlush = &harnessBackend{name: "Redis FLUSHDB",
 		provide: harnessEnvRedisFlushOK + "=1 (lets Clear without a namespace flush database 15 of " + harnessEnvRedisAddr + " and the cluster in " + harnessEnvRedisClusterAddrs + ")"}
+	harnessBackendProcesses = &harnessBackend{name: "Fault servers",
+		provide: "redis-server and memcached on PATH (or CACHEKIT_TEST_REDIS_SERVER_BIN, CACHEKIT_TEST_MEMCACHED_BIN)"}
 	harnessBackendDocker = &harnessBackend{name: "Docker",
 		provide: "a Docker engine (DOCKER_HOST or /var/run/docker.sock), or " + harnessEnvDocker + "=0 to say there is none"}
 
 	harnessBackends = []*harnessBackend{
 		harnessBackendRedis, harnessBackendCluster, harnessBackendSentinel, harnessBackendTLS,
-		harnessBackendMemcached, harnessBackendMemcachedPool, harnessBackendFlush, harnessBackendDocker,
+		harnessBackendMemcached, harnessBackendMemcachedPool, harnessBackendFlush, harnessBackendProcesses,
+		harnessBackendDocker,
 	}
 )
 
@@ -516,6 +519,19 @@ func (b *harnessBackend) skip(t testing.TB) {
 		b.skipped = map[string]bool{}
 	}
 	b.skipped[t.Name()] = true
+}
+
+// harnessReportProcess records the server processes the fault-injection
+// tests start with internal/testserver (testserver.Report), for the summary.
+func harnessReportProcess(t testing.TB, kind string, err error) {
+	b := harnessBackendProcesses
+	if err != nil {
+		b.setSource("", fmt.Errorf("%s: %w", kind, err), false)
+		b.skip(t)
+		return
+	}
+	b.setSource("redis-server and memcached processes on 127.0.0.1 (freeze, kill, restart)", nil, false)
+	b.used(t)
 }
 
 // harnessCI reports whether CI is set: then a missing server fails the test.
@@ -571,6 +587,8 @@ func harnessSummary(w io.Writer) (skipped int) {
 			status = strings.Replace(status, "skipped", "FAILED", 1)
 		}
 		switch {
+		case b.err != nil && b == harnessBackendProcesses:
+			detail = harnessOneLine(b.err)
 		case b.err != nil && b == harnessBackendDocker:
 			detail = harnessOneLine(b.err) + "; to run: provide " + b.provide
 		case b.err != nil:

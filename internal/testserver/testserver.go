@@ -25,6 +25,18 @@ import (
 	"time"
 )
 
+// Report, when set (by a test binary's TestMain, before tests run), is called
+// once per Start: with a nil error when the server started, or with the
+// reason the test is skipped (or, under CI, failed). The integration suite
+// uses it to list the fault tests' servers in its summary.
+var Report func(t testing.TB, kind string, err error)
+
+func report(t testing.TB, kind string, err error) {
+	if Report != nil {
+		Report(t, kind, err)
+	}
+}
+
 // Server is one server process that the test owns.
 type Server struct {
 	t    testing.TB
@@ -45,7 +57,7 @@ type Server struct {
 // stops it.
 func StartRedis(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	bin := binary(t, "CACHEKIT_TEST_REDIS_SERVER_BIN", "redis-server", "redis-server (Debian package redis-server)")
+	bin := binary(t, "redis", "CACHEKIT_TEST_REDIS_SERVER_BIN", "redis-server", "redis-server (Debian package redis-server)")
 	dir := t.TempDir()
 	return start(t, "redis", bin, dir, func(port int) []string {
 		return append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--protected-mode", "no",
@@ -58,7 +70,7 @@ func StartRedis(t testing.TB, extra ...string) *Server {
 // call), plus extra arguments. t's cleanup stops it.
 func StartMemcached(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	bin := binary(t, "CACHEKIT_TEST_MEMCACHED_BIN", "memcached", "memcached (Debian package memcached)")
+	bin := binary(t, "memcached", "CACHEKIT_TEST_MEMCACHED_BIN", "memcached", "memcached (Debian package memcached)")
 	return start(t, "memcached", bin, t.TempDir(), func(port int) []string {
 		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-c", "4096"}
 		if os.Geteuid() == 0 {
@@ -68,7 +80,7 @@ func StartMemcached(t testing.TB, extra ...string) *Server {
 	})
 }
 
-func binary(t testing.TB, env, name, what string) string {
+func binary(t testing.TB, kind, env, name, what string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		return p
@@ -82,6 +94,7 @@ func binary(t testing.TB, env, name, what string) string {
 		}
 	}
 	msg := fmt.Sprintf("fault-injection test needs %s on PATH (or %s)", what, env)
+	report(t, kind, fmt.Errorf("%s not found on PATH; to run: install it, or set %s", name, env))
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg + "; CI is set, so this is a failure, not a skip")
 	}
@@ -108,8 +121,10 @@ func start(t testing.TB, kind, bin, dir string, args func(port int) []string) *S
 			continue
 		}
 		t.Cleanup(s.stop)
+		report(t, kind, nil)
 		return s
 	}
+	report(t, kind, lastErr)
 	t.Fatalf("testserver: could not start %s: %v", kind, lastErr)
 	return nil
 }
