@@ -293,7 +293,8 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte,
 // addIfAbsent is Add's request loop reporting whether it stored the value
 // instead of returning ErrExists.
 func (c *Cache) addIfAbsent(cl *call, key string, value []byte, abs uint32, exp int32) (bool, error) {
-	s, err := c.writeState(cl)
+	slot := c.slotFor(key)
+	s, err := c.writeState(cl, slot)
 	if err != nil {
 		return false, err
 	}
@@ -309,7 +310,7 @@ func (c *Cache) addIfAbsent(cl *call, key string, value []byte, abs uint32, exp 
 		}
 		// The key exists in the generation this cache knows; make sure
 		// that generation was not cleared meanwhile.
-		fresh, err := c.loadGeneration(cl)
+		fresh, err := c.loadGeneration(cl, slot)
 		if err != nil {
 			return false, err
 		}

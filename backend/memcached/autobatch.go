@@ -59,7 +59,6 @@ const (
 // getReq is one queued single-key read.
 type getReq struct {
 	key   string // cachekit key
-	sk    string // server key, set by the batch
 	state atomic.Uint32
 	done  chan struct{} // receives one value once it and err are set
 	it    *memcache.Item
@@ -80,7 +79,7 @@ func (c *Cache) batcherFor(key string) *batcher {
 	if c.batchers == nil {
 		return c.batcher
 	}
-	addr, err := c.selector.PickServer(serverKey(c.gen.Load().keyPrefix(), key))
+	addr, err := c.pickServer(key)
 	if err != nil {
 		return c.batcher // the request reports the error
 	}
@@ -137,7 +136,7 @@ func (c *Cache) getBatched(ctx context.Context, key string) (*memcache.Item, err
 }
 
 func (r *getReq) release() {
-	r.it, r.err, r.key, r.sk = nil, nil, "", ""
+	r.it, r.err, r.key = nil, nil, ""
 	reqPool.Put(r)
 }
 
@@ -208,41 +207,29 @@ func (c *Cache) sendBatch(batch []*getReq) {
 			return
 		}
 	}
-	var seen map[string]bool
-	items, _, err := c.fetch(nil, func(prefix string) []string {
-		sks := make([]string, 0, len(live))
-		if len(live) > 1 {
-			seen = make(map[string]bool, len(live))
-		}
-		for _, r := range live {
-			r.sk = serverKey(prefix, r.key)
-			if seen != nil {
-				if seen[r.sk] {
-					continue
-				}
-				seen[r.sk] = true
-			}
-			sks = append(sks, r.sk)
-		}
-		return sks
-	})
-	var given map[string]bool
-	for _, r := range live {
+	keys := make([]string, len(live))
+	for i, r := range live {
+		keys[i] = r.key
+	}
+	items, _, err := c.fetch(nil, keys)
+	var given map[*memcache.Item]bool
+	for i, r := range live {
 		r.it, r.err = nil, err
 		if err == nil {
-			if it := items[r.sk]; it != nil {
-				if seen != nil && len(seen) < len(live) {
+			if it := items[i]; it != nil {
+				if len(live) > 1 {
 					// The same key twice in a batch: each caller owns
 					// the bytes it gets.
 					if given == nil {
-						given = make(map[string]bool, len(live))
+						given = make(map[*memcache.Item]bool, len(live))
 					}
-					if given[r.sk] {
+					if given[it] {
 						cp := *it
 						cp.Value = append([]byte(nil), it.Value...)
 						it = &cp
+					} else {
+						given[it] = true
 					}
-					given[r.sk] = true
 				}
 				r.it = it
 			}

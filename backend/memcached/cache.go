@@ -2,8 +2,8 @@ package memcached
 
 import (
 	"context"
+	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -25,9 +25,12 @@ type Cache struct {
 
 	// Namespace state; nsPart == "" without a namespace.
 	nsPart string
-	genKey string
 	genTTL time.Duration
-	gen    atomic.Pointer[genState]
+	slots  []*genSlot // generation keys (generation.go)
+	// With per-server generations: the client's Ring, and the prefix
+	// whose server keys it places as it places the namespace's keys.
+	ring        *Ring
+	placePrefix string
 
 	// Circuit breakers: one per server when the selector is known
 	// (selector and breakers set), else one for the client (br; nil when
@@ -84,6 +87,19 @@ func (c *Cache) breakerFor(sk string) *breaker.Breaker {
 		return nil // the client reports the error
 	}
 	return c.breakers[addr.String()]
+}
+
+// pickServer returns the server of key, as the client's selector places it.
+// Must only be called with a selector.
+func (c *Cache) pickServer(key string) (net.Addr, error) {
+	if c.ring != nil {
+		return c.ring.addrs[c.ring.index(serverKey(c.placePrefix, key))], nil
+	}
+	var prefix string
+	if slot := c.slotFor(key); slot != nil {
+		prefix = slot.cur.Load().keyPrefix()
+	}
+	return c.selector.PickServer(serverKey(prefix, key))
 }
 
 // Close makes every later call fail with cachekit.ErrClosed and waits for

@@ -36,6 +36,37 @@
 // (hash modulo the number of servers) moves most of them. Use NewRing with
 // memcache.NewFromSelector for clients you build yourself.
 //
+// # Pools and topology changes
+//
+// By default a namespace's generation (see below) lives under one key on
+// one server, which every call needs: when that server dies, every call in
+// the namespace fails, and when a new server takes that key, the whole
+// namespace reads as empty. With Options.PerServerGenerations (URL
+// per_server_generations=true) every server of the Ring holds its own
+// generation of the namespace, under "~" + namespace + ":gen@" + its
+// address, which the Ring sends to that server; a key uses the generation
+// of the server that holds it, fetched in the same multi-key get as the
+// key, so reads still cost one round trip per server and writes are
+// unchanged. The Ring places a namespaced key without its generation, so
+// keys never move between servers on a Clear. Then:
+//
+//   - growing a pool from N to N+1 servers keeps the keys that stay on their
+//     server (about N/(N+1) of them); the keys the new server takes are
+//     misses, its generation starting afresh;
+//   - losing a server fails only the calls that need it (its breaker makes
+//     them fail at once): keys on the others keep working;
+//   - Clear moves the generation on every server, concurrently. A server it
+//     cannot reach keeps its generation and so its keys: Clear still moves
+//     the others, then fails with an error naming the servers it could not
+//     clear. A server that was restarted comes back empty; one that was only
+//     unreachable serves its old keys again until a Clear succeeds, so retry
+//     a Clear that failed.
+//
+// Every cache sharing a namespace must use the same setting and list the
+// servers by the same addresses (as placement needs anyway): the two
+// layouts don't see each other's keys or Clears. The option needs a client
+// built on a Ring; without a namespace it changes nothing.
+//
 // # Keys
 //
 // memcached keys are at most 250 bytes of printable ASCII without spaces.
@@ -54,7 +85,8 @@
 // "~" + namespace + ":" + generation + ":" + key (a namespace that is not
 // plain ASCII, contains ':' or '~', or is longer than 64 bytes appears as a
 // SHA-256 of itself). The generation is a number kept under the reserved key
-// "~" + namespace + ":gen", created at random the first time. Clear
+// "~" + namespace + ":gen" (with Options.PerServerGenerations, one per
+// server: see above), created at random the first time. Clear
 // increments it (one atomic incr): every key of the old generation becomes
 // unreachable at once and memcached's LRU reclaims the memory in time, and
 // other namespaces are untouched. Clear never flushes a server while a
@@ -213,7 +245,9 @@
 // selector (caches opened from a URL, or Options.Selector), so one dead
 // server of a pool leaves the keys of the others working; otherwise there is
 // one breaker for the client. With a namespace every call also needs the
-// server that holds the namespace's generation key.
+// server that holds the namespace's generation key, unless
+// Options.PerServerGenerations keeps one on every server (see Pools and
+// topology changes).
 //
 // A request that fails on a connection the server had closed (after a
 // restart every pooled connection is dead) drops the client's idle

@@ -14,6 +14,20 @@ import (
 
 // Namespace generations: see "Namespaces and Clear" in the package
 // documentation.
+//
+// With a Ring (Options.Selector, or a URL), every server holds the
+// generation of the keys it stores, under its own generation key (routed to
+// it by the Ring), so that losing or adding a server touches only the keys
+// that server holds. Without one (no selector, or another selector, which
+// may place a key differently in every generation), the namespace has one
+// generation key, wherever the client puts it.
+
+// genSlot is one generation key and what this cache last saw of it.
+type genSlot struct {
+	addr string // server address; "" with a single generation key
+	key  string // server key of the generation
+	cur  atomic.Pointer[genState]
+}
 
 // genState is a namespace generation as last seen on the server.
 type genState struct {
@@ -35,6 +49,33 @@ func (s *genState) keyPrefix() string {
 	return s.prefix
 }
 
+// initGenerations sets up the generation slots of a namespaced cache:
+// one per server of ring, or one for the namespace when ring is nil.
+func (c *Cache) initGenerations(ring *Ring) {
+	if ring == nil {
+		c.slots = []*genSlot{{key: generationKey(c.nsPart)}}
+		return
+	}
+	c.ring = ring
+	c.placePrefix = string(marker) + c.nsPart + "::"
+	for _, addr := range ring.names {
+		c.slots = append(c.slots, &genSlot{addr: addr, key: serverGenerationKey(c.nsPart, addr)})
+	}
+}
+
+// slotFor returns the generation slot of key (nil without a namespace).
+func (c *Cache) slotFor(key string) *genSlot {
+	switch {
+	case c.nsPart == "":
+		return nil
+	case len(c.slots) == 1:
+		return c.slots[0]
+	}
+	// The Ring places a namespaced key by the key without its generation
+	// (see Ring), which is this.
+	return c.slots[c.ring.index(serverKey(c.placePrefix, key))]
+}
+
 // newGenState returns the state for gen, confirmed now.
 func (c *Cache) newGenState(gen uint64) *genState {
 	s := &genState{gen: gen, prefix: generationPrefix(c.nsPart, gen)}
@@ -42,9 +83,10 @@ func (c *Cache) newGenState(gen uint64) *genState {
 	return s
 }
 
-// saw records that the server holds generation gen, given that the caller
-// worked with old (which may be nil). It returns the state to use for gen.
-func (c *Cache) saw(old *genState, gen uint64) *genState {
+// saw records that slot's server holds generation gen, given that the
+// caller worked with old (which may be nil). It returns the state to use for
+// gen.
+func (c *Cache) saw(slot *genSlot, old *genState, gen uint64) *genState {
 	if old != nil && old.gen == gen {
 		old.checked.Store(clock())
 		return old
@@ -52,92 +94,112 @@ func (c *Cache) saw(old *genState, gen uint64) *genState {
 	s := c.newGenState(gen)
 	// Replace only what the caller started from: a concurrent call may have
 	// stored a newer generation already, which a stale reply must not undo.
-	c.gen.CompareAndSwap(old, s)
+	slot.cur.CompareAndSwap(old, s)
 	return s
 }
 
 // parseGeneration reads a generation value.
-func (c *Cache) parseGeneration(v []byte) (uint64, error) {
+func parseGeneration(slot *genSlot, v []byte) (uint64, error) {
 	g, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 64)
 	if err != nil {
-		return 0, errGenerationKey(c.genKey, v, err)
+		return 0, errGenerationKey(slot.key, v, err)
 	}
 	return g, nil
 }
 
-// loadGeneration asks the server for the namespace generation, creating one
-// if there is none, and returns its state.
-func (c *Cache) loadGeneration(cl *call) (*genState, error) {
-	old := c.gen.Load()
-	it, err := c.get(cl, c.genKey)
-	switch {
-	case err != nil:
-		return nil, err
-	case it == nil:
-		return c.newGeneration(cl, old)
-	}
-	g, err := c.parseGeneration(it.Value)
+// loadGeneration asks slot's server for the namespace generation, creating
+// one if there is none, and returns its state.
+func (c *Cache) loadGeneration(cl *call, slot *genSlot) (*genState, error) {
+	old := slot.cur.Load()
+	it, err := c.get(cl, slot.key)
 	if err != nil {
 		return nil, err
 	}
-	return c.saw(old, g), nil
+	return c.sawItem(cl, slot, old, it)
 }
 
-// newGeneration creates the generation key, which is missing (never set, or
-// evicted, or flushed). The first generation is random, so that a namespace
-// whose generation key was lost never comes back to the generation of keys
-// that may still be stored.
-func (c *Cache) newGeneration(cl *call, old *genState) (*genState, error) {
+// sawItem records what a get of slot's generation key returned (nil: a
+// miss), creating a generation when there is none.
+func (c *Cache) sawItem(cl *call, slot *genSlot, old *genState, it *memcache.Item) (*genState, error) {
+	if it == nil {
+		return c.newGeneration(cl, slot, old)
+	}
+	g, err := parseGeneration(slot, it.Value)
+	if err != nil {
+		return nil, err
+	}
+	return c.saw(slot, old, g), nil
+}
+
+// loadGenerations is loadGeneration for several slots, in one round trip.
+func (c *Cache) loadGenerations(cl *call, slots []*genSlot) ([]*genState, error) {
+	out := make([]*genState, len(slots))
+	if len(slots) == 1 {
+		s, err := c.loadGeneration(cl, slots[0])
+		out[0] = s
+		return out, err
+	}
+	olds := make([]*genState, len(slots))
+	keys := make([]string, len(slots))
+	for i, slot := range slots {
+		olds[i], keys[i] = slot.cur.Load(), slot.key
+	}
+	m, err := c.getMulti(cl, keys)
+	if err != nil {
+		return nil, err
+	}
+	for i, slot := range slots {
+		if out[i], err = c.sawItem(cl, slot, olds[i], m[slot.key]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// newGeneration creates slot's generation key, which is missing (never set,
+// or evicted, or flushed, or its server is new or was restarted). The first
+// generation is random, so that a namespace whose generation key was lost
+// never comes back to the generation of keys that may still be stored.
+func (c *Cache) newGeneration(cl *call, slot *genSlot, old *genState) (*genState, error) {
 	for range 3 {
 		g := rand.Uint64N(1<<62) + 1<<32
 		// An add may be resent: a second one finds the key and reads it.
-		err := c.do(cl, c.genKey, false, func() error {
-			return c.client.Add(&memcache.Item{Key: c.genKey, Value: strconv.AppendUint(nil, g, 10)})
+		err := c.do(cl, slot.key, false, func() error {
+			return c.client.Add(&memcache.Item{Key: slot.key, Value: strconv.AppendUint(nil, g, 10)})
 		})
 		if err == nil {
-			return c.saw(old, g), nil
+			return c.saw(slot, old, g), nil
 		}
 		if !errors.Is(err, memcache.ErrNotStored) {
 			return nil, err
 		}
 		// Someone else created it first: use theirs.
-		it, err := c.get(cl, c.genKey)
+		it, err := c.get(cl, slot.key)
 		if err != nil {
 			return nil, err
 		}
 		if it == nil {
 			continue // and gone again already
 		}
-		g, err = c.parseGeneration(it.Value)
+		g, err = parseGeneration(slot, it.Value)
 		if err != nil {
 			return nil, err
 		}
-		return c.saw(old, g), nil
+		return c.saw(slot, old, g), nil
 	}
-	return nil, fmt.Errorf("memcached: namespace generation key %q keeps disappearing", c.genKey)
+	return nil, fmt.Errorf("memcached: namespace generation key %q keeps disappearing", slot.key)
 }
 
-// writeState returns the generation that Set, SetMany and Add use: the last
-// one seen, if seen within GenerationTTL, else the server's. Without a
-// namespace it returns nil.
-func (c *Cache) writeState(cl *call) (*genState, error) {
-	if c.nsPart == "" {
+// writeState returns the generation of slot that Set, SetMany and Add use:
+// the last one seen, if seen within GenerationTTL, else the server's. Without
+// a namespace (nil slot) it returns nil.
+func (c *Cache) writeState(cl *call, slot *genSlot) (*genState, error) {
+	if slot == nil {
 		return nil, nil
 	}
-	s := c.gen.Load()
+	s := slot.cur.Load()
 	if s != nil && c.genTTL > 0 && clock()-s.checked.Load() < int64(c.genTTL) {
 		return s, nil
 	}
-	return c.loadGeneration(cl)
-}
-
-// freshState returns the server's generation now, asking it (Delete needs
-// this: a delete in a generation cleared meanwhile would report a key as
-// deleted and leave the live one readable). Without a namespace it returns
-// nil.
-func (c *Cache) freshState(cl *call) (*genState, error) {
-	if c.nsPart == "" {
-		return nil, nil
-	}
-	return c.loadGeneration(cl)
+	return c.loadGeneration(cl, slot)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"strconv"
+	"strings"
 )
 
 // Server keys.
@@ -33,9 +34,15 @@ import (
 // without ':' or '~' and does not start with '=', and otherwise "=" +
 // base64url(sha256(namespace)). The ':' after the '~' keeps namespaced keys
 // apart from every key of a cache without a namespace (whose encodings never
-// hold a ':' after a leading '~'), and the generation's own reserved key
-// "~" + ns + ":gen" has no second ':' so it is never a data key. The encoded
-// key is fitted to what is left of the 250 bytes after the prefix.
+// hold a ':' after a leading '~'). The generation's reserved keys are
+// "~" + ns + ":gen@" + server address, one per server of a [Ring] (the
+// Ring sends each to the server it names), or "~" + ns + ":gen" when the
+// cache does not know the client's Ring; neither has a base-36 number
+// between its first two ':', so neither is ever a data key. The encoded key
+// is fitted to what is left of the 250 bytes after the namespace and the
+// longest generation (13 base-36 digits), so that its form does not depend
+// on the generation: a Ring places a namespaced key by the key without its
+// generation, so a Clear never moves keys between servers.
 
 const (
 	// maxServerKey is the longest key memcached accepts.
@@ -44,6 +51,11 @@ const (
 	marker = '~'
 	// maxPlainNamespace is the longest namespace used as-is in server keys.
 	maxPlainNamespace = 64
+	// maxGenDigits is the length of the largest uint64 in base 36.
+	maxGenDigits = 13
+	// genRoute follows "~" + ns + ":" in a per-server generation key,
+	// before the server's address.
+	genRoute = "gen@"
 )
 
 var b64 = base64.RawURLEncoding
@@ -102,6 +114,12 @@ func generationKey(nsPart string) string {
 	return string(marker) + nsPart + ":gen"
 }
 
+// serverGenerationKey is the reserved server key holding a namespace's
+// generation on the server addr of a Ring, which sends it to that server.
+func serverGenerationKey(nsPart, addr string) string {
+	return string(marker) + nsPart + ":" + genRoute + addr
+}
+
 // generationPrefix is the prefix of every server key of a namespace in one
 // generation.
 func generationPrefix(nsPart string, gen uint64) string {
@@ -114,5 +132,8 @@ func serverKey(prefix, key string) string {
 	if prefix == "" {
 		return encodeKey(key, maxServerKey)
 	}
-	return prefix + encodeKey(key, maxServerKey-len(prefix))
+	// The budget leaves room for the longest generation, whatever the
+	// prefix's: see the comment above.
+	head := strings.IndexByte(prefix, ':') + 1
+	return prefix + encodeKey(key, maxServerKey-head-maxGenDigits-1)
 }

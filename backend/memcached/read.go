@@ -9,55 +9,115 @@ import (
 	"github.com/cachekit/cachekit"
 )
 
-// fetch gets the items of serverKeys(prefix) in one round trip (one request
-// per server involved). With a namespace it fetches the generation key too,
-// and starts over if the generation moved, so that a read never sees keys of
-// a cleared generation. It returns the items by server key and the state the
-// keys were built from.
-func (c *Cache) fetch(cl *call, serverKeys func(prefix string) []string) (map[string]*memcache.Item, *genState, error) {
+// fetch gets the items of keys (cachekit keys; nil for a miss, in the
+// order of keys) in one round trip: one multi-key get per server involved.
+// With a namespace it fetches the generation key of every server involved
+// too (each server's generation lives on that server, so it travels in the
+// same request as the server's keys), and reads again the keys of a server
+// whose generation moved, so that a read never sees keys of a cleared
+// generation. It returns, with a namespace, the generation state each key
+// was read in.
+func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, error) {
+	items := make([]*memcache.Item, len(keys))
 	if c.nsPart == "" {
-		keys := serverKeys("")
 		if len(keys) == 1 {
-			it, err := c.get(cl, keys[0])
-			if err != nil || it == nil {
+			it, err := c.get(cl, serverKey("", keys[0]))
+			items[0] = it
+			return items, nil, err
+		}
+		sks := make([]string, len(keys))
+		for i, k := range keys {
+			sks[i] = serverKey("", k)
+		}
+		m, err := c.getMulti(cl, uniqueKeys(sks))
+		if err != nil {
+			return nil, nil, err
+		}
+		for i, sk := range sks {
+			items[i] = m[sk]
+		}
+		return items, nil, nil
+	}
+	states := make([]*genState, len(keys))
+	slots := make([]*genSlot, len(keys))
+	pending := make([]int, len(keys))
+	for i, k := range keys {
+		slots[i], pending[i] = c.slotFor(k), i
+	}
+	var (
+		used []*genSlot
+		from = map[*genSlot]*genState{}
+		sks  = make([]string, len(keys))
+	)
+	for range 5 {
+		// One request: the generation key of every server involved, and
+		// the keys of each in the generation last seen there (none yet
+		// for a server whose generation this cache has never seen).
+		used = used[:0]
+		clear(from)
+		req := make([]string, 0, len(pending)+1)
+		for _, i := range pending {
+			slot := slots[i]
+			s, ok := from[slot]
+			if !ok {
+				s = slot.cur.Load()
+				from[slot] = s
+				used = append(used, slot)
+				req = append(req, slot.key)
+			}
+			if s != nil {
+				sks[i] = serverKey(s.prefix, keys[i])
+				req = append(req, sks[i])
+			}
+		}
+		m, err := c.getMulti(cl, uniqueKeys(req))
+		if err != nil {
+			return nil, nil, err
+		}
+		// Each server's generation: still the one its keys were read in,
+		// or moved (read them again), or gone (so is everything in it).
+		now := map[*genSlot]*genState{}
+		for _, slot := range used {
+			old := from[slot]
+			gi, ok := m[slot.key]
+			if !ok {
+				s, err := c.newGeneration(cl, slot, old)
+				if err != nil {
+					return nil, nil, err
+				}
+				now[slot] = s
+				continue
+			}
+			g, err := parseGeneration(slot, gi.Value)
+			if err != nil {
 				return nil, nil, err
 			}
-			return map[string]*memcache.Item{it.Key: it}, nil, nil
+			if old != nil && g == old.gen {
+				old.checked.Store(clock())
+				now[slot] = old
+				continue
+			}
+			c.saw(slot, old, g)
 		}
-		m, err := c.getMulti(cl, keys)
-		return m, nil, err
+		next := pending[:0]
+		for _, i := range pending {
+			slot := slots[i]
+			s, ok := now[slot]
+			if !ok {
+				next = append(next, i) // read again in the new generation
+				continue
+			}
+			states[i] = s
+			if from[slot] == s { // read in s, else new: a miss
+				items[i] = m[sks[i]]
+			}
+		}
+		pending = next
+		if len(pending) == 0 {
+			return items, states, nil
+		}
 	}
-	s := c.gen.Load()
-	if s == nil {
-		var err error
-		if s, err = c.loadGeneration(cl); err != nil {
-			return nil, nil, err
-		}
-	}
-	for range 5 {
-		keys := append([]string{c.genKey}, serverKeys(s.prefix)...)
-		m, err := c.getMulti(cl, keys)
-		if err != nil {
-			return nil, nil, err
-		}
-		gi, ok := m[c.genKey]
-		if !ok {
-			// The generation is gone, so is everything in it.
-			s, err = c.newGeneration(cl, s)
-			return nil, s, err
-		}
-		g, err := c.parseGeneration(gi.Value)
-		if err != nil {
-			return nil, nil, err
-		}
-		if g == s.gen {
-			s.checked.Store(clock())
-			delete(m, c.genKey)
-			return m, s, nil
-		}
-		s = c.saw(s, g) // cleared meanwhile: read the new generation
-	}
-	return nil, nil, fmt.Errorf("memcached: namespace generation key %q keeps changing", c.genKey)
+	return nil, nil, fmt.Errorf("memcached: namespace generation key %q keeps changing", slots[pending[0]].key)
 }
 
 // getOne fetches one key's item (nil on a miss) and the state it was read in.
@@ -66,15 +126,11 @@ func (c *Cache) getOne(cl *call, key string) (*memcache.Item, *genState, error) 
 		it, err := c.get(cl, serverKey("", key))
 		return it, nil, err
 	}
-	var sk string
-	m, s, err := c.fetch(cl, func(prefix string) []string {
-		sk = serverKey(prefix, key)
-		return []string{sk}
-	})
+	items, states, err := c.fetch(cl, []string{key})
 	if err != nil {
 		return nil, nil, err
 	}
-	return m[sk], s, nil
+	return items[0], states[0], nil
 }
 
 // Get returns the value stored under key, or an error wrapping
@@ -150,26 +206,17 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) (map[string][]byte, 
 		return out, nil
 	}
 	uniq := uniqueKeys(keys)
-	var (
-		items map[string]*memcache.Item
-		sks   []string
-	)
+	var items []*memcache.Item
 	err := c.run(ctx, writes{}, func(cl *call) error {
 		var err error
-		items, _, err = c.fetch(cl, func(prefix string) []string {
-			sks = make([]string, len(uniq))
-			for i, k := range uniq {
-				sks[i] = serverKey(prefix, k)
-			}
-			return sks
-		})
+		items, _, err = c.fetch(cl, uniq)
 		return err
 	})
 	if err != nil {
 		return nil, cachekit.WrapError(op, "", err)
 	}
 	for i, k := range uniq {
-		if it, ok := items[sks[i]]; ok {
+		if it := items[i]; it != nil {
 			v := it.Value
 			if v == nil {
 				v = []byte{}

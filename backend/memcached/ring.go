@@ -25,6 +25,14 @@ const pointsPerServer = 160
 // gomemcache's own ServerList hashes modulo the number of servers instead,
 // which moves most keys whenever the list changes.
 //
+// Two kinds of keys are placed specially, so that a cachekit namespace has
+// no single point of failure (see "Namespaces and Clear" in the package
+// documentation). A namespaced key, "~" + ns + ":" + generation + ":" +
+// rest with a base-36 generation, is placed by "~" + ns + "::" + rest: a
+// Clear, which changes the generation, moves no key to another server. A
+// namespace's generation key for one server, "~" + ns + ":gen@" + address,
+// goes to the server with that address, when the Ring has it.
+//
 // Placement depends on the address strings as given, not on their order and
 // not on what they resolve to, so every client configured with the same
 // addresses agrees on where a key lives. Names are resolved when a
@@ -38,7 +46,8 @@ const pointsPerServer = 160
 type Ring struct {
 	names  []string
 	addrs  []net.Addr
-	points []ringPoint // sorted by hash, then by server name
+	byName map[string]int // position in names
+	points []ringPoint    // sorted by hash, then by server name
 }
 
 type ringPoint struct {
@@ -60,6 +69,7 @@ func NewRing(servers ...string) (*Ring, error) {
 		names:  make([]string, len(servers)),
 		addrs:  make([]net.Addr, len(servers)),
 		points: make([]ringPoint, 0, len(servers)*pointsPerServer),
+		byName: make(map[string]int, len(servers)),
 	}
 	seen := make(map[string]bool, len(servers))
 	for i, s := range servers {
@@ -72,6 +82,7 @@ func NewRing(servers ...string) (*Ring, error) {
 		}
 		seen[s] = true
 		r.names[i], r.addrs[i] = s, addr
+		r.byName[s] = i
 		for j := 0; j < pointsPerServer/4; j++ {
 			d := md5.Sum([]byte(s + "-" + strconv.Itoa(j)))
 			for k := 0; k < 4; k++ {
@@ -120,12 +131,48 @@ func (r *Ring) PickServer(key string) (net.Addr, error) {
 	if len(r.addrs) == 1 {
 		return r.addrs[0], nil
 	}
-	return r.addrs[r.index(key)], nil
+	return r.addrs[r.serverOf(key)], nil
 }
 
-// index returns the position in r.addrs of key's server.
+// serverOf returns the position in r.addrs of key's server, placing
+// namespaced keys and generation keys as the type's comment says.
+func (r *Ring) serverOf(key string) int {
+	if len(key) > 0 && key[0] == marker {
+		if i := strings.IndexByte(key, ':'); i > 0 {
+			rest := key[i+1:]
+			if strings.HasPrefix(rest, genRoute) {
+				if s, ok := r.byName[rest[len(genRoute):]]; ok {
+					return s
+				}
+			} else if j := base36Run(rest); j > 0 && j < len(rest) && rest[j] == ':' {
+				var buf [maxServerKey + 16]byte
+				b := append(buf[:0], key[:i+1]...)
+				return r.indexBytes(append(b, rest[j:]...))
+			}
+		}
+	}
+	return r.index(key)
+}
+
+// base36Run returns the length of the run of base-36 digits (0-9, a-z)
+// that s starts with.
+func base36Run(s string) int {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; !(b >= '0' && b <= '9' || b >= 'a' && b <= 'z') {
+			return i
+		}
+	}
+	return len(s)
+}
+
+// index returns the position in r.addrs of the server of key, hashed as it
+// is.
 func (r *Ring) index(key string) int {
-	d := md5.Sum([]byte(key))
+	return r.indexBytes([]byte(key))
+}
+
+func (r *Ring) indexBytes(key []byte) int {
+	d := md5.Sum(key)
 	h := binary.LittleEndian.Uint32(d[:4])
 	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].hash >= h })
 	if i == len(r.points) {

@@ -58,7 +58,7 @@ func (c *Cache) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	exp, abs := expiration(ttl, time.Now())
 	value = detach(ctx, value)
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		s, err := c.writeState(cl)
+		s, err := c.writeState(cl, c.slotFor(key))
 		if err != nil {
 			return err
 		}
@@ -107,13 +107,27 @@ func (c *Cache) SetMany(ctx context.Context, items map[string][]byte, ttl time.D
 	}
 	exp, abs := expiration(ttl, time.Now())
 	err := c.run(ctx, writes{keys: keys}, func(cl *call) error {
-		s, err := c.writeState(cl)
-		if err != nil {
-			return err
+		// The generation of every server involved, asked for (once per
+		// server) only when not seen within GenerationTTL.
+		states := make([]*genState, len(list))
+		if c.nsPart != "" {
+			seen := map[*genSlot]*genState{}
+			for i := range list {
+				slot := c.slotFor(list[i].key)
+				s, ok := seen[slot]
+				if !ok {
+					var err error
+					if s, err = c.writeState(cl, slot); err != nil {
+						return err
+					}
+					seen[slot] = s
+				}
+				states[i] = s
+			}
 		}
 		return c.each(ctx, len(list), func(i int) error {
 			return c.store(cl, c.client.Set, &memcache.Item{
-				Key: serverKey(s.keyPrefix(), list[i].key), Value: list[i].value, Flags: abs, Expiration: exp,
+				Key: serverKey(states[i].keyPrefix(), list[i].key), Value: list[i].value, Flags: abs, Expiration: exp,
 			})
 		})
 	})
@@ -179,7 +193,8 @@ func (c *Cache) Add(ctx context.Context, key string, value []byte, ttl time.Dura
 	exp, abs := expiration(ttl, time.Now())
 	value = detach(ctx, value)
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		s, err := c.writeState(cl)
+		slot := c.slotFor(key)
+		s, err := c.writeState(cl, slot)
 		if err != nil {
 			return err
 		}
@@ -195,7 +210,7 @@ func (c *Cache) Add(ctx context.Context, key string, value []byte, ttl time.Dura
 			}
 			// The key exists in the generation this cache knows; make sure
 			// that generation was not cleared meanwhile.
-			fresh, err := c.loadGeneration(cl)
+			fresh, err := c.loadGeneration(cl, slot)
 			if err != nil {
 				return err
 			}
@@ -209,8 +224,40 @@ func (c *Cache) Add(ctx context.Context, key string, value []byte, ttl time.Dura
 	return cachekit.WrapError(op, key, err)
 }
 
+// freshStates returns the generation of the server of each key now, asking
+// the servers involved (one round trip). Delete needs this: a delete in a
+// generation cleared meanwhile would report a key as deleted and leave the
+// live one readable. Without a namespace it returns nils.
+func (c *Cache) freshStates(cl *call, keys []string) ([]*genState, error) {
+	out := make([]*genState, len(keys))
+	if c.nsPart == "" {
+		return out, nil
+	}
+	idx := map[*genSlot]int{}
+	var slots []*genSlot
+	at := make([]int, len(keys))
+	for i, k := range keys {
+		slot := c.slotFor(k)
+		j, ok := idx[slot]
+		if !ok {
+			j = len(slots)
+			idx[slot] = j
+			slots = append(slots, slot)
+		}
+		at[i] = j
+	}
+	states, err := c.loadGenerations(cl, slots)
+	if err != nil {
+		return nil, err
+	}
+	for i := range keys {
+		out[i] = states[at[i]]
+	}
+	return out, nil
+}
+
 // Delete removes keys and reports how many existed. With a namespace it
-// asks the server for the namespace's generation first (as reads do), so
+// asks the servers for the namespace's generation first (as reads do), so
 // that it never deletes in a generation another process cleared. It sends
 // one delete per key (gomemcache has no multi-key delete), at most
 // BatchConcurrency at a time.
@@ -239,12 +286,12 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 	}
 	var n atomic.Int64
 	err := c.run(ctx, w, func(cl *call) error {
-		s, err := c.freshState(cl)
+		states, err := c.freshStates(cl, uniq)
 		if err != nil {
 			return err
 		}
 		return c.each(ctx, len(uniq), func(i int) error {
-			sk := serverKey(s.keyPrefix(), uniq[i])
+			sk := serverKey(states[i].keyPrefix(), uniq[i])
 			err := c.do(cl, sk, true, func() error { return c.client.Delete(sk) })
 			switch {
 			case err == nil:
