@@ -110,29 +110,28 @@ func TestGrowingKeepsGenerationPlacement(t *testing.T) {
 	}
 }
 
-// TestPerServerGenerationsModes: the option takes the client's Ring with or
-// without Options.Selector; without the option, or over another selector,
-// the namespace keeps its single generation key.
+// TestPerServerGenerationsModes: the option takes the Ring given as
+// Options.Selector; without the option, without the selector, or over
+// another selector, the namespace keeps its single generation key.
 func TestPerServerGenerationsModes(t *testing.T) {
-	for _, withSelector := range []bool{true, false} {
-		c, ring := perServerCache(t, "app", withSelector, servers(3)...)
-		if c.ring != ring || len(c.slots) != 3 {
-			t.Fatalf("withSelector=%v: ring %p (want %p), %d slots (want 3)", withSelector, c.ring, ring, len(c.slots))
-		}
-		for i, s := range c.slots {
-			if s.addr != servers(3)[i] || s.key != "~app:gen@"+servers(3)[i] {
-				t.Fatalf("slot %d = %s %q", i, s.addr, s.key)
-			}
+	c, ring := perServerCache(t, "app", true, servers(3)...)
+	if c.ring != ring || len(c.slots) != 3 {
+		t.Fatalf("ring %p (want %p), %d slots (want 3)", c.ring, ring, len(c.slots))
+	}
+	for i, s := range c.slots {
+		if s.addr != servers(3)[i] || s.key != "~app:gen@"+servers(3)[i] {
+			t.Fatalf("slot %d = %s %q", i, s.addr, s.key)
 		}
 	}
+	noSelector, _ := perServerCache(t, "app", false, servers(3)...)
 	single, _ := perServerCache(t, "app", true, servers(1)...)
 	if len(single.slots) != 1 || single.slots[0].key != "~app:gen@"+servers(1)[0] {
 		t.Fatalf("one server: slots %v", single.slots)
 	}
-	ring := mustRing(t, servers(3)...)
+	ring = mustRing(t, servers(3)...)
 	legacy := New(memcache.NewFromSelector(ring), &Options{Namespace: "app", Selector: ring})
 	other := New(memcache.New(servers(3)...), &Options{Namespace: "app", PerServerGenerations: true})
-	for _, c := range []*Cache{legacy, other} {
+	for _, c := range []*Cache{legacy, other, noSelector} {
 		if c.ring != nil || len(c.slots) != 1 || c.slots[0].key != "~app:gen" {
 			t.Fatalf("single generation key expected: ring %v, slots %d", c.ring, len(c.slots))
 		}

@@ -2,9 +2,7 @@ package memcached
 
 import (
 	"net"
-	"reflect"
 	"time"
-	"unsafe"
 
 	"github.com/bradfitz/gomemcache/memcache"
 
@@ -115,8 +113,8 @@ type Options struct {
 	// on one server: adding a server, or losing one, then touches only the
 	// keys on that server (see "Pools and topology changes" in the package
 	// documentation). It needs a client built on a [Ring]
-	// (memcache.NewFromSelector(ring)); over any other selector it has no
-	// effect. Every cache sharing a namespace must use the same setting and
+	// (memcache.NewFromSelector(ring)) and that Ring passed as
+	// Options.Selector; without them it has no effect. Every cache sharing a namespace must use the same setting and
 	// list the servers by the same addresses: the two layouts do not see
 	// each other's keys or Clears. Default false, the single generation
 	// key (caches opened from a URL: per_server_generations=true).
@@ -157,11 +155,7 @@ func New(client *memcache.Client, opts *Options) *Cache {
 		c.nsPart = namespacePart(opts.Namespace)
 		var ring *Ring
 		if opts.PerServerGenerations {
-			sel := opts.Selector
-			if sel == nil {
-				sel = clientSelector(client)
-			}
-			ring, _ = sel.(*Ring)
+			ring, _ = opts.Selector.(*Ring)
 		}
 		c.initGenerations(ring)
 	}
@@ -200,23 +194,4 @@ func New(client *memcache.Client, opts *Options) *Cache {
 		}
 	}
 	return c
-}
-
-// clientSelector returns the selector client was built with, or nil when
-// it cannot tell. gomemcache keeps it in an unexported field; the cache
-// reads it (read only, once) so that PerServerGenerations works over a
-// Ring client whether or not Options.Selector is given.
-func clientSelector(client *memcache.Client) (sel memcache.ServerSelector) {
-	defer func() {
-		if recover() != nil {
-			sel = nil
-		}
-	}()
-	v := reflect.ValueOf(client).Elem().FieldByName("selector")
-	if !v.IsValid() || v.Kind() != reflect.Interface || !v.CanAddr() {
-		return nil
-	}
-	v = reflect.NewAt(v.Type(), unsafe.Pointer(v.UnsafeAddr())).Elem()
-	sel, _ = v.Interface().(memcache.ServerSelector)
-	return sel
 }
