@@ -248,8 +248,14 @@ func TestHarnessDocker(t *testing.T) {
 		harnessBackendDocker.setSource("", err, false)
 		harnessUnavailable(t, harnessBackendDocker, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// Each check gets its own deadline once its server is up: starting
+	// containers can take long on a loaded machine, and must not eat the
+	// time of the command that checks them.
+	opCtx := func(t *testing.T) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
 	var started []string
 	var mu sync.Mutex
 	note := func(s string) { mu.Lock(); started = append(started, s); mu.Unlock() }
@@ -263,6 +269,7 @@ func TestHarnessDocker(t *testing.T) {
 			}
 			rdb := goredis.NewClient(&goredis.Options{Addr: addr})
 			defer rdb.Close()
+			ctx := opCtx(t)
 			if err := rdb.Set(ctx, "harness:docker", "v", time.Minute).Err(); err != nil {
 				t.Fatalf("SET on the Redis container %s: %v", addr, err)
 			}
@@ -294,6 +301,7 @@ func TestHarnessDocker(t *testing.T) {
 			}
 			rdb := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
 			defer rdb.Close()
+			ctx := opCtx(t)
 			if err := rdb.Set(ctx, "harness:docker", "v", time.Minute).Err(); err != nil {
 				t.Fatalf("SET on the cluster containers %v: %v", addrs, err)
 			}
