@@ -178,7 +178,7 @@ type Op struct {
 
 	Key   string            // Get, Set, Add, Exists, Increment, Expire, CompareAndDelete, CompareAndSwap
 	Keys  []string          // GetMany, Delete
-	Value []byte            // Set, Add, CompareAndSwap: the value to store. Get: the output, the value found.
+	Value []byte            // Set, Add, CompareAndSwap: the value to store. Get: the output, the value found (read-only if Shared).
 	Old   []byte            // CompareAndDelete, CompareAndSwap: the value the key must hold (CompareAndSwap: nil for absent)
 	Items map[string][]byte // SetMany
 	TTL   time.Duration     // Set, SetMany, Add, Expire, CompareAndSwap
@@ -192,7 +192,8 @@ type Op struct {
 	N      int64             // Increment: the new value
 
 	// Internal state. done, which recycles an Op, clears every field.
-	kind OpKind
+	kind   OpKind
+	shared bool // a Get made by GetShared (see Op.Shared)
 	next int   // index of the hook the next call of Next runs
 	err  error // what the last call of Next returned
 	c    *hooked
@@ -200,6 +201,15 @@ type Op struct {
 
 // Kind returns the Cache method this operation is.
 func (op *Op) Kind() OpKind { return op.kind }
+
+// Shared reports whether this operation, of kind [OpGet], is a
+// [SharedGetter.GetShared]: a Get without the copy, whose Value, once Next
+// has returned, is the bytes the cache holds. Such a Value must not be
+// modified (replace it instead, as for any Op), but may be kept: it never
+// changes. A hook that answers a shared Get itself may set Value to bytes
+// the caller will only read. Hooks that count reads need not look at it:
+// GetShared is a Get like any other.
+func (op *Op) Shared() bool { return op.shared }
 
 // Name returns the name of the Cache method this operation is: "Get",
 // "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment",
@@ -237,7 +247,12 @@ func (op *Op) run(ctx context.Context) (err error) {
 	c := op.c.c
 	switch op.kind {
 	case OpGet:
-		op.Value, err = c.Get(ctx, op.Key)
+		if op.shared {
+			// Only the wrapper of a SharedGetter makes shared Gets.
+			op.Value, err = c.(SharedGetter).GetShared(ctx, op.Key)
+		} else {
+			op.Value, err = c.Get(ctx, op.Key)
+		}
 	case OpGetMany:
 		op.Values, err = c.GetMany(ctx, op.Keys)
 	case OpSet:
@@ -399,7 +414,10 @@ var opPool = sync.Pool{New: func() any { return new(Op) }}
 // and only those: when c is a [CompareAndDeleter], so is the returned
 // Cache, and its CompareAndDelete runs through the hooks as an Op of kind
 // [OpCompareAndDelete]; likewise for [CompareAndSwapper] and
-// [OpCompareAndSwap]. It also has a method Unwrap() Cache that returns c.
+// [OpCompareAndSwap]. When c is a [SharedGetter], so is the returned Cache,
+// and its GetShared runs through the hooks as an Op of kind [OpGet] (for
+// which [Op.Shared] reports true), so that hooks count it as the Get it
+// is. It also has a method Unwrap() Cache that returns c.
 //
 // With hooks that do not allocate, the wrapper adds no allocation per
 // operation: Ops are recycled, which is why hooks must not keep them.
@@ -435,6 +453,17 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 	// doubles the types: one per combination.)
 	_, cad := c.(CompareAndDeleter)
 	_, cas := c.(CompareAndSwapper)
+	if _, sg := c.(SharedGetter); sg {
+		switch {
+		case cad && cas:
+			return &hookedCADCASS{hookedCADCAS{h}}
+		case cad:
+			return &hookedCADS{hookedCAD{h}}
+		case cas:
+			return &hookedCASS{hookedCAS{h}}
+		}
+		return &hookedS{h}
+	}
 	switch {
 	case cad && cas:
 		return &hookedCADCAS{h}
@@ -456,6 +485,14 @@ func asHooked(c Cache) *hooked {
 	case *hookedCAS:
 		return h.hooked
 	case *hookedCADCAS:
+		return h.hooked
+	case *hookedS:
+		return h.hooked
+	case *hookedCADS:
+		return h.hooked
+	case *hookedCASS:
+		return h.hooked
+	case *hookedCADCASS:
 		return h.hooked
 	}
 	return nil
@@ -496,6 +533,59 @@ func (c *hookedCADCAS) CompareAndDelete(ctx context.Context, key string, old []b
 // CompareAndSwap runs CompareAndSwap through the hooks.
 func (c *hookedCADCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
 	return c.compareAndSwap(ctx, key, old, new, ttl)
+}
+
+// The Caches that WithHooks returns for a [SharedGetter] that is also
+// neither, a CompareAndDeleter, a CompareAndSwapper, or both.
+type (
+	hookedS       struct{ *hooked }
+	hookedCADS    struct{ hookedCAD }
+	hookedCASS    struct{ hookedCAS }
+	hookedCADCASS struct{ hookedCADCAS }
+)
+
+var (
+	_ SharedGetter      = (*hookedS)(nil)
+	_ SharedGetter      = (*hookedCADS)(nil)
+	_ CompareAndDeleter = (*hookedCADS)(nil)
+	_ SharedGetter      = (*hookedCASS)(nil)
+	_ CompareAndSwapper = (*hookedCASS)(nil)
+	_ SharedGetter      = (*hookedCADCASS)(nil)
+	_ CompareAndDeleter = (*hookedCADCASS)(nil)
+	_ CompareAndSwapper = (*hookedCADCASS)(nil)
+	_ EventHandler      = (*hookedCADCASS)(nil)
+)
+
+// GetShared runs GetShared through the hooks, as a Get.
+func (c *hookedS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return c.getShared(ctx, key)
+}
+
+// GetShared runs GetShared through the hooks, as a Get.
+func (c *hookedCADS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return c.getShared(ctx, key)
+}
+
+// GetShared runs GetShared through the hooks, as a Get.
+func (c *hookedCASS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return c.getShared(ctx, key)
+}
+
+// GetShared runs GetShared through the hooks, as a Get.
+func (c *hookedCADCASS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return c.getShared(ctx, key)
+}
+
+func (c *hooked) getShared(ctx context.Context, key string) ([]byte, error) {
+	op := c.op(OpGet)
+	op.Key, op.shared = key, true
+	err := op.Next(ctx)
+	v := op.Value
+	done(op)
+	if err != nil {
+		return nil, wrap("Get", key, err)
+	}
+	return v, nil
 }
 
 func (c *hooked) compareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
@@ -563,7 +653,7 @@ func done(op *Op) {
 	if op.err != nil {
 		op.err = nil
 	}
-	op.TTL, op.Delta, op.Count, op.OK, op.N, op.next = 0, 0, 0, false, 0, 0
+	op.TTL, op.Delta, op.Count, op.OK, op.N, op.next, op.shared = 0, 0, 0, false, 0, 0, false
 	op.c = nil
 	opPool.Put(op)
 }
@@ -581,7 +671,9 @@ func (c *hooked) Get(ctx context.Context, key string) ([]byte, error) {
 	return v, nil
 }
 
-// GetMany runs GetMany through the hooks.
+// GetMany runs GetMany through the hooks. When the chain returns values
+// together with an error (a partial result, as a pool with a dead server
+// gives), GetMany returns both.
 func (c *hooked) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
 	op := c.op(OpGetMany)
 	op.Keys = keys
@@ -589,7 +681,9 @@ func (c *hooked) GetMany(ctx context.Context, keys []string) (map[string][]byte,
 	v := op.Values
 	done(op)
 	if err != nil {
-		return nil, wrap("GetMany", "", err)
+		// A partial result (the values of the keys that could be read,
+		// with an error for the others) goes through as it is.
+		return v, wrap("GetMany", "", err)
 	}
 	if v == nil {
 		v = map[string][]byte{} // a short-circuiting hook may leave Values nil

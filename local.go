@@ -339,6 +339,17 @@ func newCoherent(c Cache, co *coherence) Cache {
 	w := &coherent{c: c, co: co}
 	_, cad := c.(CompareAndDeleter)
 	_, cas := c.(CompareAndSwapper)
+	if _, sg := c.(SharedGetter); sg {
+		switch {
+		case cad && cas:
+			return &coherentCADCASS{coherentCADCAS{w}}
+		case cad:
+			return &coherentCADS{coherentCAD{w}}
+		case cas:
+			return &coherentCASS{coherentCAS{w}}
+		}
+		return &coherentS{w}
+	}
 	switch {
 	case cad && cas:
 		return &coherentCADCAS{w}
@@ -364,6 +375,42 @@ var (
 	_ CompareAndDeleter = (*coherentCADCAS)(nil)
 	_ CompareAndSwapper = (*coherentCADCAS)(nil)
 )
+
+// The wrappers of a SharedGetter: GetShared reads, so it goes straight
+// to the wrapped cache.
+type (
+	coherentS       struct{ *coherent }
+	coherentCADS    struct{ coherentCAD }
+	coherentCASS    struct{ coherentCAS }
+	coherentCADCASS struct{ coherentCADCAS }
+)
+
+var (
+	_ SharedGetter      = (*coherentS)(nil)
+	_ SharedGetter      = (*coherentCADS)(nil)
+	_ CompareAndDeleter = (*coherentCADS)(nil)
+	_ SharedGetter      = (*coherentCASS)(nil)
+	_ CompareAndSwapper = (*coherentCASS)(nil)
+	_ SharedGetter      = (*coherentCADCASS)(nil)
+	_ CompareAndDeleter = (*coherentCADCASS)(nil)
+	_ CompareAndSwapper = (*coherentCADCASS)(nil)
+)
+
+func (w *coherentS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return w.c.(SharedGetter).GetShared(ctx, key)
+}
+
+func (w *coherentCADS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return w.c.(SharedGetter).GetShared(ctx, key)
+}
+
+func (w *coherentCASS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return w.c.(SharedGetter).GetShared(ctx, key)
+}
+
+func (w *coherentCADCASS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return w.c.(SharedGetter).GetShared(ctx, key)
+}
 
 func (w *coherentCAD) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
 	return w.compareAndDelete(ctx, key, old)

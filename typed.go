@@ -106,6 +106,7 @@ const DefaultWriteTimeout = time.Second
 type Typed[V any] struct {
 	c            Cache         // what Cache returns: the coherent wrapper of base when co is set
 	base         Cache         // the cache given to NewTyped
+	shared       SharedGetter  // base, if it is one: reads decode its bytes without a copy
 	co           *coherence    // nil: no local tier and no backplane
 	local        *localTier[V] // nil: no local tier
 	ser          serializer.Serializer
@@ -150,6 +151,7 @@ type recentLoad[V any] struct {
 // OnError and the hooks, and the Typed works without it.
 func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
 	t := &Typed[V]{c: c, base: c, ser: serializer.JSON{}, writeTimeout: DefaultWriteTimeout, seed: maphash.MakeSeed()}
+	t.shared, _ = c.(SharedGetter)
 	if opts == nil {
 		return t
 	}
@@ -341,7 +343,7 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 	if t.local != nil {
 		tok = t.co.token(key)
 	}
-	b, err := t.base.Get(ctx, key)
+	b, err := t.read(ctx, key)
 	if err != nil {
 		return v, WrapError("Get", key, err)
 	}
@@ -365,6 +367,17 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 		t.fill(key, v, payload, tags, t.ttl, tok, true)
 	}
 	return v, nil
+}
+
+// read returns the bytes stored under key: with GetShared, when the cache
+// has it, the cache's own bytes, which nothing here modifies (openEnvelope
+// reads them, serializers must not modify their input, and the local tier
+// keeps them only to decode them again); otherwise a copy, with Get.
+func (t *Typed[V]) read(ctx context.Context, key string) ([]byte, error) {
+	if t.shared != nil {
+		return t.shared.GetShared(ctx, key)
+	}
+	return t.base.Get(ctx, key)
 }
 
 // localValue returns the value of a local entry: the shared one, or with
@@ -393,6 +406,8 @@ func (t *Typed[V]) fill(key string, v V, b []byte, tags []string, remote time.Du
 	now := l.now()
 	e := &localEntry[V]{v: v, exp: now + min(int64(l.lifetime(remote)), math.MaxInt64-now), tags: tags}
 	if l.copy {
+		// b may be the cache's own bytes (SharedGetter): they never
+		// change, so keeping them is as safe as keeping a copy.
 		e.b = b
 	}
 	l.c.Set(key, e)
@@ -544,6 +559,14 @@ func (t *Typed[V]) Add(ctx context.Context, key string, v V, opts ...SetOption) 
 // keys are absent from the map. If any present value does not decode, GetMany
 // returns no map and an error naming that key.
 //
+// A cache may answer with a partial result: the values it could read
+// together with an error for the others (a Memcached pool with a server
+// down returns the keys of the live servers and an error wrapping
+// ErrUnavailable). GetMany then returns the decoded values of that partial
+// result, the local tier's too, together with the error, in an [*Error];
+// the keys absent from the map are unknown, not misses. A cache error with
+// no values returns no map.
+//
 // With a Local tier, the keys held in process memory are served from there
 // and only the others are read from the cache, in one GetMany; the tags of
 // the tagged values among them are checked in one more.
@@ -576,9 +599,9 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 			return out, nil
 		}
 	}
-	raw, err := t.base.GetMany(ctx, remote)
-	if err != nil {
-		return nil, WrapError("GetMany", "", err)
+	raw, partial := t.base.GetMany(ctx, remote)
+	if partial != nil && raw == nil {
+		return nil, WrapError("GetMany", "", partial)
 	}
 	if out == nil {
 		out = make(map[string]V, len(raw))
@@ -634,7 +657,7 @@ func (t *Typed[V]) GetMany(ctx context.Context, keys []string) (map[string]V, er
 	if first != nil {
 		return nil, first
 	}
-	return out, nil
+	return out, WrapError("GetMany", "", partial)
 }
 
 // SetMany stores every item with the same TTL: the default, or the one

@@ -18,8 +18,9 @@ package serializer
 //
 // Marshal receives the value itself (a V when used by Typed[V]); Unmarshal
 // receives a non-nil pointer to the destination (a *V). Implementations must
-// be safe for concurrent use and must not retain data after Unmarshal
-// returns.
+// be safe for concurrent use, must not modify data, and must not retain it
+// after Unmarshal returns: Typed may hand Unmarshal the bytes a cache holds
+// and shares with every other reader (see cachekit.SharedGetter).
 //
 // Unmarshal is handed whatever bytes the cache holds, so an implementation
 // should treat them as untrusted: return an error for input it cannot decode,

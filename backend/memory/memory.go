@@ -83,10 +83,13 @@ var (
 	_ cachekit.Cache             = (*Cache)(nil)
 	_ cachekit.CompareAndDeleter = (*Cache)(nil)
 	_ cachekit.CompareAndSwapper = (*Cache)(nil)
+	_ cachekit.SharedGetter      = (*Cache)(nil)
 )
 
 // entry is the engine's value. data is never changed once stored (writes
-// replace the entry), so readers may copy it without a lock.
+// replace the entry, and a write that keeps the value, as Expire does,
+// keeps the slice as it is), so readers may copy it without a lock, and
+// GetShared may hand it out.
 type entry struct {
 	data []byte
 	exp  int64 // deadline on the store's clock; 0: no expiry
@@ -294,6 +297,29 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, cachekit.WrapError("Get", key, cachekit.ErrNotFound)
 	}
 	return clone(e.data), nil
+}
+
+// GetShared is Get without the copy: it returns the stored bytes
+// themselves, which the caller must not modify, with the errors Get
+// returns (named "Get"). The bytes never change afterwards: every write
+// replaces a value, never changes it in place, so they stay as they are
+// while the key is overwritten, deleted, evicted or the cache closed. It
+// implements [cachekit.SharedGetter].
+func (c *Cache) GetShared(ctx context.Context, key string) ([]byte, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, cachekit.WrapError("Get", key, err)
+	}
+	if err := cachekit.CheckKey(key); err != nil {
+		return nil, cachekit.WrapError("Get", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, cachekit.WrapError("Get", key, err)
+	}
+	e, ok := c.get(key)
+	if !ok {
+		return nil, cachekit.WrapError("Get", key, cachekit.ErrNotFound)
+	}
+	return e.data[:len(e.data):len(e.data)], nil
 }
 
 // get returns the live entry under k. The engine may still hold an entry
