@@ -193,10 +193,10 @@ type Op struct {
 
 	// Internal state. done, which recycles an Op, clears every field.
 	kind   OpKind
-	shared bool // a Get made by GetShared (see Op.Shared)
-	next int   // index of the hook the next call of Next runs
-	err  error // what the last call of Next returned
-	c    *hooked
+	shared bool  // a Get made by GetShared (see Op.Shared)
+	next   int   // index of the hook the next call of Next runs
+	err    error // what the last call of Next returned
+	c      *hooked
 }
 
 // Kind returns the Cache method this operation is.

@@ -17,7 +17,8 @@
 // interfaces of the cachekit package: a cache must implement
 // cachekit.CompareAndDeleter and cachekit.CompareAndSwapper (every backend and
 // wrapper of cachekit does) unless [Options].SkipCompareAndDelete or
-// [Options].SkipCompareAndSwap says it need not; and a wrapper
+// [Options].SkipCompareAndSwap says it need not; a cache that implements
+// cachekit.SharedGetter (which none must) is held to its rules; and a wrapper
 // (a cache with an Unwrap() cachekit.Cache method) must never hide an
 // optional interface that the cache it wraps implements.
 package cachetest
@@ -165,6 +166,9 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		{"CompareAndSwap", s.testCompareAndSwap},
 		{"CompareAndSwapConcurrent", s.testCompareAndSwapConcurrent},
 		{"CompareAndSwapTTL", s.testCompareAndSwapTTL},
+		{"SharedGet", s.testSharedGet},
+		{"SharedGetImmutable", s.testSharedGetImmutable},
+		{"SharedGetConcurrent", s.testSharedGetConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -907,6 +911,9 @@ func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 	if cas, ok := c.(cachekit.CompareAndSwapper); ok {
 		_, errs["CompareAndSwap"] = cas.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
 	}
+	if sg, ok := c.(cachekit.SharedGetter); ok {
+		_, errs["GetShared"] = sg.GetShared(ctx, "k")
+	}
 	return errs
 }
 
@@ -1081,10 +1088,17 @@ func (s *suite) testInvalidKeyErrorShape(t *testing.T) {
 		if cas, ok := c.(cachekit.CompareAndSwapper); ok {
 			_, errs["CompareAndSwap"] = cas.CompareAndSwap(bg, k, nil, []byte("v"), 0)
 		}
+		if sg, ok := c.(cachekit.SharedGetter); ok {
+			_, errs["GetShared"] = sg.GetShared(bg, k)
+		}
 		for op, err := range errs {
+			want := op
+			if op == "GetShared" {
+				want = "Get" // a Get without the copy (see cachekit.SharedGetter)
+			}
 			var ce *cachekit.Error
-			if !errors.Is(err, cachekit.ErrInvalidKey) || !errors.As(err, &ce) || ce.Op != op {
-				t.Errorf("%s with a %d-byte key: %T %v; want a *cachekit.Error with Op %q wrapping ErrInvalidKey", op, len(k), err, err, op)
+			if !errors.Is(err, cachekit.ErrInvalidKey) || !errors.As(err, &ce) || ce.Op != want {
+				t.Errorf("%s with a %d-byte key: %T %v; want a *cachekit.Error with Op %q wrapping ErrInvalidKey", op, len(k), err, err, want)
 			}
 		}
 	}

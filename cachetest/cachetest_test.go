@@ -58,11 +58,28 @@ var brokenCaches = map[string]struct {
 	// A wrapper that hides the CompareAndDelete and CompareAndSwap of what
 	// it wraps, even when the options excuse the cache from having them.
 	"hiding-wrapper": {
-		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL"},
+		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL", "SharedGet", "SharedGetImmutable", "SharedGetConcurrent"},
 		opts:  cachetest.Options{SkipCompareAndDelete: true, SkipCompareAndSwap: true},
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
 			return func(t *testing.T, ns string) cachekit.Cache { return hidingWrapper{root.WithNamespace(ns)} }
+		},
+	},
+	// GetShared returning a buffer that the next GetShared reuses: bytes
+	// handed out change afterwards.
+	"reused-buffer": {
+		rules: []string{"SharedGetImmutable", "SharedGetConcurrent"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return &reusedBuffer{Cache: root.WithNamespace(ns)} }
+		},
+	},
+	// GetShared whose errors name the method "GetShared" instead of "Get".
+	"shared-op-name": {
+		rules: []string{"SharedGet", "InvalidKeyErrorsNameTheMethod"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return sharedOpName{root.WithNamespace(ns)} }
 		},
 	},
 	// A cache without CompareAndDelete or CompareAndSwap, when the options
@@ -156,7 +173,38 @@ func TestRulesPassOnMemory(t *testing.T) {
 // plain hides every method beyond cachekit.Cache.
 type plain struct{ cachekit.Cache }
 
-// hidingWrapper is a wrapper that does not forward CompareAndDelete.
+// reusedBuffer's GetShared copies the value into one buffer per cache.
+type reusedBuffer struct {
+	*memory.Cache
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (c *reusedBuffer) GetShared(ctx context.Context, key string) ([]byte, error) {
+	v, err := c.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf[:0], v...)
+	return c.buf[:len(v):len(v)], nil
+}
+
+// sharedOpName's GetShared errors say "GetShared".
+type sharedOpName struct{ *memory.Cache }
+
+func (c sharedOpName) GetShared(ctx context.Context, key string) ([]byte, error) {
+	v, err := c.Cache.GetShared(ctx, key)
+	var ce *cachekit.Error
+	if errors.As(err, &ce) {
+		return nil, &cachekit.Error{Op: "GetShared", Key: key, Err: ce.Err}
+	}
+	return v, err
+}
+
+// hidingWrapper is a wrapper that does not forward CompareAndDelete,
+// CompareAndSwap or GetShared.
 type hidingWrapper struct{ c cachekit.Cache }
 
 func (w hidingWrapper) Unwrap() cachekit.Cache { return w.c }
