@@ -47,6 +47,32 @@ func mcClient(t *testing.T, addrs ...string) *memcache.Client {
 	return client
 }
 
+// mcPool returns a gomemcache client for addrs through a Ring, closed when
+// t ends, and the Ring: pass it as Options.Selector for the layout a URL
+// gets (per-server breakers and namespace generations).
+func mcPool(t *testing.T, addrs ...string) (*memcache.Client, *memcached.Ring) {
+	t.Helper()
+	ring, err := memcached.NewRing(addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := memcache.NewFromSelector(ring)
+	client.Timeout = 5 * time.Second
+	client.MaxIdleConns = 16
+	t.Cleanup(func() { client.Close() })
+	return client, ring
+}
+
+// mcGenKey returns the server key of namespace ns's generation on server
+// addr (the default layout over a Ring), or with addr "" the single
+// generation key (Options.SingleGenerationKey); ns must be plain ASCII.
+func mcGenKey(ns, addr string) string {
+	if addr == "" {
+		return "~" + ns + ":gen"
+	}
+	return "~" + ns + ":gen@" + addr
+}
+
 // mcUnique returns a string no other test or run uses.
 func mcUnique(t *testing.T) string {
 	var b [6]byte
@@ -185,27 +211,41 @@ func TestMemcachedKeysOnTheWire(t *testing.T) {
 	}
 
 	// In a namespace, keys carry the namespace and its generation, which
-	// the raw client can read from the reserved generation key.
-	ns := "wire-" + id
-	nc := mcCache(t, client, &memcached.Options{Namespace: ns})
-	if err := nc.Set(mcBg, "user:1", []byte("u1"), time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	genItem, err := raw.Get("~" + ns + ":gen")
-	if err != nil {
-		t.Fatalf("raw get of the generation key: %v", err)
-	}
-	gen, err := strconv.ParseUint(string(genItem.Value), 10, 64)
-	if err != nil {
-		t.Fatalf("generation %q: %v", genItem.Value, err)
-	}
-	wire := "~" + ns + ":" + strconv.FormatUint(gen, 36) + ":user:1"
-	if it, err := raw.Get(wire); err != nil || string(it.Value) != "u1" {
-		t.Fatalf("raw get of %q = %v, %v; want u1", wire, it, err)
-	}
-	// A cache without a namespace can't reach it, even by spelling it out.
-	if _, err := c.Get(mcBg, wire); !errors.Is(err, cachekit.ErrNotFound) {
-		t.Fatalf("Get(%q) without a namespace: %v; want ErrNotFound", wire, err)
+	// the raw client can read from the reserved generation key: over a
+	// Ring passed as Options.Selector (the default layout), the key
+	// "~ns:gen@addr" of the server holding the key; with
+	// SingleGenerationKey, the one "~ns:gen" of the namespace.
+	addr := memcachedServers(t, 1)[0]
+	pool, ring := mcPool(t, addr)
+	for _, single := range []bool{false, true} {
+		ns := "wire-" + strconv.FormatBool(single) + "-" + id
+		nc := mcCache(t, pool, &memcached.Options{Namespace: ns, Selector: ring, SingleGenerationKey: single})
+		if err := nc.Set(mcBg, "user:1", []byte("u1"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		genKey, otherKey := mcGenKey(ns, addr), mcGenKey(ns, "")
+		if single {
+			genKey, otherKey = otherKey, genKey
+		}
+		genItem, err := raw.Get(genKey)
+		if err != nil {
+			t.Fatalf("single=%v: raw get of the generation key %q: %v", single, genKey, err)
+		}
+		if _, err := raw.Get(otherKey); !errors.Is(err, memcache.ErrCacheMiss) {
+			t.Fatalf("single=%v: raw get of %q, the other layout's generation key: %v; want a miss", single, otherKey, err)
+		}
+		gen, err := strconv.ParseUint(string(genItem.Value), 10, 64)
+		if err != nil {
+			t.Fatalf("generation %q: %v", genItem.Value, err)
+		}
+		wire := "~" + ns + ":" + strconv.FormatUint(gen, 36) + ":user:1"
+		if it, err := raw.Get(wire); err != nil || string(it.Value) != "u1" {
+			t.Fatalf("raw get of %q = %v, %v; want u1", wire, it, err)
+		}
+		// A cache without a namespace can't reach it, even by spelling it out.
+		if _, err := c.Get(mcBg, wire); !errors.Is(err, cachekit.ErrNotFound) {
+			t.Fatalf("Get(%q) without a namespace: %v; want ErrNotFound", wire, err)
+		}
 	}
 }
 
@@ -357,16 +397,33 @@ func TestMemcachedSubSecondTTL(t *testing.T) {
 // TestMemcachedClearGeneration checks Clear through the namespace
 // generation: one namespace empties, for every cache object and client on
 // it at once, and other namespaces (and keys without one) keep their keys.
+// It runs with the default layout over a pool (a generation on every
+// server, the Ring passed as Options.Selector) and with
+// SingleGenerationKey; losing a generation key empties what it covered:
+// one server's keys, or the whole namespace.
 func TestMemcachedClearGeneration(t *testing.T) {
 	t.Parallel()
 	addrs := memcachedServers(t, 2)
-	client := mcClient(t, addrs...)
+	for _, single := range []bool{false, true} {
+		t.Run("SingleGenerationKey="+strconv.FormatBool(single), func(t *testing.T) {
+			mcClearGeneration(t, addrs, single)
+		})
+	}
+}
+
+func mcClearGeneration(t *testing.T, addrs []string, single bool) {
+	client, ring := mcPool(t, addrs...)
 	id := mcUnique(t)
-	a := mcCache(t, client, &memcached.Options{Namespace: "clear-a-" + id})
-	b := mcCache(t, client, &memcached.Options{Namespace: "clear-b-" + id})
+	nsA := "clear-a-" + id
+	opts := func(ns string) *memcached.Options {
+		return &memcached.Options{Namespace: ns, Selector: ring, SingleGenerationKey: single}
+	}
+	a := mcCache(t, client, opts(nsA))
+	b := mcCache(t, client, opts("clear-b-"+id))
 	plain := mcCache(t, client, nil)
 	// Another process: its own client, same servers and namespace.
-	a2 := mcCache(t, mcClient(t, addrs...), &memcached.Options{Namespace: "clear-a-" + id})
+	client2, ring2 := mcPool(t, addrs...)
+	a2 := mcCache(t, client2, &memcached.Options{Namespace: nsA, Selector: ring2, SingleGenerationKey: single})
 
 	keys := []string{"k1", "k2", "k3", "k 4"}
 	for _, k := range keys {
@@ -404,6 +461,15 @@ func TestMemcachedClearGeneration(t *testing.T) {
 		if ok, err := c.Exists(mcBg, "k1"); err != nil || ok {
 			t.Fatalf("Exists after Clear = %v, %v", ok, err)
 		}
+	}
+	// Increment trusts the generation it last saw for generation_ttl, as
+	// the writes do; a read of the key (Exists) sees the Clear at once.
+	for _, c := range []*memcached.Cache{a, a2} {
+		if ok, err := c.Exists(mcBg, "k3-counter"); err != nil || ok {
+			t.Fatalf("Exists(k3-counter) after Clear = %v, %v", ok, err)
+		}
+	}
+	for _, c := range []*memcached.Cache{a, a2} {
 		if n, err := c.Increment(mcBg, "k3-counter", 1); err != nil || n < 1 {
 			t.Fatalf("Increment after Clear = %d, %v", n, err)
 		}
@@ -421,19 +487,58 @@ func TestMemcachedClearGeneration(t *testing.T) {
 		t.Fatalf("key without a namespace after Clear = %q, %v", v, err)
 	}
 
-	// Losing the generation key (evicted, flushed) empties the namespace
-	// and never brings old keys back.
-	if err := a.Set(mcBg, "survivor?", []byte("v"), time.Minute); err != nil {
-		t.Fatal(err)
+	// Losing a generation key (evicted, flushed) empties what it covered
+	// and never brings old keys back: the keys of its server (default),
+	// or the whole namespace (single key).
+	var onFirst, onSecond []string
+	for i := 0; len(onFirst) < 3 || len(onSecond) < 3; i++ {
+		k := "survivor-" + strconv.Itoa(i)
+		a, err := ring.PickServer("~" + nsA + "::" + k) // where the Ring places namespaced keys
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.String() == addrs[0] {
+			onFirst = append(onFirst, k)
+		} else {
+			onSecond = append(onSecond, k)
+		}
 	}
-	if err := client.Delete("~clear-a-" + id + ":gen"); err != nil {
-		t.Fatalf("deleting the generation key: %v", err)
+	survivors := append(append([]string(nil), onFirst...), onSecond...)
+	for _, k := range survivors {
+		if err := a.Set(mcBg, k, []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := a2.Get(mcBg, "survivor?"); !errors.Is(err, cachekit.ErrNotFound) {
-		t.Fatalf("Get after the generation key was lost: %v; want ErrNotFound", err)
+	lost := mcGenKey(nsA, addrs[0])
+	if single {
+		lost = mcGenKey(nsA, "")
 	}
-	if _, err := a.Get(mcBg, "survivor?"); !errors.Is(err, cachekit.ErrNotFound) {
-		t.Fatalf("Get after the generation key was lost: %v; want ErrNotFound", err)
+	if err := client.Delete(lost); err != nil {
+		t.Fatalf("deleting the generation key %q: %v", lost, err)
+	}
+	wantLeft := onSecond
+	if single {
+		wantLeft = nil
+	}
+	for _, c := range []*memcached.Cache{a2, a} {
+		got, err := c.GetMany(mcBg, survivors)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, k := range survivors {
+			if _, ok := got[k]; ok {
+				left = append(left, k)
+			}
+		}
+		if fmt.Sprint(left) != fmt.Sprint(wantLeft) {
+			t.Fatalf("after losing %q: keys %q left; want %q", lost, left, wantLeft)
+		}
+		for _, k := range onFirst {
+			if _, err := c.Get(mcBg, k); !errors.Is(err, cachekit.ErrNotFound) {
+				t.Fatalf("Get(%q) after its generation key was lost: %v; want ErrNotFound", k, err)
+			}
+		}
 	}
 	for _, c := range []*memcached.Cache{a, b} {
 		if err := c.Clear(mcBg); err != nil {
@@ -590,21 +695,51 @@ func TestMemcachedOpenURL(t *testing.T) {
 	if err := c.Set(mcBg, "big", make([]byte, 64<<10+1), 0); !errors.Is(err, cachekit.ErrTooLarge) {
 		t.Fatalf("Set over max_value_size=64KiB: %v; want ErrTooLarge", err)
 	}
-	// The same namespace through a client built by hand sees the same keys.
-	same := mcCache(t, mcClient(t, addrs...), &memcached.Options{Namespace: ns})
+	// The same namespace through a client built by hand sees the same keys
+	// when it is given its Ring (the layout a URL gets: the generation of
+	// "k" on k's server), and not with the single generation key of
+	// per_server_generations=false, nor does such a URL's cache.
+	client, ring := mcPool(t, addrs...)
+	same := mcCache(t, client, &memcached.Options{Namespace: ns, Selector: ring})
 	if v, err := same.Get(mcBg, "k"); err != nil || string(v) != "v" {
 		t.Fatalf("Get through another client = %q, %v", v, err)
 	}
-	if err := c.Clear(mcBg); err != nil {
+	kOn, err := ring.PickServer("~" + ns + "::k")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Close(); err != nil {
+	if _, err := client.Get(mcGenKey(ns, kOn.String())); err != nil {
+		t.Fatalf("raw get of the generation key of %s: %v", kOn, err)
+	}
+	if _, err := client.Get(mcGenKey(ns, "")); !errors.Is(err, memcache.ErrCacheMiss) {
+		t.Fatalf("raw get of the single generation key: %v; want a miss", err)
+	}
+	singleURL, err := cachekit.Open(mcBg, "memcached://"+strings.Join(addrs, ",")+"?namespace="+ns+"&per_server_generations=false")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Get(mcBg, "k"); !errors.Is(err, cachekit.ErrClosed) {
-		t.Fatalf("Get after Close: %v; want ErrClosed", err)
+	defer singleURL.Close()
+	singleNew := mcCache(t, client, &memcached.Options{Namespace: ns, Selector: ring, SingleGenerationKey: true})
+	for _, c := range []cachekit.Cache{singleURL, singleNew} {
+		if _, err := c.Get(mcBg, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+			t.Fatalf("Get with the single generation key: %v; want ErrNotFound (the layouts don't share keys)", err)
+		}
 	}
-
+	if err := singleURL.Set(mcBg, "s", []byte("single"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := singleNew.Get(mcBg, "s"); err != nil || string(v) != "single" {
+		t.Fatalf("single generation key, URL to New: Get = %q, %v", v, err)
+	}
+	if _, err := client.Get(mcGenKey(ns, "")); err != nil {
+		t.Fatalf("raw get of the single generation key after a write with it: %v", err)
+	}
+	if _, err := c.Get(mcBg, "s"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get of a key written with the single generation key: %v; want ErrNotFound", err)
+	}
+	if err := singleURL.Clear(mcBg); err != nil {
+		t.Fatal(err)
+	}
 	// memcache:// works too, with one server.
 	c2, err := cachekit.Open(mcBg, "memcache://"+addrs[0]+"?namespace="+ns)
 	if err != nil {

@@ -25,8 +25,8 @@
 // 16), max_value_size (default 1MiB-512B), generation_ttl (default 1s),
 // batch_concurrency (default max_idle_conns times the servers), allow_flush
 // (default false), breaker_threshold (default 3), breaker_duration
-// (default 1s) and auto_pipeline (default true). Unknown parameters are
-// errors. See [OpenURL].
+// (default 1s), auto_pipeline (default true) and per_server_generations
+// (default true). Unknown parameters are errors. See [OpenURL].
 //
 // # Pools and consistent hashing
 //
@@ -38,23 +38,21 @@
 //
 // # Pools and topology changes
 //
-// By default a namespace's generation (see below) lives under one key on
-// one server, which every call needs: when that server dies, every call in
-// the namespace fails, and when a new server takes that key, the whole
-// namespace reads as empty. With Options.PerServerGenerations (URL
-// per_server_generations=true) every server of the Ring holds its own
-// generation of the namespace, under "~" + namespace + ":gen@" + its
-// address, which the Ring sends to that server; a key uses the generation
-// of the server that holds it, fetched in the same multi-key get as the
-// key, so reads still cost one round trip per server and writes are
-// unchanged. The Ring places a namespaced key without its generation, so
-// keys never move between servers on a Clear. Then:
+// A namespace's generation (see below) lives on every server of the pool:
+// each server holds the generation of the keys it stores, under
+// "~" + namespace + ":gen@" + its address, which the Ring sends to that
+// server. A key uses the generation of the server that holds it, fetched in
+// the same multi-key get as the key, so reads still cost one round trip per
+// server and writes are unchanged. The Ring places a namespaced key without
+// its generation, so keys never move between servers on a Clear. Then:
 //
 //   - growing a pool from N to N+1 servers keeps the keys that stay on their
 //     server (about N/(N+1) of them); the keys the new server takes are
 //     misses, its generation starting afresh;
 //   - losing a server fails only the calls that need it (its breaker makes
-//     them fail at once): keys on the others keep working;
+//     them fail at once): keys on the others keep working, and GetMany
+//     returns the keys it could read with an error naming the server it
+//     could not (see Batches);
 //   - Clear moves the generation on every server, concurrently. A server it
 //     cannot reach keeps its generation and so its keys: Clear still moves
 //     the others, then fails with an error naming the servers it could not
@@ -62,10 +60,23 @@
 //     unreachable serves its old keys again until a Clear succeeds, so retry
 //     a Clear that failed.
 //
-// Every cache sharing a namespace must use the same setting and list the
+// This is the layout whenever the cache knows where its client places keys:
+// caches opened from a URL (per_server_generations=true is the default), and
+// New with Options.Selector set to the Ring the client was built on. A cache
+// over another selector, or given none, cannot tell which server a key goes
+// to, so its namespace keeps a single generation key, "~" + namespace +
+// ":gen", on whichever server the client puts it; so does a cache with
+// Options.SingleGenerationKey (URL per_server_generations=false), the layout
+// of earlier versions. With a single key, every call in the namespace needs
+// the server that holds it: when that server dies, every call fails, and
+// when a new server takes that key, the whole namespace reads as empty.
+//
+// Every cache sharing a namespace must use the same layout and list the
 // servers by the same addresses (as placement needs anyway): the two
-// layouts don't see each other's keys or Clears. The option needs a client
-// built on a Ring; without a namespace it changes nothing.
+// layouts don't see each other's keys or Clears, so upgrading from the
+// single key (or changing the setting) empties the namespace once, every
+// entry missing as if evicted. Without a namespace the setting changes
+// nothing.
 //
 // # Keys
 //
@@ -84,9 +95,9 @@
 // With Options.Namespace set, keys are stored as
 // "~" + namespace + ":" + generation + ":" + key (a namespace that is not
 // plain ASCII, contains ':' or '~', or is longer than 64 bytes appears as a
-// SHA-256 of itself). The generation is a number kept under the reserved key
-// "~" + namespace + ":gen" (with Options.PerServerGenerations, one per
-// server: see above), created at random the first time. Clear
+// SHA-256 of itself). The generation is a number kept under a reserved key,
+// one per server of a Ring (see above) or the single "~" + namespace +
+// ":gen", created at random the first time. Clear
 // increments it (one atomic incr): every key of the old generation becomes
 // unreachable at once and memcached's LRU reclaims the memory in time, and
 // other namespaces are untouched. Clear never flushes a server while a
@@ -244,10 +255,9 @@
 // breaker. The breakers are per server when the cache knows the client's
 // selector (caches opened from a URL, or Options.Selector), so one dead
 // server of a pool leaves the keys of the others working; otherwise there is
-// one breaker for the client. With a namespace every call also needs the
-// server that holds the namespace's generation key, unless
-// Options.PerServerGenerations keeps one on every server (see Pools and
-// topology changes).
+// one breaker for the client. With a namespace kept under a single
+// generation key, every call also needs the server that holds that key (see
+// Pools and topology changes).
 //
 // A request that fails on a connection the server had closed (after a
 // restart every pooled connection is dead) drops the client's idle

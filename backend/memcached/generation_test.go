@@ -12,8 +12,9 @@ import (
 	"github.com/cachekit/cachekit/cachetest"
 )
 
-// perServerCache returns a namespaced cache with per-server generations
-// over a Ring client of addrs (no I/O happens until it is used).
+// perServerCache returns a namespaced cache with the default options over
+// a Ring client of addrs (no I/O happens until it is used): per-server
+// generations when withSelector passes the Ring as Options.Selector.
 func perServerCache(t *testing.T, ns string, withSelector bool, addrs ...string) (*Cache, *Ring) {
 	t.Helper()
 	ring := mustRing(t, addrs...)
@@ -21,7 +22,7 @@ func perServerCache(t *testing.T, ns string, withSelector bool, addrs ...string)
 	client.MaxIdleConns = 16
 	client.Timeout = 2 * time.Second
 	t.Cleanup(func() { client.Close() })
-	opts := &Options{Namespace: ns, PerServerGenerations: true}
+	opts := &Options{Namespace: ns}
 	if withSelector {
 		opts.Selector = ring
 	}
@@ -110,9 +111,10 @@ func TestGrowingKeepsGenerationPlacement(t *testing.T) {
 	}
 }
 
-// TestPerServerGenerationsModes: the option takes the Ring given as
-// Options.Selector; without the option, without the selector, or over
-// another selector, the namespace keeps its single generation key.
+// TestPerServerGenerationsModes: per-server generations are the default
+// with the Ring given as Options.Selector (one server included); with
+// SingleGenerationKey, without the selector, or over another selector, the
+// namespace keeps its single generation key.
 func TestPerServerGenerationsModes(t *testing.T) {
 	c, ring := perServerCache(t, "app", true, servers(3)...)
 	if c.ring != ring || len(c.slots) != 3 {
@@ -129,8 +131,13 @@ func TestPerServerGenerationsModes(t *testing.T) {
 		t.Fatalf("one server: slots %v", single.slots)
 	}
 	ring = mustRing(t, servers(3)...)
-	legacy := New(memcache.NewFromSelector(ring), &Options{Namespace: "app", Selector: ring})
-	other := New(memcache.New(servers(3)...), &Options{Namespace: "app", PerServerGenerations: true})
+	legacy := New(memcache.NewFromSelector(ring), &Options{Namespace: "app", Selector: ring, SingleGenerationKey: true})
+	list := memcache.New(servers(3)...)
+	var sl memcache.ServerList
+	if err := sl.SetServers(servers(3)...); err != nil {
+		t.Fatal(err)
+	}
+	other := New(list, &Options{Namespace: "app", Selector: &sl})
 	for _, c := range []*Cache{legacy, other, noSelector} {
 		if c.ring != nil || len(c.slots) != 1 || c.slots[0].key != "~app:gen" {
 			t.Fatalf("single generation key expected: ring %v, slots %d", c.ring, len(c.slots))
@@ -138,8 +145,9 @@ func TestPerServerGenerationsModes(t *testing.T) {
 	}
 }
 
-// TestConformancePoolPerServerGenerations runs the conformance suite with
-// a generation on every server.
+// TestConformancePoolPerServerGenerations runs the conformance suite over a
+// Ring passed as Options.Selector: with a generation on every server (the
+// default), and with SingleGenerationKey.
 func TestConformancePoolPerServerGenerations(t *testing.T) {
 	addrs := testServers(t, 2)
 	ring, err := NewRing(addrs...)
@@ -150,7 +158,15 @@ func TestConformancePoolPerServerGenerations(t *testing.T) {
 	client.MaxIdleConns = 16
 	client.Timeout = 2 * time.Second
 	t.Cleanup(func() { client.Close() })
-	cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
-		return New(client, &Options{Namespace: ns, Selector: ring, PerServerGenerations: true})
-	}, &cachetest.Options{MaxValueSize: DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
+	for _, single := range []bool{false, true} {
+		t.Run("SingleGenerationKey="+strconv.FormatBool(single), func(t *testing.T) {
+			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
+				c := New(client, &Options{Namespace: ns, Selector: ring, SingleGenerationKey: single})
+				if got := len(c.slots); ns != "" && got != map[bool]int{false: 2, true: 1}[single] {
+					t.Fatalf("%d generation slots", got)
+				}
+				return c
+			}, &cachetest.Options{MaxValueSize: DefaultMaxValueSize, UnnamespacedClear: cachetest.UnnamespacedClearRefused})
+		})
+	}
 }

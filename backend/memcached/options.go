@@ -89,9 +89,11 @@ type Options struct {
 	// Selector is the memcache.ServerSelector the client was built with
 	// (the *Ring given to memcache.NewFromSelector, say). With it, the
 	// cache keeps one circuit breaker per server, so one dead server of a
-	// pool does not stop calls that need only the others. Default (nil):
-	// one breaker for the whole client (gomemcache does not tell which
-	// server a key goes to). Caches opened from a URL set it themselves.
+	// pool does not stop calls that need only the others; when it is a
+	// [Ring], a namespace also keeps its generation on every server (see
+	// SingleGenerationKey). Default (nil): one breaker for the whole client
+	// (gomemcache does not tell which server a key goes to) and a single
+	// generation key. Caches opened from a URL set it themselves.
 	Selector memcache.ServerSelector
 
 	// AutoPipeline coalesces the single-key reads (Get, Exists) of
@@ -108,24 +110,29 @@ type Options struct {
 	// auto_pipeline=false).
 	AutoPipeline bool
 
-	// PerServerGenerations keeps a namespace's generation on every server
-	// of the pool, each beside the keys it holds, instead of under one key
-	// on one server: adding a server, or losing one, then touches only the
-	// keys on that server (see "Pools and topology changes" in the package
-	// documentation). It needs a client built on a [Ring]
-	// (memcache.NewFromSelector(ring)) and that Ring passed as
-	// Options.Selector; without them it has no effect. Every cache sharing a namespace must use the same setting and
-	// list the servers by the same addresses: the two layouts do not see
-	// each other's keys or Clears. Default false, the single generation
-	// key (caches opened from a URL: per_server_generations=true).
-	PerServerGenerations bool
+	// SingleGenerationKey keeps a namespace's generation under one key on
+	// one server, the layout of earlier versions, instead of one
+	// generation on every server of the pool, each beside the keys it
+	// holds. By default, when the cache knows where its client places keys
+	// (a cache opened from a URL, or Options.Selector set to the [Ring]
+	// the client was built on), every server holds its own generation, so
+	// adding a server, or losing one, touches only the keys on that server
+	// (see "Pools and topology changes" in the package documentation).
+	// With another selector, or none, the cache cannot tell which server a
+	// key goes to, so it keeps the single key whatever this field says.
+	// Every cache sharing a namespace must use the same layout and list the
+	// servers by the same addresses: the two layouts do not see each
+	// other's keys or Clears. Default false (URL per_server_generations=false
+	// sets it).
+	SingleGenerationKey bool
 }
 
 // New returns a Cache that stores its entries through client. The cache does
 // not close client: Close leaves it open for the caller. For a pool of
 // servers, build the client with a consistent-hashing selector:
 // memcache.NewFromSelector(ring) with a [Ring], and pass the ring as
-// Options.Selector for per-server circuit breakers. Set client.DialContext
+// Options.Selector for per-server circuit breakers and per-server namespace
+// generations. Set client.DialContext
 // to [LivenessDialer] so that writes can be retried safely on a fresh
 // connection after a server restart (reads are retried either way).
 func New(client *memcache.Client, opts *Options) *Cache {
@@ -154,7 +161,7 @@ func New(client *memcache.Client, opts *Options) *Cache {
 	if opts.Namespace != "" {
 		c.nsPart = namespacePart(opts.Namespace)
 		var ring *Ring
-		if opts.PerServerGenerations {
+		if !opts.SingleGenerationKey {
 			ring, _ = opts.Selector.(*Ring)
 		}
 		c.initGenerations(ring)

@@ -51,8 +51,8 @@ func init() {
 //	breaker_threshold  Options.BreakerThreshold (default 3; 0: no circuit breaker)
 //	breaker_duration   Options.BreakerDuration (default 1s; 0: no circuit breaker)
 //	auto_pipeline    Options.AutoPipeline: batch concurrent Gets per server (default true; false: off)
-//	per_server_generations  Options.PerServerGenerations: a namespace generation on every server,
-//	                 so adding or losing a server touches only its keys (default false)
+//	per_server_generations  a namespace generation on every server, so adding or losing a
+//	                 server touches only its keys (default true; false: Options.SingleGenerationKey)
 //
 // The client dials through [LivenessDialer], the circuit breakers are per
 // server, and concurrent Gets are batched per server (Options.AutoPipeline)
@@ -102,7 +102,7 @@ func OpenURL(ctx context.Context, u *url.URL) (cachekit.Cache, error) {
 	opts.BatchConcurrency = p.Int("batch_concurrency", 0)
 	opts.AllowFlush = p.Bool("allow_flush", false)
 	opts.AutoPipeline = p.Bool("auto_pipeline", true)
-	opts.PerServerGenerations = p.Bool("per_server_generations", false)
+	opts.SingleGenerationKey = !p.Bool("per_server_generations", true)
 	opts.BreakerThreshold = p.Int("breaker_threshold", DefaultBreakerThreshold)
 	opts.BreakerDuration = p.Duration("breaker_duration", DefaultBreakerDuration)
 	if opts.BreakerThreshold == 0 || opts.BreakerDuration == 0 {

@@ -93,3 +93,37 @@ func TestOpenURLErrors(t *testing.T) {
 		t.Errorf("unknown parameter error %v does not name the parameter", err)
 	}
 }
+
+// TestOpenURLGenerationLayout: a namespaced cache opened from a URL keeps a
+// generation on every server of its Ring by default, one server included;
+// per_server_generations=false keeps the single generation key.
+func TestOpenURLGenerationLayout(t *testing.T) {
+	tests := []struct {
+		url  string
+		keys []string
+	}{
+		{"memcached://h1:1,h2:2?namespace=app", []string{"~app:gen@h1:1", "~app:gen@h2:2"}},
+		{"memcached://h1:1?namespace=app", []string{"~app:gen@h1:1"}},
+		{"memcached://h1:1,h2:2?namespace=app&per_server_generations=true", []string{"~app:gen@h1:1", "~app:gen@h2:2"}},
+		{"memcached://h1:1,h2:2?namespace=app&per_server_generations=false", []string{"~app:gen"}},
+		{"memcached://h1:1,h2:2", nil},
+	}
+	for _, tc := range tests {
+		c, err := cachekit.Open(context.Background(), tc.url)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", tc.url, err)
+		}
+		mc := c.(*Cache)
+		var keys []string
+		for _, s := range mc.slots {
+			keys = append(keys, s.key)
+		}
+		if fmt.Sprint(keys) != fmt.Sprint(tc.keys) {
+			t.Errorf("Open(%q): generation keys %q; want %q", tc.url, keys, tc.keys)
+		}
+		if per := len(tc.keys) > 0 && tc.keys[0] != "~app:gen"; per != (mc.ring != nil) {
+			t.Errorf("Open(%q): ring %v; want per-server placement %v", tc.url, mc.ring != nil, per)
+		}
+		c.Close()
+	}
+}
