@@ -58,7 +58,7 @@ func freeTCPPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func startTopoCluster(t *testing.T) *topoCluster {
+func startTopoCluster(t *testing.T, extra ...string) *topoCluster {
 	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
@@ -67,8 +67,9 @@ func startTopoCluster(t *testing.T) *topoCluster {
 	tc := &topoCluster{}
 	for range 6 {
 		// The bus port is chosen here: port+10000 may be past 65535.
-		s := testserver.StartRedis(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
-			"--cluster-port", strconv.Itoa(freeTCPPort(t)), "--cluster-replica-validity-factor", "0")
+		args := []string{"--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+			"--cluster-port", strconv.Itoa(freeTCPPort(t)), "--cluster-replica-validity-factor", "0"}
+		s := testserver.StartRedis(t, append(args, extra...)...)
 		tc.nodes = append(tc.nodes, s)
 		tc.addrs = append(tc.addrs, s.Addr())
 	}
@@ -552,6 +553,238 @@ func TestRedisTopologyClusterReshard(t *testing.T) {
 		if !strings.HasPrefix(string(v), k+"=") {
 			t.Errorf("wrong value for %s: %q", k, v)
 		}
+	}
+}
+
+// TestRedisTopologyClusterMasterFrozen freezes (SIGSTOP) one master of a
+// 6-node cluster under load from a redis+cluster:// cache with default
+// parameters (one circuit breaker per master, 1s timeout; callers give 2s):
+// calls for the other masters' keys keep succeeding (at least 99% of them,
+// single-key and GetMany alike) while the frozen master's breaker opens and
+// its keys fail fast with ErrUnavailable, until the cluster promotes its
+// replica; no call overruns the cache's 1s timeout by more than 2s. With one
+// breaker for the whole client, the frozen master's timeouts opened it for
+// every key.
+//
+// The cluster runs with cluster-require-full-coverage no: with the default
+// (yes), Redis itself answers CLUSTERDOWN for every key, on every master,
+// from the moment the frozen master is marked failed until its replica is
+// promoted (measured: 16% of GetManys on the healthy masters failed so).
+func TestRedisTopologyClusterMasterFrozen(t *testing.T) {
+	settleDials(t)
+	tc := startTopoCluster(t, "--cluster-require-full-coverage", "no")
+	ctx := context.Background()
+	const ns = "topo-frozen"
+	c, err := cachekit.Open(ctx, "redis+cluster://"+strings.Join(tc.addrs, ",")+"?namespace="+ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	admin := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: tc.addrs})
+	defer admin.Close()
+
+	// 300 keys; the victim is the master of the first one's slot.
+	keys := make([]string, 300)
+	masterOf := map[string]string{}
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+		m, err := admin.MasterForKey(ctx, ns+":"+keys[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		masterOf[keys[i]] = m.Options().Addr
+	}
+	victimAddr := masterOf[keys[0]]
+	victim := tc.node(victimAddr)
+	if victim == nil {
+		t.Fatalf("no node %s", victimAddr)
+	}
+	var healthy []string
+	healthyMasters := map[string]bool{}
+	for _, k := range keys {
+		if masterOf[k] != victimAddr {
+			healthy = append(healthy, k)
+			healthyMasters[masterOf[k]] = true
+		}
+	}
+	if len(healthyMasters) != 2 {
+		t.Fatalf("the healthy keys are on %d masters; want 2", len(healthyMasters))
+	}
+	for _, k := range keys {
+		if err := c.Set(ctx, k, []byte(k), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Outcomes by phase (0 before the freeze, 1 frozen, 2 after the thaw)
+	// and by the key's master (victim or healthy).
+	type tally struct {
+		ops, errs, unavailable int
+		lat                    []time.Duration
+		sample                 []string
+	}
+	var (
+		mu     sync.Mutex
+		stats  [3][2]tally // [phase][0: healthy, 1: victim]
+		phase  atomic.Int32
+		hung   atomic.Int64
+		wrong  atomic.Int64
+		multi  [3]tally     // GetMany over healthy keys of both healthy masters
+		frozen atomic.Int64 // unix nanos of the freeze
+		back   atomic.Int64 // first success on the frozen master's keys after it, nanos since the freeze
+		stop   = make(chan struct{})
+		wg     sync.WaitGroup
+		record = func(tl *tally, d time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			tl.ops++
+			tl.lat = append(tl.lat, d)
+			if err != nil {
+				tl.errs++
+				if errors.Is(err, cachekit.ErrUnavailable) {
+					tl.unavailable++
+				}
+				if len(tl.sample) < 3 {
+					tl.sample = append(tl.sample, err.Error())
+				}
+			}
+		}
+	)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := g; ; n += 8 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := keys[n%len(keys)]
+				// Longer than the cache's Timeout: the timeouts are the
+				// cache's own, which count against the breaker (a
+				// caller's own deadline never does).
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				start := time.Now()
+				var err error
+				if n%2 == 0 {
+					var v []byte
+					v, err = c.Get(ctx, k)
+					if err == nil && string(v) != k {
+						wrong.Add(1)
+					}
+				} else {
+					err = c.Set(ctx, k, []byte(k), 0)
+				}
+				d := time.Since(start)
+				cancel()
+				if d > 3*time.Second {
+					hung.Add(1)
+				}
+				side := 0
+				if masterOf[k] == victimAddr {
+					side = 1
+				}
+				p := phase.Load()
+				record(&stats[p][side], d, err)
+				if f := frozen.Load(); err == nil && side == 1 && f != 0 && start.UnixNano() > f {
+					back.CompareAndSwap(0, time.Now().UnixNano()-f)
+				}
+				if err != nil {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pick := make([]string, 16)
+			for i := range pick {
+				pick[i] = healthy[(n*16+i)%len(healthy)]
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			start := time.Now()
+			got, err := c.GetMany(ctx, pick)
+			d := time.Since(start)
+			cancel()
+			if d > 3*time.Second {
+				hung.Add(1)
+			}
+			for k, v := range got {
+				if string(v) != k {
+					wrong.Add(1)
+				}
+			}
+			record(&multi[phase.Load()], d, err)
+		}
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	victim.Freeze()
+	phase.Store(1)
+	frozenAt := time.Now()
+	frozen.Store(frozenAt.UnixNano())
+	// The cluster's own failover: another master's slot map names a new
+	// master for the victim's first key.
+	var failover time.Duration
+	for failover == 0 && time.Since(frozenAt) < 15*time.Second {
+		m, err := admin.MasterForKey(ctx, ns+":"+keys[0])
+		if err == nil && m.Options().Addr != victimAddr {
+			failover = time.Since(frozenAt)
+		}
+		if err == nil {
+			admin.ReloadState(ctx)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(max(0, 6*time.Second-time.Since(frozenAt)))
+	victim.Thaw()
+	phase.Store(2)
+	thawed := time.Since(frozenAt)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	names := [3]string{"before", "frozen", "after"}
+	for p := range 3 {
+		for side, name := range []string{"other masters' keys", "frozen master's keys"} {
+			tl := stats[p][side]
+			t.Logf("cluster master frozen, %s, %s: %d ops, %d errors (%d ErrUnavailable), p99 %v; sample %q",
+				names[p], name, tl.ops, tl.errs, tl.unavailable, p99(tl.lat).Round(10*time.Microsecond), tl.sample)
+		}
+		t.Logf("cluster master frozen, %s, GetMany of 16 keys on the other masters: %d ops, %d errors, p99 %v; sample %q",
+			names[p], multi[p].ops, multi[p].errs, p99(multi[p].lat).Round(10*time.Microsecond), multi[p].sample)
+	}
+	t.Logf("cluster master frozen for %v; replica promoted after %v (0: not seen); first success on its keys %v after the freeze (0: none); hung ops %d; wrong values %d",
+		thawed.Round(time.Millisecond), failover.Round(time.Millisecond), time.Duration(back.Load()).Round(time.Millisecond), hung.Load(), wrong.Load())
+
+	okRatio := func(tl tally) float64 { return float64(tl.ops-tl.errs) / float64(max(tl.ops, 1)) }
+	if h := stats[1][0]; h.ops < 100 || okRatio(h) < 0.99 {
+		t.Errorf("while a master was frozen, %d of %d calls for the other masters' keys failed; want at least 100 calls and 99%% success", h.errs, h.ops)
+	}
+	if m := multi[1]; m.ops < 10 || okRatio(m) < 0.99 {
+		t.Errorf("while a master was frozen, %d of %d GetManys over the other masters' keys failed; want at least 10 and 99%% success", m.errs, m.ops)
+	}
+	if stats[1][1].unavailable == 0 {
+		t.Errorf("no call for the frozen master's keys failed fast with ErrUnavailable (%d calls, %d errors): its breaker never opened", stats[1][1].ops, stats[1][1].errs)
+	}
+	if stats[1][0].unavailable != 0 {
+		t.Errorf("%d calls for the other masters' keys got ErrUnavailable", stats[1][0].unavailable)
+	}
+	if hung.Load() != 0 {
+		t.Errorf("%d calls overran the cache's 1s timeout by more than 2s", hung.Load())
+	}
+	if wrong.Load() != 0 {
+		t.Errorf("%d wrong values", wrong.Load())
 	}
 }
 

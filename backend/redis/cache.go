@@ -193,7 +193,7 @@ func (c *Cache) getManyCluster(ctx context.Context, keys []string, out map[strin
 	for _, idx := range groups {
 		batches = append(batches, batch{idx: idx})
 	}
-	err := c.run(ctx, read, func(ctx context.Context) error {
+	err := c.runSlots(ctx, read, func(ctx context.Context, t *slotTarget) error {
 		cmds := make([]goredis.Cmder, len(batches))
 		for i, b := range batches {
 			args := make([]any, 1+len(b.idx))
@@ -204,7 +204,7 @@ func (c *Cache) getManyCluster(ctx context.Context, keys []string, out map[strin
 			batches[i].cmd = goredis.NewSliceCmd(ctx, args...)
 			cmds[i] = noRetrySlice{batches[i].cmd}
 		}
-		return c.execRedirected(ctx, c.client.Pipeline(), cmds)
+		return c.execRedirected(ctx, t, c.client.Pipeline(), cmds)
 	})
 	if pipelineRefused(err) {
 		// go-redis routes multi-slot commands itself here: one MGET.
@@ -304,12 +304,12 @@ func (c *Cache) SetMany(ctx context.Context, items map[string][]byte, ttl time.D
 	for _, v := range items {
 		largest = max(largest, len(v))
 	}
-	err := c.run(ctx, write, func(ctx context.Context) error {
+	err := c.runSlots(ctx, write, func(ctx context.Context, t *slotTarget) error {
 		cmds := make([]goredis.Cmder, 0, len(items))
 		for k, v := range items {
 			cmds = append(cmds, noRetryStatus{goredis.NewStatusCmd(ctx, setArgs(c.key(k), v, ttl, false)...)})
 		}
-		return c.execRedirected(ctx, c.client.Pipeline(), cmds)
+		return c.execRedirected(ctx, t, c.client.Pipeline(), cmds)
 	})
 	return cachekit.WrapError("SetMany", "", c.writeError(ctx, err, largest))
 }
@@ -379,17 +379,17 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 			}
 			slotKeys = append(slotKeys, group)
 		}
-		err = c.run(ctx, write, func(ctx context.Context) error {
+		err = c.runSlots(ctx, write, func(ctx context.Context, t *slotTarget) error {
 			cmds, sent = cmds[:0], sent[:0]
 			for _, g := range slotKeys {
 				del(ctx, g...)
 			}
-			return c.execRedirected(ctx, c.client.Pipeline(), sent)
+			return c.execRedirected(ctx, t, c.client.Pipeline(), sent)
 		})
 		if pipelineRefused(err) {
 			// The client refuses multi-key DELs in pipelines and would
 			// split (and resend) them itself: one script per slot instead.
-			err = c.run(ctx, write, func(ctx context.Context) error {
+			err = c.runSlots(ctx, write, func(ctx context.Context, t *slotTarget) error {
 				cmds, sent = cmds[:0], sent[:0]
 				for _, g := range slotKeys {
 					args := make([]any, 3+len(g))
@@ -401,7 +401,7 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 					cmds = append(cmds, cmd)
 					sent = append(sent, noRetryInt{cmd})
 				}
-				return c.execRedirected(ctx, c.client.Pipeline(), sent)
+				return c.execRedirected(ctx, t, c.client.Pipeline(), sent)
 			})
 		}
 	case ring:
@@ -410,7 +410,7 @@ func (c *Cache) Delete(ctx context.Context, keys ...string) (int, error) {
 			for _, k := range wire {
 				del(ctx, k)
 			}
-			return c.execRedirected(ctx, c.client.Pipeline(), sent)
+			return c.execRedirected(ctx, nil, c.client.Pipeline(), sent)
 		})
 	default:
 		args := make([]any, 1+len(wire))
@@ -480,8 +480,8 @@ func (c *Cache) Expire(ctx context.Context, key string, ttl time.Duration) (bool
 		return cmd.Val(), nil
 	}
 	var exists *goredis.IntCmd
-	err := c.run(ctx, write, func(ctx context.Context) error {
-		k := c.key(key)
+	k := c.key(key)
+	err := c.runKey(ctx, write, k, func(ctx context.Context) error {
 		exists = goredis.NewIntCmd(ctx, "exists", k)
 		pipe := c.client.TxPipeline()
 		_ = pipe.Process(ctx, noRetryInt{exists})
@@ -542,15 +542,19 @@ func (c *Cache) Clear(ctx context.Context) error {
 // namespace, else a SCAN/UNLINK walk. On a cluster node, one UNLINK may only
 // name keys of one hash slot, so each batch is split by slot and pipelined.
 func (c *Cache) clearNode(ctx context.Context, node goredis.UniversalClient, clusterNode bool) error {
+	var master *goredis.Client // on a cluster: the round trips answer to its breaker
+	if clusterNode {
+		master, _ = node.(*goredis.Client)
+	}
 	if c.pattern == "" {
 		cmd := noRetryStatus{goredis.NewStatusCmd(ctx, "flushdb", "async")}
-		return c.run(ctx, write, func(ctx context.Context) error { return node.Process(ctx, cmd) })
+		return c.runNode(ctx, write, master, func(ctx context.Context) error { return node.Process(ctx, cmd) })
 	}
 	var cursor uint64
 	for {
 		var keys []string
 		next := cursor
-		err := c.run(ctx, read, func(ctx context.Context) error {
+		err := c.runNode(ctx, read, master, func(ctx context.Context) error {
 			var err error
 			keys, next, err = node.Scan(ctx, cursor, c.pattern, int64(c.scanCount)).Result()
 			return err
@@ -569,7 +573,7 @@ func (c *Cache) clearNode(ctx context.Context, node goredis.UniversalClient, clu
 					groups[s] = append(groups[s], k)
 				}
 			}
-			err := c.run(ctx, write, func(ctx context.Context) error {
+			err := c.runNode(ctx, write, master, func(ctx context.Context) error {
 				// On a cluster, an UNLINK for a slot being migrated away
 				// is redirected; execRedirected resends it through the
 				// cluster client, to wherever its keys now are.
@@ -582,7 +586,7 @@ func (c *Cache) clearNode(ctx context.Context, node goredis.UniversalClient, clu
 					}
 					cmds = append(cmds, noRetryInt{goredis.NewIntCmd(ctx, args...)})
 				}
-				return c.execRedirected(ctx, node.Pipeline(), cmds)
+				return c.execRedirected(ctx, nil, node.Pipeline(), cmds)
 			})
 			if err != nil {
 				return err

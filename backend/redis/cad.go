@@ -38,7 +38,7 @@ func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (b
 	}
 	k := c.key(key)
 	var cmd *goredis.IntCmd
-	err := c.run(ctx, write, func(ctx context.Context) error {
+	err := c.runKey(ctx, write, k, func(ctx context.Context) error {
 		cmd = goredis.NewIntCmd(ctx, "evalsha", cadSHA, 1, k, old)
 		err := c.client.Process(ctx, noRetryInt{cmd})
 		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {

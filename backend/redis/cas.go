@@ -81,7 +81,7 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte,
 	}
 	k := c.key(key)
 	var cmd *goredis.IntCmd
-	err := c.run(ctx, write, func(ctx context.Context) error {
+	err := c.runKey(ctx, write, k, func(ctx context.Context) error {
 		cmd = goredis.NewIntCmd(ctx, "evalsha", casSHA, 1, k, mode, new, px, old)
 		err := c.client.Process(ctx, noRetryInt{cmd})
 		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {

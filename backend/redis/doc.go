@@ -113,9 +113,9 @@
 // dead master's slots then resume within about a second of the cluster's own
 // failover (cluster-node-timeout plus the election); until then they fail
 // (a write whose reply was lost reports cachekit.ErrUnknownOutcome) and may
-// open the breaker. Replication is asynchronous: a write acknowledged just
-// before the master died can be lost; a value read back is never one that
-// was not written.
+// open that master's breaker, never the other masters'. Replication is
+// asynchronous: a write acknowledged just before the master died can be
+// lost; a value read back is never one that was not written.
 //
 // Resharding: a node answers a command for a slot being migrated with MOVED,
 // ASK or TRYAGAIN, each meaning it did not run the command. go-redis follows
@@ -202,8 +202,13 @@
 // wrapping cachekit.ErrUnavailable and the last failure, for 1s; then one
 // call goes through as a probe, and its success closes the breaker. A cache
 // in front of a dead server thus costs its callers microseconds, not a
-// timeout per call. The breaker covers the whole client: on a cluster, one
-// dead node opens it only if calls fail on nothing else in between.
+// timeout per call. On a Redis Cluster there is one breaker per master:
+// while a master is down or frozen, its breaker opens after 3 failed calls
+// for its keys, the calls for keys of its slots (and multi-key calls and
+// Clears that involve it) fail at once with ErrUnavailable, and the keys of
+// the other masters keep working as before. A refused call also asks for a
+// slot-map reload, so once a replica has been promoted its (closed) breaker
+// takes over the slots.
 //
 // Close returns within Options.Timeout: a Sentinel client that is still
 // trying to reach unreachable Sentinels finishes closing in the background.

@@ -87,6 +87,12 @@ type Options struct {
 	// BreakerDuration one call goes through as a probe, and its success
 	// closes the breaker. Zero means [DefaultBreakerThreshold] (3); a
 	// negative value disables the breaker.
+	//
+	// On a cluster (*goredis.ClusterClient) there is one breaker per
+	// master, with these settings: the failures of one master open its
+	// breaker only, and only the calls for keys of its slots (and the
+	// multi-key calls and Clears that involve it) fail at once, while the
+	// keys of the other masters keep working.
 	BreakerThreshold int
 
 	// BreakerDuration is how long the open breaker refuses calls before it
@@ -169,9 +175,9 @@ type Cache struct {
 	maxValue   int
 	scanCount  int
 
-	breaker *breaker.Breaker // nil: disabled
-	hint    breakerHint      // lets calls skip the breaker's lock while it is clean (see allow)
-	gate    writeGate        // orders writes after abandoned ones (detached and pipelined calls)
+	health health      // the whole client's breaker (see health in roundtrip.go)
+	nodes  *nodeHealth // cluster: per-master breakers; nil otherwise, or with the breaker disabled
+	gate   writeGate   // orders writes after abandoned ones (detached and pipelined calls)
 
 	ap         *goredis.AutoPipeliner // deferred face; nil: no auto-pipelining
 	apBlocking *goredis.AutoPipeliner // blocking face, with ap
@@ -250,7 +256,7 @@ func New(client goredis.UniversalClient, opts *Options) *Cache {
 	if duration == 0 {
 		duration = DefaultBreakerDuration
 	}
-	c.breaker = breaker.New(threshold, duration) // nil when either is negative
+	c.health.b = breaker.New(threshold, duration) // nil when either is negative
 	switch cl := client.(type) {
 	case *goredis.Client:
 		opt := cl.Options()
@@ -262,6 +268,9 @@ func New(client goredis.UniversalClient, opts *Options) *Cache {
 			c.reloadEvery = DefaultClusterReloadInterval
 		case c.reloadEvery < 0:
 			c.reloadEvery = 0
+		}
+		if c.health.b != nil {
+			c.nodes = newNodeHealth(cl, threshold, duration, &c.health)
 		}
 		opt := cl.Options()
 		c.ctxAware = opt.ContextTimeoutEnabled && opt.ReadTimeout >= 0 && opt.WriteTimeout >= 0

@@ -49,7 +49,19 @@ func redirected(err error) bool {
 // while ctx lasts. It returns the first error of any command, as
 // Pipeliner.Exec does. Commands must be safe to reuse (go-redis resets a
 // command's error and value when it reads its reply).
-func (c *Cache) execRedirected(ctx context.Context, first goredis.Pipeliner, cmds []goredis.Cmder) error {
+//
+// With t (runSlots on a cluster), each command answers to the breaker of its
+// slot's master: when any of them is open nothing is sent and the open
+// breaker's error is returned; afterwards each master's breaker learns how
+// its commands fared.
+func (c *Cache) execRedirected(ctx context.Context, t *slotTarget, first goredis.Pipeliner, cmds []goredis.Cmder) error {
+	if t != nil && c.nodes != nil {
+		hs, err := c.admit(ctx, t, cmds)
+		if err != nil {
+			return err
+		}
+		defer c.report(ctx, t, hs, cmds)
+	}
 	for _, cmd := range cmds {
 		_ = first.Process(ctx, cmd)
 	}

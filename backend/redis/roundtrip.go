@@ -36,20 +36,68 @@ const (
 	write opKind = true
 )
 
-// do sends one command. Write commands must be wrapped with noRetry.
+// do sends one command. Write commands must be wrapped with noRetry. On a
+// cluster it answers to the breaker of the master of its first key's slot.
 func (c *Cache) do(ctx context.Context, kind opKind, cmd goredis.Cmder) error {
-	return c.exchange(ctx, kind, cmd, nil)
+	h := &c.health
+	if c.nodes != nil {
+		h = c.nodes.forKey(ctx, firstKey(cmd))
+	}
+	return c.exchange(ctx, kind, h, nil, cmd, nil)
 }
 
 // run performs one round trip: fn issues the command(s) with the context it
-// is given. Write commands must be wrapped with noRetry.
+// is given. Write commands must be wrapped with noRetry. It answers to the
+// whole client's breaker; see runKey, runNode and runSlots for the round
+// trips that answer to one cluster master's.
 func (c *Cache) run(ctx context.Context, kind opKind, fn func(ctx context.Context) error) error {
-	return c.exchange(ctx, kind, nil, fn)
+	return c.exchange(ctx, kind, &c.health, nil, nil, fn)
 }
 
-func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn func(ctx context.Context) error) error {
-	if err := c.allow(); err != nil {
-		return err
+// runKey is run for a round trip about key alone: on a cluster it answers
+// to the breaker of the master of key's slot.
+func (c *Cache) runKey(ctx context.Context, kind opKind, key string, fn func(ctx context.Context) error) error {
+	h := &c.health
+	if c.nodes != nil {
+		h = c.nodes.forKey(ctx, key)
+	}
+	return c.exchange(ctx, kind, h, nil, nil, fn)
+}
+
+// runNode is run for a round trip to one node of a cluster (Clear's walk):
+// it answers to that node's breaker.
+func (c *Cache) runNode(ctx context.Context, kind opKind, node *goredis.Client, fn func(ctx context.Context) error) error {
+	h := &c.health
+	if c.nodes != nil && node != nil {
+		h = c.nodes.forAddr(node.Options().Addr)
+	}
+	return c.exchange(ctx, kind, h, nil, nil, fn)
+}
+
+// runSlots is run for a pipeline of commands of several slots, which fn
+// sends with execRedirected(ctx, t, ...): on a cluster each command answers
+// to the breaker of its slot's master (t is then not nil), so one master's
+// failures never open the breaker of another.
+func (c *Cache) runSlots(ctx context.Context, kind opKind, fn func(ctx context.Context, t *slotTarget) error) error {
+	if c.nodes == nil {
+		return c.exchange(ctx, kind, &c.health, nil, nil, func(ctx context.Context) error { return fn(ctx, nil) })
+	}
+	t := &slotTarget{caller: ctx}
+	return c.exchange(ctx, kind, nil, t, nil, func(ctx context.Context) error { return fn(ctx, t) })
+}
+
+// exchange runs one round trip answering to the breaker h, or, with t, to
+// the breakers execRedirected picks per command.
+func (c *Cache) exchange(ctx context.Context, kind opKind, h *health, t *slotTarget, cmd goredis.Cmder, fn func(ctx context.Context) error) error {
+	if h != nil {
+		if err := h.allow(); err != nil {
+			if c.nodes != nil {
+				// The node may have been replaced by now (a replica
+				// promoted): a reload would show it.
+				c.reloadSlots()
+			}
+			return err
+		}
 	}
 	bctx, cancel := c.bound(ctx)
 	var err error
@@ -67,13 +115,20 @@ func (c *Cache) exchange(ctx context.Context, kind opKind, cmd goredis.Cmder, fn
 	} else {
 		err = c.attempt(bctx, kind, cmd, fn)
 	}
-	if err != nil && kind == read && connDropped(err) && bctx.Err() == nil {
+	if err != nil && kind == read && connDropped(err) && bctx.Err() == nil && (t == nil || !t.refused) {
 		// A read is safe to resend; a pooled connection the server had
 		// closed (a restart, an idle timeout) fails this way once. The
 		// second try goes straight to the client.
 		err = c.attempt(bctx, kind, cmd, fn)
 	}
-	err = c.settle(ctx, bctx, kind, err)
+	if t != nil && t.refused {
+		// An open breaker of one of the masters: nothing was sent.
+		if cancel != nil {
+			cancel()
+		}
+		return err
+	}
+	err = c.settle(ctx, bctx, kind, h, err)
 	if cancel != nil {
 		cancel()
 	}
@@ -94,32 +149,51 @@ func (c *Cache) attempt(ctx context.Context, kind opKind, cmd goredis.Cmder, fn 
 }
 
 // settle translates the error of a round trip run under bctx (ctx bounded
-// by the cache's timeout) and reports its outcome to the breaker.
-func (c *Cache) settle(ctx, bctx context.Context, kind opKind, err error) error {
+// by the cache's timeout) and reports its outcome to the breaker h (none
+// when h is nil: execRedirected has reported it per command).
+func (c *Cache) settle(ctx, bctx context.Context, kind opKind, h *health, err error) error {
 	if err == nil || err == goredis.Nil || isServerError(err) {
-		c.succeeded()
+		if h != nil {
+			h.succeeded()
+		}
 		return err
 	}
 	if c.closed.Load() && isClientClosed(err) {
-		c.ignored()
+		if h != nil {
+			h.ignored()
+		}
 		return &causeError{sentinel: cachekit.ErrClosed, err: err}
 	}
 	err = contextError(bctx, err)
-	switch {
-	case ended(ctx):
-		// The caller's own cancellation or deadline: it says nothing
-		// about the server.
-		c.ignored()
-	case ended(bctx) || connFailure(err):
-		c.failed(err)
-		c.reloadSlots()
-	default:
-		c.ignored()
+	if h != nil {
+		switch outcome(ctx, bctx, err) {
+		case breaker.Failure:
+			h.failed(err)
+			c.reloadSlots()
+		default:
+			h.ignored()
+		}
 	}
 	if kind == write && !unsent(err) {
 		err = &causeError{sentinel: cachekit.ErrUnknownOutcome, err: err}
 	}
 	return err
+}
+
+// outcome says what a failed round trip's error err (translated by
+// contextError) tells the breaker: ctx is the caller's context, bctx the
+// same bounded by the cache's timeout.
+func outcome(ctx, bctx context.Context, err error) breaker.Outcome {
+	switch {
+	case ended(ctx):
+		// The caller's own cancellation or deadline: it says nothing
+		// about the server.
+		return breaker.Ignore
+	case ended(bctx) || connFailure(err):
+		return breaker.Failure
+	default:
+		return breaker.Ignore
+	}
 }
 
 // reloadSlots asks a cluster client to reload its slot map after a
@@ -173,40 +247,59 @@ type breakerHint struct {
 	clean    atomic.Uint64 // 1 + failures as of the last clean Done(Success); 0: none yet
 }
 
-func (c *Cache) clean() bool {
-	return c.breaker == nil || c.hint.clean.Load() == c.hint.failures.Load()+1
+// health is one circuit breaker with its hint: the whole client's
+// (Cache.health), or one cluster master's (see nodeHealth).
+type health struct {
+	b    *breaker.Breaker // nil: disabled
+	hint breakerHint
 }
 
-func (c *Cache) allow() error {
-	if c.clean() {
+func (h *health) clean() bool {
+	return h.b == nil || h.hint.clean.Load() == h.hint.failures.Load()+1
+}
+
+func (h *health) allow() error {
+	if h.clean() {
 		return nil
 	}
-	return c.breaker.Allow()
+	return h.b.Allow()
 }
 
-func (c *Cache) succeeded() {
-	if c.clean() {
+func (h *health) succeeded() {
+	if h.clean() {
 		return
 	}
-	seen := c.hint.failures.Load()
-	c.breaker.Done(breaker.Success, nil)
-	if c.hint.failures.Load() == seen {
-		c.hint.clean.Store(seen + 1)
+	seen := h.hint.failures.Load()
+	h.b.Done(breaker.Success, nil)
+	if h.hint.failures.Load() == seen {
+		h.hint.clean.Store(seen + 1)
 	}
 }
 
-func (c *Cache) ignored() {
-	if !c.clean() {
-		c.breaker.Done(breaker.Ignore, nil)
+func (h *health) ignored() {
+	if !h.clean() {
+		h.b.Done(breaker.Ignore, nil)
 	}
 }
 
-func (c *Cache) failed(err error) {
-	if c.breaker == nil {
+func (h *health) failed(err error) {
+	if h.b == nil {
 		return
 	}
-	c.hint.failures.Add(1)
-	c.breaker.Done(breaker.Failure, err)
+	h.hint.failures.Add(1)
+	h.b.Done(breaker.Failure, err)
+}
+
+// record reports one outcome to h.
+func (h *health) record(o breaker.Outcome, err error) {
+	switch o {
+	case breaker.Success:
+		h.succeeded()
+	case breaker.Failure:
+		h.failed(err)
+	default:
+		h.ignored()
+	}
 }
 
 // apRoute decides, for an auto-pipelining cache, whether a call goes
