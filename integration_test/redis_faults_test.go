@@ -416,3 +416,99 @@ func TestRedisCompareAndDelete(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisNamespacesDoNotNestClusterSpread is the cluster case of issue
+// #11: namespaces "t1" and "t1:x" hold 300 keys each, spread over slots of
+// every master of the cluster; Clear on "t1" removes its 300 keys and none
+// of "t1:x" on any master, and Clear on "t1:x" then leaves "t1"'s new keys
+// alone.
+func TestRedisNamespacesDoNotNestClusterSpread(t *testing.T) {
+	rdb := redisClusterClient(t)
+	ctx := context.Background()
+	parent := uniqueName("t1")
+	child := parent + ":x"
+	outer := redis.New(rdb, &redis.Options{Namespace: parent, ScanCount: 50})
+	inner := redis.New(rdb, &redis.Options{Namespace: child, ScanCount: 50})
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	fill := func(c *redis.Cache, ns string) {
+		t.Helper()
+		items := map[string][]byte{}
+		for _, k := range keys {
+			items[k] = []byte(ns + "|" + k)
+		}
+		if err := c.SetMany(ctx, items, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(outer, parent)
+	fill(inner, child)
+
+	// The child's keys are on every master: the namespace's ':' is
+	// written %3A on the wire (see Options.Namespace).
+	masters := map[string]int{}
+	for _, k := range keys {
+		m, err := rdb.MasterForKey(ctx, strings.ReplaceAll(child, ":", "%3A")+":"+k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[m.Options().Addr]++
+	}
+	var all []string
+	var mu sync.Mutex // ForEachMaster calls fn concurrently
+	if err := rdb.ForEachMaster(ctx, func(_ context.Context, m *goredis.Client) error {
+		mu.Lock()
+		all = append(all, m.Options().Addr)
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range all {
+		if masters[addr] == 0 {
+			t.Fatalf("none of the 300 keys of %q is on master %s (%v): the test would not cover it", child, addr, masters)
+		}
+	}
+	if len(all) < 3 {
+		t.Fatalf("the cluster has %d masters; want 3", len(all))
+	}
+	t.Logf("keys of %q per master: %v", child, masters)
+
+	count := func(c *redis.Cache, ns string) int {
+		t.Helper()
+		got, err := c.GetMany(ctx, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range got {
+			if string(v) != ns+"|"+k {
+				t.Fatalf("namespace %q key %q holds %q", ns, k, v)
+			}
+		}
+		return len(got)
+	}
+	if err := outer.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(outer, parent); n != 0 {
+		t.Fatalf("after Clear on %q it still holds %d of its keys", parent, n)
+	}
+	if n := count(inner, child); n != len(keys) {
+		t.Fatalf("Clear on %q removed %d of the %d keys of %q", parent, len(keys)-n, len(keys), child)
+	}
+	fill(outer, parent)
+	if err := inner.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(inner, child); n != 0 {
+		t.Fatalf("after Clear on %q it still holds %d of its keys", child, n)
+	}
+	if n := count(outer, parent); n != len(keys) {
+		t.Fatalf("Clear on %q removed %d of the %d keys of %q", child, len(keys)-n, len(keys), parent)
+	}
+	if err := outer.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
