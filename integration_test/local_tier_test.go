@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -40,6 +41,8 @@ import (
 	"github.com/cachekit/cachekit/backend/redis"
 	"github.com/cachekit/cachekit/cachetest"
 	"github.com/cachekit/cachekit/internal/testserver"
+	"github.com/cachekit/cachekit/plugin/logging"
+	"github.com/cachekit/cachekit/plugin/stats"
 )
 
 const (
@@ -737,8 +740,8 @@ func TestLocalTierBackplaneOutageAcrossProcesses(t *testing.T) {
 
 // TestLocalTierConformance runs the conformance suite on the Cache of a
 // Typed with a local tier and a backplane (t.Cache(), whose writes evict
-// locally and publish), over Redis and Memcached: a local tier must change
-// nothing a Cache promises.
+// locally and publish), over Redis and Memcached seen through the stats and
+// logging hooks: a local tier must change nothing a Cache promises.
 func TestLocalTierConformance(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -767,13 +770,141 @@ func TestLocalTierConformance(t *testing.T) {
 				}
 				opts.MaxValueSize = redisTestValueLimit
 			}
+			st := stats.New(nil)
+			lg := logging.New(slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 			cachetest.Run(t, func(t *testing.T, ns string) cachekit.Cache {
-				typed := cachekit.NewTyped[string](base(sweepNamespace(ns)), &cachekit.TypedOptions{
+				typed := cachekit.NewTyped[string](cachekit.WithHooks(base(sweepNamespace(ns)), st, lg), &cachekit.TypedOptions{
 					Local: &cachekit.LocalOptions{}, Backplane: bp,
 				})
 				t.Cleanup(func() { typed.Close() })
 				return typed.Cache()
 			}, opts)
+		})
+	}
+}
+
+// ltEvents counts a Typed's events by kind.
+type ltEvents struct {
+	mu sync.Mutex
+	n  map[cachekit.EventKind]int
+}
+
+func (e *ltEvents) OnEvent(_ context.Context, ev cachekit.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n == nil {
+		e.n = map[cachekit.EventKind]int{}
+	}
+	e.n[ev.Kind]++
+}
+
+func (e *ltEvents) ProcessOp(ctx context.Context, op *cachekit.Op) error { return op.Next(ctx) }
+
+func (e *ltEvents) count(k cachekit.EventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n[k]
+}
+
+// waitCount waits until e has counted n events of kind k.
+func (e *ltEvents) waitCount(t *testing.T, k cachekit.EventKind, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for e.count(k) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s events; want %d", e.count(k), k, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := e.count(k); got != n {
+		t.Fatalf("%d %s events; want %d", got, k, n)
+	}
+}
+
+// TestLocalTierHooks: what a reader's local tier does reaches its hooks and
+// plugin/stats, on real servers: local misses and hits (counted as hits by
+// stats, so the hit ratio stays true), an invalidation per write received
+// from the backplane, the backplane's loss (backplane_error) and its
+// reconnection, which reaches the reader as an invalidation that empties
+// its local tier.
+func TestLocalTierHooks(t *testing.T) {
+	for _, cache := range []string{"redis", "memcached"} {
+		t.Run(cache, func(t *testing.T) {
+			ctx := context.Background()
+			srv := testserver.StartRedis(t) // the backplane's, killed below
+			url := "redis://" + srv.Addr() + "/0?channel=lt-hooks&timeout=500ms"
+			ns := sweepNamespace("lt-" + decUnique(t))
+			var raw func() cachekit.Cache
+			if cache == "memcached" {
+				client := mcClient(t, memcachedServers(t, 1)...)
+				raw = func() cachekit.Cache { return memcached.New(client, &memcached.Options{Namespace: ns}) }
+			} else {
+				rdb := redisClient(t, true, 0)
+				raw = func() cachekit.Cache { return redis.New(rdb, &redis.Options{Namespace: ns}) }
+			}
+			open := func(hooks ...cachekit.Hook) *cachekit.Typed[string] {
+				bp, err := cachekit.OpenBackplane(ctx, url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := cachekit.WithHooks(raw(), hooks...)
+				typed := cachekit.NewTyped[string](c, &cachekit.TypedOptions{
+					Local: &cachekit.LocalOptions{TTL: time.Hour}, Backplane: bp,
+				})
+				t.Cleanup(func() { typed.Close(); bp.Close(); c.Close() })
+				return typed
+			}
+			writer := open()
+			st := stats.New(nil)
+			ev := &ltEvents{}
+			reader := open(st, ev)
+			get := func(want string) {
+				t.Helper()
+				v, err := reader.Get(ctx, "k")
+				if want == "" && !errors.Is(err, cachekit.ErrNotFound) || want != "" && (err != nil || v != want) {
+					t.Fatalf("reader: Get(k) = %q, %v; want %q", v, err, want)
+				}
+			}
+
+			get("")                                            // local miss, cache miss
+			if err := writer.Set(ctx, "k", "v1"); err != nil { // published
+				t.Fatal(err)
+			}
+			ev.waitCount(t, cachekit.EventInvalidation, 1)
+			get("v1") // local miss, cache hit
+			get("v1") // local hit
+			if err := writer.Set(ctx, "k", "v2"); err != nil {
+				t.Fatal(err)
+			}
+			ev.waitCount(t, cachekit.EventInvalidation, 2)
+			get("v2") // local miss, cache hit
+			get("v2") // local hit
+
+			srv.Kill()
+			deadline := time.Now().Add(20 * time.Second)
+			for ev.count(cachekit.EventBackplaneError) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no backplane_error event after the backplane's Redis was killed")
+				}
+				time.Sleep(time.Millisecond)
+			}
+			get("v2") // still served locally: a dead backplane never blocks reads
+			srv.Restart()
+			// Reconnected: an invalidation (Reset) that empties the tier.
+			ev.waitCount(t, cachekit.EventInvalidation, 3)
+			get("v2") // local miss, cache hit
+
+			if n := ev.count(cachekit.EventLocalMiss); n != 4 {
+				t.Errorf("%d local_miss events; want 4", n)
+			}
+			if n := ev.count(cachekit.EventLocalHit); n != 3 {
+				t.Errorf("%d local_hit events; want 3", n)
+			}
+			got := st.Snapshot()
+			if got.LocalHits != 3 || got.Get.Count != 4 || got.Get.Hits != 3 || got.Get.Misses != 1 ||
+				got.Hits != 6 || got.Misses != 1 || got.HitRatio != 6.0/7 {
+				t.Errorf("stats: %+v\nwant LocalHits 3, Get 4 (3 hits, 1 miss), Hits 6, Misses 1, HitRatio 6/7", got)
+			}
 		})
 	}
 }
