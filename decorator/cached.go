@@ -100,7 +100,7 @@ func (f *Func[K, V]) Call(ctx context.Context, k K) (V, error) {
 	}
 	seen := f.ended.Load() // before the read: see loadOnce
 	var e entry[V]
-	if err := f.read(ctx, key, &e); err != nil {
+	if err := f.read(ctx, k, key, &e); err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			return zero, ctxError(key, cerr)
 		}

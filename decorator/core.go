@@ -93,6 +93,8 @@ const nStripes = 64
 type core[K comparable, V any] struct {
 	typed   *cachekit.Typed[V]
 	cache   cachekit.Cache
+	local   *cachekit.LocalTier[V] // the Typed's local tier; nil without one
+	events  bool                   // the cache below the local tier takes events
 	o       Options[K]
 	keys    *keyer[K]
 	env     bool
@@ -131,6 +133,14 @@ func (c *core[K, V]) init(typed *cachekit.Typed[V], fn any, opts *Options[K]) {
 		panic(err.Error())
 	}
 	c.typed, c.cache, c.o, c.keys, c.env = typed, typed.Cache(), o, keys, o.envelope()
+	if c.local = typed.LocalTier(); c.local != nil {
+		// Typed.Cache() is then the coherent wrapper of the cache given to
+		// NewTyped: local hits and misses are worth an event only if that
+		// cache takes events (so that a hit costs no call otherwise).
+		if u, ok := c.cache.(interface{ Unwrap() cachekit.Cache }); ok {
+			_, c.events = u.Unwrap().(cachekit.EventHandler)
+		}
+	}
 	c.seed = maphash.MakeSeed()
 	c.bgCond.L = &c.bgMu
 }
@@ -190,11 +200,19 @@ func ctxError(key string, err error) error {
 	return &cachekit.Error{Op: "Cached", Key: key, Err: err}
 }
 
-// read sets *e to what is stored under key. A miss is not an error; an
-// undecodable value is an error wrapping cachekit.ErrDecode. (It fills *e
-// rather than returning an entry so that the hit path copies the value
-// once.)
-func (c *core[K, V]) read(ctx context.Context, key string, e *entry[V]) error {
+// read sets *e to what is stored under key, the argument k's key: from
+// the local tier when it holds key, else from the cache (and then keeps
+// what it read in the local tier). A miss is not an error; an undecodable
+// value is an error wrapping cachekit.ErrDecode. (It fills *e rather than
+// returning an entry so that the hit path copies the value once.)
+func (c *core[K, V]) read(ctx context.Context, k K, key string, e *entry[V]) error {
+	var tok uint64
+	if c.local != nil {
+		if c.readLocal(ctx, key, e) {
+			return nil
+		}
+		tok = c.local.Token(key) // before the read: see LocalTier.Fill
+	}
 	cctx, cancel := c.cacheCtx(ctx)
 	b, err := c.cache.Get(cctx, key)
 	cancel()
@@ -204,7 +222,86 @@ func (c *core[K, V]) read(ctx context.Context, key string, e *entry[V]) error {
 		}
 		return cachekit.WrapError("Get", key, err)
 	}
-	return c.parseInto(ctx, key, b, 0, e)
+	if err := c.parseInto(ctx, key, b, 0, e); err != nil {
+		return err
+	}
+	if c.local != nil {
+		c.keepRead(k, key, e, tok)
+	}
+	return nil
+}
+
+// readLocal sets *e to key's entry in the local tier and reports whether
+// there was one that counts: in the plain format, the Typed's shared entry
+// (a fresh value); in the envelope format, the decorator's private entry,
+// judged now as a read of the cache would be (fresh, stale, or a
+// remembered "not found"; one past its fail-safe window is a miss). It
+// reports EventLocalHit or EventLocalMiss.
+func (c *core[K, V]) readLocal(ctx context.Context, key string, e *entry[V]) bool {
+	l := c.local
+	if !c.env {
+		v, ok := l.Get(key)
+		if ok {
+			e.state, e.v = stFresh, v
+		}
+		c.localEvent(ctx, key, ok)
+		return ok
+	}
+	v, b, ok := l.GetPrivate(key)
+	if ok {
+		h, payload, _ := parseEnvelope(b) // private entries hold envelopes only
+		st := judge(&h, time.Now().UnixNano())
+		if st == stStale || st == stFresh {
+			if l.Copy() {
+				var err error
+				if v, err = c.typed.Decode(payload); err != nil {
+					st = stMiss // it decoded when it was kept: cannot happen
+				}
+			}
+		}
+		if st != stMiss {
+			e.state, e.v, e.h, e.raw = st, v, h, b
+			c.localEvent(ctx, key, true)
+			return true
+		}
+	}
+	c.localEvent(ctx, key, false)
+	return false
+}
+
+// localEvent reports a local hit or miss, when the cache takes events.
+func (c *core[K, V]) localEvent(ctx context.Context, key string, hit bool) {
+	if !c.events {
+		return
+	}
+	kind := cachekit.EventLocalMiss
+	if hit {
+		kind = cachekit.EventLocalHit
+	}
+	c.emit(ctx, kind, key, nil, 0)
+}
+
+// keepRead keeps in the local tier what a read of key (argument k) found
+// in the cache when its coherence token was tok: a plain value for at most
+// the TTL this function stores it with (the cache does not tell what is
+// left of it), an envelope until the end of its fail-safe window (its
+// physical expiry); both for at most LocalOptions.TTL.
+func (c *core[K, V]) keepRead(k K, key string, e *entry[V], tok uint64) {
+	switch {
+	case e.state == stMiss:
+	case !c.env:
+		if ttl, ok := c.ttlFor(k, e.v); ok {
+			c.local.Fill(key, e.v, e.raw, ttl, tok)
+		}
+	default:
+		var ttl time.Duration
+		if e.h.staleUntil != 0 {
+			if ttl = time.Duration(e.h.staleUntil - time.Now().UnixNano()); ttl <= 0 {
+				return
+			}
+		}
+		c.local.FillPrivate(key, e.v, e.raw, ttl, tok)
+	}
 }
 
 // parse decodes stored bytes in the configured format; see parseInto.
@@ -240,26 +337,37 @@ func (c *core[K, V]) parseInto(ctx context.Context, key string, b []byte, now in
 	if now == 0 {
 		now = time.Now().UnixNano()
 	}
-	fresh := h.expiry == 0 || now < h.expiry
-	if h.flags&flagNegative != 0 {
-		if fresh {
-			e.state, e.h = stNegative, h
+	switch st := judge(&h, now); st {
+	case stMiss:
+	case stNegative:
+		e.state, e.h = st, h
+	default:
+		v, err := c.typed.Decode(payload)
+		if err != nil {
+			return c.decodeError(ctx, key, err)
 		}
-		return nil
+		e.state, e.v, e.h = st, v, h
 	}
-	st := stFresh
-	if !fresh {
-		if now >= h.staleUntil {
-			return nil
-		}
-		st = stStale
-	}
-	v, err := c.typed.Decode(payload)
-	if err != nil {
-		return c.decodeError(ctx, key, err)
-	}
-	e.state, e.v, e.h = st, v, h
 	return nil
+}
+
+// judge returns the state of an envelope with header h at now (Unix
+// nanoseconds): a remembered "not found" before its expiry, a value before
+// its expiry (fresh) or within its fail-safe window (stale), or a miss.
+func judge(h *header, now int64) state {
+	fresh := h.expiry == 0 || now < h.expiry
+	switch {
+	case h.flags&flagNegative != 0:
+		if fresh {
+			return stNegative
+		}
+		return stMiss
+	case fresh:
+		return stFresh
+	case now < h.staleUntil:
+		return stStale
+	}
+	return stMiss
 }
 
 func (c *core[K, V]) decodeError(ctx context.Context, key string, err error) error {
@@ -410,11 +518,14 @@ func (c *core[K, V]) lookup(key string, seen uint64) (p pendingWrite[V], ok, lan
 	return p, false, false
 }
 
-// write stores b under key or, with guard set, only if key still holds
-// exactly guard (it was not deleted or replaced meanwhile: an early refresh
-// must not resurrect a deleted key). It reports whether it stored b. It
-// holds no lock: the write was registered (see stripe).
-func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, guard []byte) bool {
+// write stores b, the encoding of v (of a remembered "not found" when v is
+// zero and b says so), under key or, with guard set, only if key still
+// holds exactly guard (it was not deleted or replaced meanwhile: an early
+// refresh must not resurrect a deleted key). It reports whether it stored
+// b. It holds no lock: the write was registered (see stripe). With a local
+// tier, the write drops key there and is published, like any write through
+// the Typed's cache, and then the local tier keeps v (see LocalTier.Set).
+func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.Duration, guard []byte, v V) bool {
 	wctx, cancel := c.writeCtx(ctx)
 	defer cancel()
 	if guard != nil {
@@ -429,7 +540,13 @@ func (c *core[K, V]) write(ctx context.Context, key string, b []byte, ttl time.D
 			return false
 		}
 	}
-	if err := c.cache.Set(wctx, key, b, ttl); err != nil {
+	var err error
+	if c.local != nil {
+		err = c.local.Set(wctx, key, b, ttl, v, c.env)
+	} else {
+		err = c.cache.Set(wctx, key, b, ttl)
+	}
+	if err != nil {
 		c.report(ctx, cachekit.WrapError("Set", key, err))
 		return false
 	}
@@ -486,7 +603,7 @@ func (c *core[K, V]) save(ctx context.Context, p *pendingWrite[V], epoch uint64,
 		return
 	}
 	work := func() {
-		stored := c.write(ctx, p.key, b, ttl, guard)
+		stored := c.write(ctx, p.key, b, ttl, guard, p.v)
 		c.end(p)
 		if then != nil {
 			then(stored)

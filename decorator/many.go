@@ -73,9 +73,11 @@ type batch[K comparable, V any] struct {
 
 // item is one requested argument.
 type item[K comparable, V any] struct {
-	k   K
-	key string
-	e   entry[V]
+	k     K
+	key   string
+	e     entry[V]
+	local bool   // e came from the local tier
+	tok   uint64 // the key's coherence token before the cache read
 }
 
 // Key returns the cache key of k.
@@ -111,24 +113,38 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 	for _, it := range items {
 		it.e.seen = ended
 	}
-	cctx, cancel := f.cacheCtx(ctx)
-	raw, err := f.cache.GetMany(cctx, keys)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctxError("", ctx.Err())
+	if f.local != nil {
+		// Serve what the local tier holds; read only the rest.
+		keys = keys[:0]
+		for _, it := range items {
+			if it.local = f.readLocal(ctx, it.key, &it.e); !it.local {
+				it.tok = f.local.Token(it.key) // before the read: see LocalTier.Fill
+				keys = append(keys, it.key)
+			}
 		}
-		err = cachekit.WrapError("GetMany", "", err)
-		if f.o.FailFast {
-			return nil, err
+	}
+	var raw map[string][]byte
+	if len(keys) > 0 {
+		cctx, cancel := f.cacheCtx(ctx)
+		var err error
+		raw, err = f.cache.GetMany(cctx, keys)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctxError("", ctx.Err())
+			}
+			err = cachekit.WrapError("GetMany", "", err)
+			if f.o.FailFast {
+				return nil, err
+			}
+			f.report(ctx, err)
+			raw = nil
 		}
-		f.report(ctx, err)
-		raw = nil
 	}
 	now := time.Now().UnixNano()
 	var missing []*item[K, V]
 	for _, it := range items {
-		if b, ok := raw[it.key]; ok {
+		if b, ok := raw[it.key]; ok && !it.local {
 			e, err := f.parse(ctx, it.key, b, now)
 			if err != nil {
 				if f.o.FailFast {
@@ -136,7 +152,11 @@ func (f *ManyFunc[K, V]) Call(ctx context.Context, args []K) (map[K]V, error) {
 				}
 				f.report(ctx, err)
 			}
+			e.seen = it.e.seen
 			it.e = e
+			if err == nil && f.local != nil {
+				f.keepRead(it.k, it.key, &it.e, it.tok)
+			}
 		}
 		switch it.e.state {
 		case stFresh:
@@ -424,7 +444,19 @@ func (f *ManyFunc[K, V]) writeMany(ctx context.Context, writes map[string]write[
 		work := func() {
 			wctx, cancel := f.writeCtx(ctx)
 			defer cancel()
-			if err := f.cache.SetMany(wctx, g.items, ttl); err != nil {
+			var err error
+			if f.local != nil {
+				// Drops the keys locally, publishes them, and keeps the
+				// values written (see LocalTier.SetMany).
+				values := make(map[string]V, len(g.ps))
+				for _, p := range g.ps {
+					values[p.key] = p.v
+				}
+				err = f.local.SetMany(wctx, g.items, ttl, values, f.env)
+			} else {
+				err = f.cache.SetMany(wctx, g.items, ttl)
+			}
+			if err != nil {
 				f.report(ctx, cachekit.WrapError("SetMany", "", err))
 			}
 			for _, p := range g.ps {
