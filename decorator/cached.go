@@ -52,7 +52,16 @@ func New[K comparable, V any](c *cachekit.Typed[V], fn func(context.Context, K) 
 	}
 	f.detached = f.o.SoftTimeout > 0 || f.o.HardTimeout > 0
 	if f.o.Lease {
-		f.leases = newLeaser(f.cache, f.keys.leasePrefix(), f.o.LeaseTTL)
+		lc := f.cache
+		if f.local != nil {
+			// Typed.Cache() is the wrapper that publishes every write on
+			// the backplane; lease keys are never held in a local tier,
+			// so their writes go to the cache below it, unpublished.
+			if u, ok := lc.(interface{ Unwrap() cachekit.Cache }); ok {
+				lc = u.Unwrap()
+			}
+		}
+		f.leases = newLeaser(lc, f.keys.leasePrefix(), f.o.LeaseTTL)
 	}
 	return f
 }

@@ -581,3 +581,37 @@ func TestLocalTierClosed(t *testing.T) {
 		})
 	}
 }
+
+// countingBackplane records the keys published on a memory backplane.
+type countingBackplane struct {
+	cachekit.Backplane
+	mu   sync.Mutex
+	keys []string
+}
+
+func (b *countingBackplane) Publish(ctx context.Context, inv cachekit.Invalidation) error {
+	b.mu.Lock()
+	b.keys = append(b.keys, inv.Keys...)
+	b.mu.Unlock()
+	return b.Backplane.Publish(ctx, inv)
+}
+
+// With a local tier, the lease's writes are not published: no process
+// holds lease keys locally. The value's write is.
+func TestLocalTierLeaseWritesAreNotPublished(t *testing.T) {
+	bp := &countingBackplane{Backplane: cachekit.NewMemoryBackplane()}
+	n := newNodes[int](t, newMem(t), bp, 1, cachekit.LocalOptions{})[0]
+	f := decorator.New(n.typed, func(context.Context, string) (int, error) { return 1, nil },
+		&decorator.Options[string]{Name: "f", Lease: true})
+	f.Call(bg, "k")
+	f.Wait()
+	key, _ := f.Key("k")
+	if n.ops.n[cachekit.OpAdd].Load() != 1 || n.ops.n[cachekit.OpCompareAndDelete].Load() != 1 {
+		t.Fatalf("lease operations: %d Add, %d CompareAndDelete; want 1 and 1", n.ops.n[cachekit.OpAdd].Load(), n.ops.n[cachekit.OpCompareAndDelete].Load())
+	}
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	if len(bp.keys) != 1 || bp.keys[0] != key {
+		t.Fatalf("published %q; want only the value's key %q", bp.keys, key)
+	}
+}
