@@ -39,6 +39,11 @@ type Cache interface {
 	// GetMany returns the values of the keys that are present; missing keys
 	// are simply absent from the map (a miss is not an error). It must use one
 	// round trip where the backend allows it. Duplicate keys are allowed.
+	// On error the map may hold a partial result: a backend spread over
+	// several servers may return the values it read from the servers that
+	// answered, with an error saying what it could not read (the keys it
+	// could not read are absent, as misses are); callers that need every
+	// key must treat any error as a failure.
 	GetMany(ctx context.Context, keys []string) (map[string][]byte, error)
 
 	// Set stores value under key, replacing any previous value and TTL. A ttl

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -429,5 +430,117 @@ func TestMemcachedTopologyClear(t *testing.T) {
 	}
 	if n := topoHits(t, a2, keys); n != 0 {
 		t.Fatalf("after Clear, %d of %d keys hit", n, len(keys))
+	}
+}
+
+// TestMemcachedTopologyGetManyPartial: in a pool of two server processes,
+// one is killed. Single-key operations on the live server's keys keep
+// succeeding (at least 99%), and GetMany over keys of both returns every
+// key of the live server, with its value, and none of the dead one's,
+// with an error that wraps cachekit.ErrUnavailable and names the dead
+// server and how many keys it could not read; with and without a
+// namespace. Once the server is back (empty), GetMany succeeds again.
+func TestMemcachedTopologyGetManyPartial(t *testing.T) {
+	t.Parallel()
+	srvs, addrs := topoServers(t, 2)
+	ring, err := memcached.NewRing(addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "partial-" + mcUnique(t)
+	caches := map[string]cachekit.Cache{
+		"namespace":    mcOpen(t, topoURL(addrs, ns, false, "")),
+		"no namespace": mcOpen(t, "memcached://"+strings.Join(addrs, ",")+"?timeout=500ms"),
+	}
+	keys := topoKeys("p-"+ns, 400)
+	items := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		items[k] = topoValue(k)
+	}
+	live := map[string]map[string]bool{}
+	for name, c := range caches {
+		if err := c.SetMany(mcBg, items, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		live[name] = map[string]bool{}
+		for _, k := range keys {
+			sk := k
+			if name == "namespace" {
+				sk = "~" + ns + "::" + k
+			}
+			a, err := ring.PickServer(sk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.String() == addrs[0] {
+				live[name][k] = true
+			}
+		}
+		if n := len(live[name]); n == 0 || n == len(keys) {
+			t.Fatalf("%s: %d of %d keys on the server that stays; want some, not all", name, n, len(keys))
+		}
+	}
+	dead := addrs[1]
+	srvs[1].Kill()
+
+	for name, c := range caches {
+		var ops, fails int
+		var firstErr error
+		for round := range 20 {
+			for i, k := range keys {
+				if !live[name][k] || i%4 != round%4 {
+					continue
+				}
+				ops++
+				ctx, cancel := context.WithTimeout(mcBg, time.Second)
+				v, err := c.Get(ctx, k)
+				cancel()
+				if err != nil || string(v) != string(topoValue(k)) {
+					fails++
+					if firstErr == nil {
+						firstErr = fmt.Errorf("Get(%q) = %q, %v", k, v, err)
+					}
+				}
+			}
+			ctx, cancel := context.WithTimeout(mcBg, time.Second)
+			got, err := c.GetMany(ctx, keys)
+			cancel()
+			if !errors.Is(err, cachekit.ErrUnavailable) {
+				t.Fatalf("%s, round %d: GetMany with %s dead: %v; want an error wrapping ErrUnavailable", name, round, dead, err)
+			}
+			wantMsg := fmt.Sprintf("%d of %d keys not read", len(keys)-len(live[name]), len(keys))
+			if !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), wantMsg) || strings.Contains(err.Error(), addrs[0]) {
+				t.Fatalf("%s: GetMany error %q; want it to name %s (not %s) and say %q", name, err, dead, addrs[0], wantMsg)
+			}
+			if round == 0 && !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("%s: first GetMany error %v; want it to wrap the dial error (ECONNREFUSED)", name, err)
+			}
+			if len(got) != len(live[name]) {
+				t.Fatalf("%s, round %d: GetMany returned %d keys; want the %d of the live server", name, round, len(got), len(live[name]))
+			}
+			for k, v := range got {
+				if !live[name][k] || string(v) != string(topoValue(k)) {
+					t.Fatalf("%s: GetMany returned %q = %q; want only live keys with their values", name, k, v)
+				}
+			}
+		}
+		t.Logf("RESULT GetMany partial (%s): %d single-key Gets on the live server, %d failed; every GetMany returned the %d live keys", name, ops, fails, len(live[name]))
+		if float64(fails) > 0.01*float64(ops) {
+			t.Errorf("%s: %d of %d Gets on the live server failed (want at most 1%%), first: %v", name, fails, ops, firstErr)
+		}
+	}
+
+	srvs[1].Restart()
+	for name, c := range caches {
+		var err error
+		var got map[string][]byte
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(100 * time.Millisecond) {
+			if got, err = c.GetMany(mcBg, keys); err == nil {
+				break
+			}
+		}
+		if err != nil || len(got) != len(live[name]) {
+			t.Fatalf("%s: GetMany once the server is back: %d keys, %v; want the %d live ones and no error", name, len(got), err, len(live[name]))
+		}
 	}
 }

@@ -278,7 +278,12 @@
 // # Batches
 //
 // GetMany is one multi-key get per server involved, sent concurrently, so
-// one round trip. gomemcache has no multi-key set or delete, so SetMany and
+// one round trip. When some servers of a pool fail and others answer (the
+// cache knowing the client's selector: a URL, or Options.Selector), it
+// returns the values of the servers that answered with an error wrapping
+// cachekit.ErrUnavailable and each failed server's error, naming those
+// servers and how many keys were not read; their keys are absent from the
+// map. When no key could be read, it fails as a whole, with a nil map. gomemcache has no multi-key set or delete, so SetMany and
 // Delete send one request per key, up to Options.BatchConcurrency at a time;
 // SetMany is not atomic. Exists fetches the value and discards it (memcached
 // has no existence check that leaves the TTL alone).

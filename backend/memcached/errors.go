@@ -131,3 +131,53 @@ func keyError(op, key string, err error) error {
 func errGenerationKey(genKey string, v []byte, err error) error {
 	return fmt.Errorf("memcached: namespace generation key %q holds %q, not a number: %w", genKey, v, err)
 }
+
+// unreadError reports the servers a multi-key get could not read, and their
+// server keys; what the other servers answered was read.
+type unreadError struct {
+	servers []*serverError // one per failed server, in the order they failed
+	keys    map[string]bool
+}
+
+func (e *unreadError) add(addr string, keys []string, err error) {
+	for _, k := range keys {
+		e.keys[k] = true
+	}
+	for _, s := range e.servers {
+		if s.addr == addr {
+			s.err = err // a later attempt's error
+			return
+		}
+	}
+	e.servers = append(e.servers, &serverError{addr: addr, err: err})
+}
+
+func (e *unreadError) Error() string { return "memcached: servers not read" }
+
+// partialError is GetMany's error when some servers of the pool answered
+// and others did not: it says which servers and how many keys it could not
+// read, and wraps cachekit.ErrUnavailable and each server's error.
+type partialError struct {
+	unread, total int // cachekit keys
+	servers       []*serverError
+}
+
+func (e *partialError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d of %d keys not read (the map holds the others that are present):", cachekit.ErrUnavailable, e.unread, e.total)
+	for i, s := range e.servers {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		fmt.Fprintf(&b, " server %s: %v", s.addr, s.err)
+	}
+	return b.String()
+}
+
+func (e *partialError) Unwrap() []error {
+	errs := []error{cachekit.ErrUnavailable}
+	for _, s := range e.servers {
+		errs = append(errs, s.err)
+	}
+	return errs
+}

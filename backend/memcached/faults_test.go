@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -357,6 +358,119 @@ func TestCompareAndDelete(t *testing.T) {
 		}
 		if err := c.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestGetManyPartialPool: in a pool of a live server and a refused
+// address, GetMany returns the live server's keys with an error wrapping
+// cachekit.ErrUnavailable and the dial error, naming the dead server and
+// counting the keys it could not read. With a single generation key, the
+// whole namespace depends on the server holding it: when that is the dead
+// one, no key is read, and GetMany fails with the dial error and a nil
+// map, as it does without the selector; when it is the live one, the live
+// keys are read.
+func TestGetManyPartialPool(t *testing.T) {
+	live := testServers(t, 1)[0]
+	dead := refusedAddr(t)
+	ring := mustRing(t, live, dead)
+	client := memcache.NewFromSelector(ring)
+	client.Timeout = 2 * time.Second
+	t.Cleanup(func() { client.Close() })
+	ctx := context.Background()
+	id := strconv.FormatInt(time.Now().UnixNano(), 36)
+
+	// The namespaces used below: for the single-key layout, one whose
+	// generation key is on the dead server and one on the live server.
+	var singleDead, singleLive string
+	for i := 0; singleDead == "" || singleLive == ""; i++ {
+		ns := "partial-" + id + "-" + strconv.Itoa(i)
+		a, err := ring.PickServer(generationKey(namespacePart(ns)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.String() == dead && singleDead == "" {
+			singleDead = ns
+		} else if a.String() == live && singleLive == "" {
+			singleLive = ns
+		}
+	}
+	tests := []struct {
+		name      string
+		opts      Options
+		wholeFail bool // nothing read
+	}{
+		{"no namespace", Options{Selector: ring}, false},
+		{"per-server generations", Options{Namespace: "partial-" + id, Selector: ring}, false},
+		{"single key on the live server", Options{Namespace: singleLive, Selector: ring, SingleGenerationKey: true}, false},
+		{"single key on the dead server", Options{Namespace: singleDead, Selector: ring, SingleGenerationKey: true}, true},
+		{"no selector", Options{}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			opts.BreakerThreshold = -1 // every call dials: the dial error each time
+			c := New(client, &opts)
+			defer c.Close()
+			var keys []string
+			liveKeys := map[string]bool{}
+			for i := 0; len(liveKeys) < 20 || len(keys)-len(liveKeys) < 20; i++ {
+				k := "k" + strconv.Itoa(i)
+				keys = append(keys, k)
+				placed := k // the Ring places a namespaced key without its generation
+				if c.nsPart != "" {
+					placed = "~" + c.nsPart + "::" + k
+				}
+				a, err := ring.PickServer(placed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if a.String() == live {
+					liveKeys[k] = true
+					if tc.opts.SingleGenerationKey && tc.wholeFail {
+						continue // its generation's server is dead: Set fails
+					}
+					if err := c.Set(ctx, k, []byte("v"+k), time.Minute); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for round := range 2 {
+				if round == 1 && tc.opts.SingleGenerationKey && tc.wholeFail {
+					// As if the generation had been seen before its
+					// server died: the request holds the live keys too.
+					c.slots[0].cur.Store(c.newGenState(12345))
+				}
+				got, err := c.GetMany(ctx, keys)
+				if tc.wholeFail {
+					if !errors.Is(err, syscall.ECONNREFUSED) || got != nil {
+						t.Fatalf("round %d: GetMany = %d keys, %v; want a nil map and the dial error", round, len(got), err)
+					}
+					continue
+				}
+				mustPartial(t, err, got, dead, len(keys), liveKeys)
+			}
+		})
+	}
+}
+
+// mustPartial checks a GetMany result with dead down: liveKeys and their
+// values ("v"+key), and an error saying how many of total keys it missed.
+func mustPartial(t *testing.T, err error, got map[string][]byte, dead string, total int, liveKeys map[string]bool) {
+	t.Helper()
+	if !errors.Is(err, cachekit.ErrUnavailable) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("GetMany with %s dead: %v; want ErrUnavailable and ECONNREFUSED", dead, err)
+	}
+	msg := fmt.Sprintf("%d of %d keys not read", total-len(liveKeys), total)
+	if !strings.Contains(err.Error(), msg) || !strings.Contains(err.Error(), dead) {
+		t.Fatalf("GetMany error %q; want it to say %q and name %s", err, msg, dead)
+	}
+	if got == nil || len(got) != len(liveKeys) {
+		t.Fatalf("GetMany returned %d keys (nil map: %v); want %d", len(got), got == nil, len(liveKeys))
+	}
+	for k, v := range got {
+		if !liveKeys[k] || string(v) != "v"+k {
+			t.Fatalf("GetMany returned %q = %q", k, v)
 		}
 	}
 }

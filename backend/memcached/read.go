@@ -2,6 +2,7 @@ package memcached
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -17,8 +18,15 @@ import (
 // whose generation moved, so that a read never sees keys of a cleared
 // generation. It returns, with a namespace, the generation state each key
 // was read in.
+//
+// When some servers of a pool answer and others fail (see getMulti), fetch
+// returns the items it read with a *partialError: a key it could not read
+// (its server failed, or the server holding its generation) is nil, like
+// a miss, and counted in the error. Every other error fails the whole
+// fetch.
 func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, error) {
 	items := make([]*memcache.Item, len(keys))
+	var unread *unreadError
 	if c.nsPart == "" {
 		if len(keys) == 1 {
 			it, err := c.get(cl, serverKey("", keys[0]))
@@ -30,13 +38,17 @@ func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, e
 			sks[i] = serverKey("", k)
 		}
 		m, err := c.getMulti(cl, uniqueKeys(sks))
-		if err != nil {
+		if err != nil && !errors.As(err, &unread) {
 			return nil, nil, err
 		}
+		n := 0
 		for i, sk := range sks {
 			items[i] = m[sk]
+			if unread != nil && unread.keys[sk] {
+				n++
+			}
 		}
-		return items, nil, nil
+		return wholeOrPartial(items, nil, partial(unread, n, len(keys)))
 	}
 	states := make([]*genState, len(keys))
 	slots := make([]*genSlot, len(keys))
@@ -45,9 +57,10 @@ func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, e
 		slots[i], pending[i] = c.slotFor(k), i
 	}
 	var (
-		used []*genSlot
-		from = map[*genSlot]*genState{}
-		sks  = make([]string, len(keys))
+		used    []*genSlot
+		from    = map[*genSlot]*genState{}
+		sks     = make([]string, len(keys))
+		notRead int
 	)
 	for range 5 {
 		// One request: the generation key of every server involved, and
@@ -71,15 +84,30 @@ func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, e
 			}
 		}
 		m, err := c.getMulti(cl, uniqueKeys(req))
-		if err != nil {
+		var u *unreadError
+		if err != nil && !errors.As(err, &u) {
 			return nil, nil, err
 		}
+		if u != nil {
+			if unread == nil {
+				unread = &unreadError{keys: map[string]bool{}}
+			}
+			for _, s := range u.servers {
+				unread.add(s.addr, nil, s.err)
+			}
+		}
 		// Each server's generation: still the one its keys were read in,
-		// or moved (read them again), or gone (so is everything in it).
+		// or moved (read them again), or gone (so is everything in it),
+		// or not read (nor are its keys).
 		now := map[*genSlot]*genState{}
+		failed := map[*genSlot]bool{}
 		for _, slot := range used {
 			old := from[slot]
 			gi, ok := m[slot.key]
+			if !ok && u != nil && u.keys[slot.key] {
+				failed[slot] = true
+				continue
+			}
 			if !ok {
 				s, err := c.newGeneration(cl, slot, old)
 				if err != nil {
@@ -102,6 +130,10 @@ func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, e
 		next := pending[:0]
 		for _, i := range pending {
 			slot := slots[i]
+			if failed[slot] {
+				notRead++ // its generation is unknown: so is the key
+				continue
+			}
 			s, ok := now[slot]
 			if !ok {
 				next = append(next, i) // read again in the new generation
@@ -109,15 +141,38 @@ func (c *Cache) fetch(cl *call, keys []string) ([]*memcache.Item, []*genState, e
 			}
 			states[i] = s
 			if from[slot] == s { // read in s, else new: a miss
+				if u != nil && u.keys[sks[i]] {
+					notRead++
+					continue
+				}
 				items[i] = m[sks[i]]
 			}
 		}
 		pending = next
 		if len(pending) == 0 {
-			return items, states, nil
+			return wholeOrPartial(items, states, partial(unread, notRead, len(keys)))
 		}
 	}
 	return nil, nil, fmt.Errorf("memcached: namespace generation key %q keeps changing", slots[pending[0]].key)
+}
+
+// partial returns the error of a fetch of total keys of which n could not
+// be read from the servers in unread (nil when all were read).
+func partial(unread *unreadError, n, total int) error {
+	if unread == nil || n == 0 {
+		return nil
+	}
+	return &partialError{unread: n, total: total, servers: unread.servers}
+}
+
+// wholeOrPartial returns fetch's result: with a partial error that covers
+// every key, nothing was read, and the fetch fails with the first failed
+// server's error, as when every server fails.
+func wholeOrPartial(items []*memcache.Item, states []*genState, err error) ([]*memcache.Item, []*genState, error) {
+	if pe, ok := err.(*partialError); ok && pe.unread == pe.total {
+		return nil, nil, pe.servers[0].err
+	}
+	return items, states, err
 }
 
 // getOne fetches one key's item (nil on a miss) and the state it was read in.
@@ -190,6 +245,17 @@ func uniqueKeys(keys []string) []string {
 
 // GetMany returns the values of the keys that are present, in one round
 // trip: one multi-key get per server involved, sent concurrently.
+//
+// When the cache knows the client's servers (Options.Selector, or a URL)
+// and some servers of the pool answer while others fail, GetMany returns
+// the values read from the servers that answered together with an error
+// for which errors.Is(err, cachekit.ErrUnavailable) reports true, which
+// also wraps each failed server's own error (a dial error, say) and says
+// which servers and how many keys were not read; the keys of a failed
+// server (with a single generation key, every key if that is the one
+// failing) are absent from the map, as misses are. When every server
+// involved fails, or without a known selector, any failure fails the call
+// with a nil map.
 func (c *Cache) GetMany(ctx context.Context, keys []string) (map[string][]byte, error) {
 	const op = "GetMany"
 	for _, k := range keys {
@@ -212,7 +278,10 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) (map[string][]byte, 
 		items, _, err = c.fetch(cl, uniq)
 		return err
 	})
-	if err != nil {
+	// Only fn's own error is a *partialError, returned once fn is done: an
+	// abandoned call's items must not be read.
+	var pe *partialError
+	if err != nil && !errors.As(err, &pe) {
 		return nil, cachekit.WrapError(op, "", err)
 	}
 	for i, k := range uniq {
@@ -223,6 +292,9 @@ func (c *Cache) GetMany(ctx context.Context, keys []string) (map[string][]byte, 
 			}
 			out[k] = v
 		}
+	}
+	if pe != nil {
+		return out, cachekit.WrapError(op, "", pe)
 	}
 	return out, nil
 }

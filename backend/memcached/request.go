@@ -70,17 +70,14 @@ func (c *Cache) do(cl *call, sk string, write bool, fn func() error) error {
 // getMulti gets server keys sks in one round trip: one multi-key get per
 // server involved, concurrently (as gomemcache's GetMulti does). With
 // per-server breakers each server's request goes through its own breaker,
-// so that each failure is charged to the server that caused it; the call
-// fails if any of its servers does, since it needs them all.
+// so that each failure is charged to the server that caused it, and a
+// server that fails does not fail the others: getMulti then returns what
+// the others answered with an *unreadError naming the servers and keys it
+// could not read (the whole error when every server failed). Without
+// per-server breakers, one client call: any failure fails it all.
 func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, error) {
 	if c.selector == nil || len(sks) == 1 {
-		var m map[string]*memcache.Item
-		err := c.do(cl, sks[0], false, func() error {
-			var err error
-			m, err = c.client.GetMulti(sks)
-			return err
-		})
-		return m, err
+		return c.getMultiOne(cl, sks)
 	}
 	groups := map[string][]string{}
 	var order []string
@@ -96,19 +93,13 @@ func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, err
 		groups[s] = append(groups[s], sk)
 	}
 	if len(groups) == 1 {
-		var m map[string]*memcache.Item
-		err := c.do(cl, sks[0], false, func() error {
-			var err error
-			m, err = c.client.GetMulti(sks)
-			return err
-		})
-		return m, err
+		return c.getMultiOne(cl, sks)
 	}
 	var (
-		mu       sync.Mutex
-		out      = make(map[string]*memcache.Item, len(sks))
-		firstErr error
-		wg       sync.WaitGroup
+		mu     sync.Mutex
+		out    = make(map[string]*memcache.Item, len(sks))
+		unread *unreadError
+		wg     sync.WaitGroup
 	)
 	for _, s := range order {
 		keys := groups[s]
@@ -124,9 +115,10 @@ func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, err
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if firstErr == nil {
-					firstErr = err
+				if unread == nil {
+					unread = &unreadError{keys: map[string]bool{}}
 				}
+				unread.add(s, keys, err)
 				return
 			}
 			for k, it := range m {
@@ -135,10 +127,25 @@ func (c *Cache) getMulti(cl *call, sks []string) (map[string]*memcache.Item, err
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if unread != nil {
+		if len(unread.servers) == len(order) {
+			return nil, unread.servers[0].err // nothing read: the first server's error
+		}
+		return out, unread
 	}
 	return out, nil
+}
+
+// getMultiOne is getMulti in one client call, through the breaker of the
+// first key's server.
+func (c *Cache) getMultiOne(cl *call, sks []string) (map[string]*memcache.Item, error) {
+	var m map[string]*memcache.Item
+	err := c.do(cl, sks[0], false, func() error {
+		var err error
+		m, err = c.client.GetMulti(sks)
+		return err
+	})
+	return m, err
 }
 
 // get gets one server key's item; a miss is (nil, nil).
