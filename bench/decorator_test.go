@@ -27,6 +27,18 @@ package bench
 //	                    the other processes of a shared machine. ns/op is
 //	                    for 512 calls.
 //
+// BenchmarkDecoratorLocalHit: a hit of the function decorator.Cached
+// returns (int64 argument, msgpack, the 5-field decoratorUser), one
+// goroutine, with the Typed's local tier (TypedOptions.Local) off and on,
+// over the memory backend and Redis (CACHEKIT_BENCH_REDIS_ADDR, else
+// CACHEKIT_TEST_REDIS_ADDR; skipped without one):
+//
+//	backend=memory|redis/format=plain|envelope/local=off|on
+//
+// format=envelope is Options.FailSafeMaxStale set (the value is stored in
+// the decorator's envelope, kept locally with its header). local=on serves
+// the hit from process memory: no cache call, no decode.
+//
 // BenchmarkDecoratorStampede: each op sends callers=N goroutines at one cold
 // key of a Cached function whose fn takes 20ms, and reports fn_calls/op (1
 // means one call of fn per stampede) and the callers' p50 and p99 latency
@@ -158,6 +170,67 @@ func BenchmarkDecoratorHit(b *testing.B) {
 					sinkUser = v
 				}
 			})
+		}
+	}
+}
+
+func BenchmarkDecoratorLocalHit(b *testing.B) {
+	ctx := context.Background()
+	backends := []struct {
+		name  string
+		cache func(b *testing.B) cachekit.Cache
+	}{
+		{"memory", func(b *testing.B) cachekit.Cache {
+			mem := memory.New(nil)
+			b.Cleanup(func() { mem.Close() })
+			return mem
+		}},
+		{"redis", func(b *testing.B) cachekit.Cache {
+			addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
+			client := goredis.NewClient(&goredis.Options{Addr: addr})
+			b.Cleanup(func() { client.Close() })
+			c := redis.New(client, &redis.Options{Namespace: fmt.Sprintf("bench-declocal-%d", time.Now().UnixNano())})
+			b.Cleanup(func() {
+				_ = c.Clear(context.Background())
+				c.Close()
+			})
+			return c
+		}},
+	}
+	formats := []struct {
+		name string
+		opts decorator.Options[int64]
+	}{
+		{"plain", decorator.Options[int64]{Name: "user", TTL: time.Hour}},
+		{"envelope", decorator.Options[int64]{Name: "user-env", TTL: time.Hour, FailSafeMaxStale: time.Hour}},
+	}
+	for _, be := range backends {
+		for _, format := range formats {
+			for _, local := range []bool{false, true} {
+				onOff := map[bool]string{false: "off", true: "on"}[local]
+				b.Run(fmt.Sprintf("backend=%s/format=%s/local=%s", be.name, format.name, onOff), func(b *testing.B) {
+					o := &cachekit.TypedOptions{Serializer: serializer.MsgPack{}}
+					if local {
+						o.Local = &cachekit.LocalOptions{TTL: time.Hour}
+					}
+					typed := cachekit.NewTyped[decoratorUser](be.cache(b), o)
+					b.Cleanup(func() { typed.Close() })
+					opts := format.opts
+					f := decorator.New(typed, func(context.Context, int64) (decoratorUser, error) { return decoratorValue, nil }, &opts)
+					if _, err := f.Call(ctx, 42); err != nil {
+						b.Fatal(err)
+					}
+					f.Wait() // the value is stored (and, with local=on, kept locally)
+					b.ReportAllocs()
+					for b.Loop() {
+						v, err := f.Call(ctx, 42)
+						if err != nil {
+							b.Fatal(err)
+						}
+						sinkUser = v
+					}
+				})
+			}
 		}
 	}
 }
