@@ -493,6 +493,13 @@ func ltSetups(t *testing.T) []struct {
 		{"cluster/pubsub", func(ns string) ltSetup {
 			return ltSetup{backend: "cluster", addrs: redisCluster(t), ns: ns, backplane: "cluster:pubsub:lt-" + ns}
 		}},
+		// A backplane URL names one host; classic pub/sub on a Cluster
+		// reaches the subscribers of every node, so one node will do.
+		{"cluster/pubsub-url", func(ns string) ltSetup {
+			addrs := redisCluster(t)
+			return ltSetup{backend: "cluster", addrs: addrs, ns: ns,
+				backplane: "redis://" + addrs[len(addrs)-1] + "/0?channel=lt-" + ns + "&timeout=5s"}
+		}},
 		{"cluster/tracking", func(ns string) ltSetup {
 			return ltSetup{backend: "cluster", addrs: redisCluster(t), ns: ns, backplane: "cluster:tracking"}
 		}},
