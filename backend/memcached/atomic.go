@@ -14,7 +14,58 @@ import (
 	"github.com/cachekit/cachekit"
 )
 
-// Read-modify-write operations: compare-and-swap loops over gets and cas.
+// Read-modify-write operations: compare-and-swap loops over gets and cas
+// (casLoop).
+
+// casLoop is the gets/cas loop shared by the read-modify-write operations.
+// It reads key's item (nil when missing) with the namespace generation it
+// was read in, asks next what to store, and stores that: with cas when there
+// was an item (next returns it, or a new item with its CasID), with add when
+// there was none (next builds the whole item, server key included). A nil
+// item from next ends the loop with nothing stored (false); an error from
+// next ends it with that error. A cas that finds the item changed
+// (EXISTS) reads it again and asks next again, after a short random backoff
+// from the third attempt on; a cas that finds the item gone, and an add
+// that finds one, do the same when retryGone is set, and otherwise end the
+// loop with false. A stored item ends it with true. A cas or add whose reply
+// is lost is not resent (the error wraps cachekit.ErrUnknownOutcome).
+func (c *Cache) casLoop(ctx context.Context, cl *call, key string, retryGone bool,
+	next func(cur *memcache.Item, s *genState) (*memcache.Item, error)) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := ctx.Err(); err != nil {
+				return false, err
+			}
+			backoff(attempt)
+		}
+		cur, s, err := c.getOne(cl, key)
+		if err != nil {
+			return false, err
+		}
+		it, err := next(cur, s)
+		if err != nil || it == nil {
+			return false, err
+		}
+		verb := c.client.CompareAndSwap
+		if cur == nil {
+			verb = c.client.Add
+		}
+		err = c.store(cl, verb, it)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, memcache.ErrCASConflict):
+			continue // changed meanwhile
+		case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
+			if retryGone {
+				continue // removed (cas) or created (add) meanwhile
+			}
+			return false, nil
+		default:
+			return false, err
+		}
+	}
+}
 
 // Increment adds delta to the base-10 int64 stored under key. memcached's
 // own incr cannot do it (no negative numbers, wraps at 2^64, fails on a
@@ -45,51 +96,30 @@ func (c *Cache) Increment(ctx context.Context, key string, delta int64) (int64, 
 	return n, nil
 }
 
+// increment is Increment as a compare-and-swap loop (see Increment).
 func (c *Cache) increment(ctx context.Context, cl *call, key string, delta int64) (int64, error) {
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			if err := ctx.Err(); err != nil {
-				return 0, err
-			}
-			backoff(attempt)
-		}
-		it, s, err := c.getOne(cl, key)
-		if err != nil {
-			return 0, err
-		}
+	var sum int64
+	_, err := c.casLoop(ctx, cl, key, true, func(it *memcache.Item, s *genState) (*memcache.Item, error) {
 		if it == nil {
-			err := c.store(cl, c.client.Add, &memcache.Item{
-				Key: serverKey(s.keyPrefix(), key), Value: strconv.AppendInt(nil, delta, 10),
-			})
-			if errors.Is(err, memcache.ErrNotStored) {
-				continue // created meanwhile
-			}
-			if err != nil {
-				return 0, err
-			}
-			return delta, nil
+			sum = delta
+			return &memcache.Item{Key: serverKey(s.keyPrefix(), key), Value: strconv.AppendInt(nil, delta, 10)}, nil
 		}
 		cur, err := parseInt64(it.Value)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		sum := cur + delta
+		sum = cur + delta
 		if (delta > 0 && sum < cur) || (delta < 0 && sum > cur) {
-			return 0, fmt.Errorf("%w: %d%+d overflows int64", cachekit.ErrNotInteger, cur, delta)
+			return nil, fmt.Errorf("%w: %d%+d overflows int64", cachekit.ErrNotInteger, cur, delta)
 		}
 		it.Value = strconv.AppendInt(it.Value[:0], sum, 10)
 		it.Expiration = flagsExpiration(it.Flags)
-		err = c.store(cl, c.client.CompareAndSwap, it)
-		switch {
-		case err == nil:
-			return sum, nil
-		case errors.Is(err, memcache.ErrCASConflict), errors.Is(err, memcache.ErrNotStored),
-			errors.Is(err, memcache.ErrCacheMiss):
-			continue // changed or removed meanwhile
-		default:
-			return 0, err
-		}
+		return it, nil
+	})
+	if err != nil {
+		return 0, err
 	}
+	return sum, nil
 }
 
 // parseInt64 parses a stored counter: an optional '-' and base-10 digits
@@ -133,31 +163,14 @@ func (c *Cache) Expire(ctx context.Context, key string, ttl time.Duration) (bool
 	defer c.leave()
 	var found bool
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		for attempt := 0; ; attempt++ {
-			if attempt > 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				backoff(attempt)
+		var err error
+		found, err = c.casLoop(ctx, cl, key, false, func(it *memcache.Item, _ *genState) (*memcache.Item, error) {
+			if it != nil {
+				it.Expiration, it.Flags = expiration(ttl, time.Now())
 			}
-			it, _, err := c.getOne(cl, key)
-			if err != nil || it == nil {
-				return err
-			}
-			it.Expiration, it.Flags = expiration(ttl, time.Now())
-			err = c.store(cl, c.client.CompareAndSwap, it)
-			switch {
-			case err == nil:
-				found = true
-				return nil
-			case errors.Is(err, memcache.ErrCASConflict):
-				continue
-			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
-				return nil // removed meanwhile
-			default:
-				return err
-			}
-		}
+			return it, nil
+		})
+		return err
 	})
 	if err != nil {
 		return false, cachekit.WrapError(op, key, err)
@@ -188,32 +201,14 @@ func (c *Cache) CompareAndDelete(ctx context.Context, key string, old []byte) (b
 	old = detach(ctx, old)
 	var deleted bool
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		for attempt := 0; ; attempt++ {
-			if attempt > 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				backoff(attempt)
+		var err error
+		deleted, err = c.casLoop(ctx, cl, key, false, func(it *memcache.Item, _ *genState) (*memcache.Item, error) {
+			if it == nil || !bytes.Equal(it.Value, old) {
+				return nil, nil
 			}
-			it, _, err := c.getOne(cl, key)
-			if err != nil || it == nil || !bytes.Equal(it.Value, old) {
-				return err
-			}
-			err = c.store(cl, c.client.CompareAndSwap, &memcache.Item{
-				Key: it.Key, Flags: it.Flags, Expiration: -1, CasID: it.CasID,
-			})
-			switch {
-			case err == nil:
-				deleted = true
-				return nil
-			case errors.Is(err, memcache.ErrCASConflict):
-				continue
-			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
-				return nil // removed meanwhile
-			default:
-				return err
-			}
-		}
+			return &memcache.Item{Key: it.Key, Flags: it.Flags, Expiration: -1, CasID: it.CasID}, nil
+		})
+		return err
 	})
 	if err != nil {
 		return false, cachekit.WrapError(op, key, err)
@@ -257,32 +252,13 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte,
 			swapped, err = c.addIfAbsent(cl, key, new, abs, exp)
 			return err
 		}
-		for attempt := 0; ; attempt++ {
-			if attempt > 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				backoff(attempt)
+		swapped, err = c.casLoop(ctx, cl, key, false, func(it *memcache.Item, _ *genState) (*memcache.Item, error) {
+			if it == nil || !bytes.Equal(it.Value, old) {
+				return nil, nil
 			}
-			it, _, err := c.getOne(cl, key)
-			if err != nil || it == nil || !bytes.Equal(it.Value, old) {
-				return err
-			}
-			err = c.store(cl, c.client.CompareAndSwap, &memcache.Item{
-				Key: it.Key, Value: new, Flags: abs, Expiration: exp, CasID: it.CasID,
-			})
-			switch {
-			case err == nil:
-				swapped = true
-				return nil
-			case errors.Is(err, memcache.ErrCASConflict):
-				continue
-			case errors.Is(err, memcache.ErrNotStored), errors.Is(err, memcache.ErrCacheMiss):
-				return nil // removed meanwhile
-			default:
-				return err
-			}
-		}
+			return &memcache.Item{Key: it.Key, Value: new, Flags: abs, Expiration: exp, CasID: it.CasID}, nil
+		})
+		return err
 	})
 	if err != nil {
 		return false, cachekit.WrapError(op, key, err)
