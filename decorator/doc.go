@@ -161,6 +161,59 @@
 // operation: a slow Delete holds up only its caller. [Func.Refresh] calls
 // fn now and stores its result before returning.
 //
+// # Local tier
+//
+// When the Typed has a local tier (cachekit.TypedOptions.Local), the
+// decorated functions read and write through it, and a hit is served from
+// process memory: no cache operation, no decode, and for an argument of a
+// scalar type (a string, a number, a bool) no allocation (the keys of
+// recent such arguments are remembered; a composite argument or
+// Options.KeyFunc costs the key's allocations). A call that does not find
+// its key there reads the cache as before and keeps what it read; a load
+// keeps the value it stored.
+// Hits and misses of the tier are reported as cachekit.EventLocalHit and
+// EventLocalMiss; [CachedMany] serves the keys held in memory and reads
+// only the others, in one GetMany.
+//
+// In the plain format the local entries are the Typed's own: a value
+// loaded by the decorated function is a local hit for Typed.Get of its key,
+// and a value written by Typed.Set is one for the function. In the
+// envelope format (fail-safe, early refresh, negative caching) the
+// function keeps the decoded value together with its envelope, in entries
+// of its own that Typed.Get never returns (it reads the cache, as without a
+// local tier). Every decision is taken from the envelope's header when the
+// entry is read, exactly as for a value read from the cache: a value past
+// its TTL is stale (fn is called; fail-safe may serve it), a remembered
+// "not found" is returned until NegativeTTL ends, a hit may start an early
+// refresh, and a value re-stored by fail-safe is served (and reported
+// stale) for FailSafeThrottle. The early refresh's check that the cache
+// still holds the value it refreshes reads the cache, as before.
+//
+// A local entry lives at most cachekit.LocalOptions.TTL, and never longer
+// than the value's TTL: in the plain format, the TTL the function stores it
+// with (Options.TTL, TTLFunc, or the Typed's; the cache does not tell how
+// much of it is left, so a value read from the cache may outlive its
+// remote copy by up to that much), in the envelope format the end of its
+// fail-safe window (its physical expiry). With LocalOptions.Copy, each hit
+// decodes a fresh value from the bytes kept beside it.
+//
+// Writes go through Typed.Cache(): each drops the key from this process's
+// local tier and is published on the Typed's Backplane, so that every
+// other Typed on it (in this process or another) drops the key too; this
+// holds for loads, fail-safe's re-stores, [Func.Refresh] and
+// [Func.Invalidate]. A value is kept locally only if no write or
+// invalidation of its key (from this process or, by the Backplane, from
+// another) came between the moment it was known to be current (before the
+// cache read, or around the write) and the moment it is kept. Writes made
+// elsewhere reach the local tier only through the Backplane, with the
+// delays and bounds the Typed documents. Typed.Close empties the tier;
+// the decorated functions then read the cache on every call.
+//
+// The lease (Options.Lease) works as without a local tier: waiters poll
+// the cache, not the tier. Its keys are written to the cache below the
+// Typed's wrapper: they are never held locally, so their writes are not
+// published, and a load publishes one invalidation, its value's.
+//
 // # Background work
 //
 // The cache writes of loaded values (and the lease releases after them),
@@ -180,5 +233,6 @@
 // cache: EventLoad and EventLoadError for each run of fn, EventStampedeJoin
 // for a caller that waited for another's load (in this process or, with
 // the lease, another), EventStaleServed, EventEarlyRefresh and
-// EventDecodeError.
+// EventDecodeError; with a local tier, EventLocalHit and EventLocalMiss for
+// each key looked up there.
 package decorator

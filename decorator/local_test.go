@@ -615,3 +615,34 @@ func TestLocalTierLeaseWritesAreNotPublished(t *testing.T) {
 		t.Fatalf("published %q; want only the value's key %q", bp.keys, key)
 	}
 }
+
+// A local hit allocates nothing, in both formats, with a struct value and
+// an int64 or a string argument.
+func TestLocalTierHitAllocatesNothing(t *testing.T) {
+	type user struct {
+		ID   int64
+		Name string
+	}
+	for _, format := range []decorator.Options[int64]{
+		{Name: "plain"},
+		{Name: "envelope", TTL: time.Hour, FailSafeMaxStale: time.Hour},
+	} {
+		typed := cachekit.NewTyped[user](newMem(t), &cachekit.TypedOptions{Local: &cachekit.LocalOptions{}})
+		opts := format
+		f := decorator.New(typed, func(context.Context, int64) (user, error) { return user{1, "ada"}, nil }, &opts)
+		f.Call(bg, 1)
+		f.Wait()
+		if n := testing.AllocsPerRun(1000, func() { _, _ = f.Call(bg, 1) }); n != 0 {
+			t.Errorf("%s: a local hit allocates %v times; want 0", format.Name, n)
+		}
+		opts.Name += "-string"
+		fs := decorator.New(typed, func(context.Context, string) (user, error) { return user{1, "ada"}, nil },
+			&decorator.Options[string]{Name: opts.Name, TTL: opts.TTL, FailSafeMaxStale: opts.FailSafeMaxStale})
+		fs.Call(bg, "1")
+		fs.Wait()
+		if n := testing.AllocsPerRun(1000, func() { _, _ = fs.Call(bg, "1") }); n != 0 {
+			t.Errorf("%s: a local hit allocates %v times; want 0", opts.Name, n)
+		}
+		typed.Close()
+	}
+}
