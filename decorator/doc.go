@@ -193,7 +193,9 @@
 // than the value's TTL: in the plain format, the TTL the function stores it
 // with (Options.TTL, TTLFunc, or the Typed's; the cache does not tell how
 // much of it is left, so a value read from the cache may outlive its
-// remote copy by up to that much), in the envelope format the end of its
+// remote copy by up to that much; TTLFunc and SkipCache are called with a
+// value read from the cache too, and a value they would not store is not
+// kept locally), in the envelope format the end of its
 // fail-safe window (its physical expiry). With LocalOptions.Copy, each hit
 // decodes a fresh value from the bytes kept beside it.
 //

@@ -646,3 +646,32 @@ func TestLocalTierHitAllocatesNothing(t *testing.T) {
 		typed.Close()
 	}
 }
+
+// In the plain format a value read from the cache is kept locally only if
+// the function would store it: SkipCache and a negative TTLFunc leave it
+// in the cache alone.
+func TestLocalTierSkipCacheAppliesToReads(t *testing.T) {
+	for name, opts := range map[string]decorator.Options[string]{
+		"SkipCache": {Name: "f", SkipCache: func(_ string, v any) bool { return v.(int) == 7 }},
+		"TTLFunc":   {Name: "f", TTLFunc: func(_ string, v any) time.Duration { return time.Duration(v.(int)-8) * time.Hour }},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := newMem(t)
+			writer := decorator.New(cachekit.NewTyped[int](mem, nil), func(context.Context, string) (int, error) { return 7, nil },
+				&decorator.Options[string]{Name: "f"})
+			writer.Call(bg, "k")
+			writer.Wait()
+			n := newNodes[int](t, mem, nil, 1, cachekit.LocalOptions{})[0]
+			opts := opts
+			f := decorator.New(n.typed, func(context.Context, string) (int, error) { t.Error("fn ran for a stored value"); return 0, nil }, &opts)
+			for range 3 {
+				if v, err := f.Call(bg, "k"); err != nil || v != 7 {
+					t.Fatalf("= %d, %v; want the stored 7", v, err)
+				}
+			}
+			if g := n.ops.n[cachekit.OpGet].Load(); g != 3 {
+				t.Fatalf("%d cache Gets for 3 calls; want 3 (the value is not kept locally)", g)
+			}
+		})
+	}
+}
