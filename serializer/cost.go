@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -70,7 +71,16 @@ type shape struct {
 var anyShape = &shape{kind: shAny}
 
 // shapes caches the shape of each destination type, per format.
-var shapes [2]sync.Map // [0] msgpack, [1] json; reflect.Type -> *shape
+var shapes [2]sync.Map // [0] msgpack, [1] json; reflect.Type -> *shapeMemo
+
+// lastShape holds, per format, the last shape shapes returned: a type
+// comparison is cheaper than a sync.Map lookup.
+var lastShape [2]atomic.Pointer[shapeMemo]
+
+type shapeMemo struct {
+	t reflect.Type
+	s *shape
+}
 
 const (
 	fmtMsgpack = 0
@@ -93,8 +103,12 @@ func shapeOf(v any, format int) *shape {
 		return anyShape
 	}
 	t = t.Elem()
-	if s, ok := shapes[format].Load(t); ok {
-		return s.(*shape)
+	if m := lastShape[format].Load(); m != nil && m.t == t {
+		return m.s // the usual case: one type decoded over and over
+	}
+	if m, ok := shapes[format].Load(t); ok {
+		lastShape[format].Store(m.(*shapeMemo)) // no allocation
+		return m.(*shapeMemo).s
 	}
 	seen := map[reflect.Type]*shape{}
 	s := buildShape(t, format, seen)
@@ -105,7 +119,7 @@ func shapeOf(v any, format int) *shape {
 	for _, x := range seen {
 		x.perByte = most
 	}
-	shapes[format].Store(t, s)
+	shapes[format].Store(t, &shapeMemo{t, s})
 	return s
 }
 
