@@ -91,17 +91,19 @@ func (l *LocalTier[V]) Fill(key string, v V, b []byte, ttl time.Duration, token 
 }
 
 // GetPrivate returns the value and stored bytes of key's private entry, and
-// whether there was one (a live one: not past its local lifetime, in a
-// tier that is not closed). The bytes are those given to FillPrivate, Set
-// or SetMany; the caller must not modify them.
-func (l *LocalTier[V]) GetPrivate(key string) (V, []byte, bool) {
+// whether there was one (a live one: not past its local lifetime at now, in
+// a tier that is not closed). now is the current time, time.Now(), which
+// a caller that needs the time anyway passes so that the clock is read
+// once. The bytes are those given to FillPrivate, Set or SetMany; the
+// caller must not modify them.
+func (l *LocalTier[V]) GetPrivate(key string, now time.Time) (V, []byte, bool) {
 	var zero V
 	lt := l.t.local
 	e, ok := lt.c.GetIfPresent(key)
 	if !ok || e.exp >= 0 {
 		return zero, nil, false // none, or a shared entry
 	}
-	if lt.now() >= -e.exp || lt.closed.Load() {
+	if int64(now.Sub(clockBase)) >= -e.exp || lt.closed.Load() {
 		lt.evict(key)
 		return zero, nil, false
 	}
@@ -120,13 +122,15 @@ func (l *LocalTier[V]) FillPrivate(key string, v V, b []byte, ttl time.Duration,
 
 // fillPrivate stores a private entry: its deadline is negated, so that
 // localTier.get, which Typed's reads use, sees it as expired, drops it and
-// reads the cache; GetPrivate negates it back.
+// reads the cache; GetPrivate negates it back. Private deadlines are on
+// the real monotonic clock (monotonicNow, or time.Now().Sub(clockBase) in
+// GetPrivate), whatever clock the tier's shared entries use.
 func (l *LocalTier[V]) fillPrivate(key string, v V, b []byte, ttl time.Duration, want uint64) {
 	lt, co := l.t.local, l.t.co
 	if lt.closed.Load() || co.token(key) != want {
 		return
 	}
-	now := lt.now()
+	now := monotonicNow()
 	exp := now + min(int64(lt.lifetime(ttl)), math.MaxInt64-now)
 	lt.c.Set(key, &localEntry[V]{v: v, b: b, exp: -exp})
 	if co.token(key) != want { // a write or invalidation raced the put

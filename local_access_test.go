@@ -95,7 +95,7 @@ func TestLocalTierPrivateEntriesAreInvisibleToTyped(t *testing.T) {
 	typed, h := cl.typed[0], cl.hooks[0]
 	l := typed.LocalTier()
 	l.FillPrivate("k", "decoded", []byte("\xc1layer"), 0, l.Token("k"))
-	v, b, ok := l.GetPrivate("k")
+	v, b, ok := l.GetPrivate("k", time.Now())
 	if !ok || v != "decoded" || string(b) != "\xc1layer" {
 		t.Fatalf("GetPrivate = %q, %q, %v; want the entry filled", v, b, ok)
 	}
@@ -105,7 +105,7 @@ func TestLocalTierPrivateEntriesAreInvisibleToTyped(t *testing.T) {
 	if got, err := typed.GetMany(ctx, []string{"k"}); err != nil || len(got) != 0 || h.count("GetMany") != 1 {
 		t.Fatalf("Typed.GetMany over a private entry = %v, %v; want a cache read and its miss", got, err)
 	}
-	if _, _, ok := l.GetPrivate("k"); ok {
+	if _, _, ok := l.GetPrivate("k", time.Now()); ok {
 		t.Fatal("the private entry survived a Typed read of its key")
 	}
 }
@@ -128,7 +128,7 @@ func TestLocalTierSetKeepsAndPublishes(t *testing.T) {
 	if err := l.Set(ctx, "s", []byte(`"shared"`), time.Minute, "shared", false); err != nil {
 		t.Fatal(err)
 	}
-	if v, raw, ok := l.GetPrivate("p"); !ok || v != "private" || string(raw) != "\xc1envelope" {
+	if v, raw, ok := l.GetPrivate("p", time.Now()); !ok || v != "private" || string(raw) != "\xc1envelope" {
 		t.Fatalf("GetPrivate after Set = %q, %q, %v", v, raw, ok)
 	}
 	if v, err := a.Get(ctx, "s"); err != nil || v != "shared" || cl.hooks[0].count("Get") != 0 {
@@ -167,7 +167,7 @@ func TestLocalTierSetDoesNotKeepAnOverlappedWrite(t *testing.T) {
 	if err := l.Set(ctx, "k", []byte("\xc1mine"), 0, "mine", true); err != nil {
 		t.Fatal(err)
 	}
-	if v, _, ok := l.GetPrivate("k"); ok {
+	if v, _, ok := l.GetPrivate("k", time.Now()); ok {
 		t.Fatalf("Set kept %q though another write overlapped it", v)
 	}
 	armed.Store(true)
@@ -202,7 +202,7 @@ func TestLocalTierSetManyKeepsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for k := range items {
-		v, raw, ok := l.GetPrivate(k)
+		v, raw, ok := l.GetPrivate(k, time.Now())
 		if k == "k599" {
 			if ok {
 				t.Errorf("%s kept without a value", k)
@@ -227,13 +227,13 @@ func TestLocalTierPrivateEntriesStayCoherent(t *testing.T) {
 	fill := func(k string, ttl time.Duration) {
 		t.Helper()
 		l.FillPrivate(k, "v", []byte("\xc1v"), ttl, l.Token(k))
-		if _, _, ok := l.GetPrivate(k); !ok {
+		if _, _, ok := l.GetPrivate(k, time.Now()); !ok {
 			t.Fatalf("%s not kept", k)
 		}
 	}
 	gone := func(what, k string) {
 		t.Helper()
-		if _, _, ok := l.GetPrivate(k); ok {
+		if _, _, ok := l.GetPrivate(k, time.Now()); ok {
 			t.Errorf("the private entry of %s survived %s", k, what)
 		}
 	}

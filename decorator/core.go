@@ -247,10 +247,11 @@ func (c *core[K, V]) readLocal(ctx context.Context, key string, e *entry[V]) boo
 		c.localEvent(ctx, key, ok)
 		return ok
 	}
-	v, b, ok := l.GetPrivate(key)
+	now := time.Now()
+	v, b, ok := l.GetPrivate(key, now)
 	if ok {
 		h, payload, _ := parseEnvelope(b) // private entries hold envelopes only
-		st := judge(&h, time.Now().UnixNano())
+		st := judge(&h, now.UnixNano())
 		if st == stStale || st == stFresh {
 			if l.Copy() {
 				var err error
