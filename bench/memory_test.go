@@ -20,6 +20,9 @@ package bench
 //	            stored slice itself, Set stores the caller's slice.
 //	otter-copy  raw otter plus the copy the contract requires, to show what
 //	            of the difference is the copy and what is the backend.
+//	cachekit-shared  backend/memory's GetShared (cachekit.SharedGetter):
+//	            the stored bytes themselves, read-only, without the copy;
+//	            what Typed.Get reads with. Get rows only.
 //
 // Both caches hold at most 100k entries: otter through MaximumSize, the
 // backend through MaxEntries=100k with MaxBytes=100k*4096, so that every
@@ -104,6 +107,27 @@ func BenchmarkMemoryGetParallel(b *testing.B) {
 		cpu.report(b)
 		reportMisses(b, misses.Load())
 	})
+	b.Run("impl=cachekit-shared", func(b *testing.B) {
+		var misses atomic.Int64
+		b.ReportAllocs()
+		b.ResetTimer()
+		cpu := startCPU()
+		b.RunParallel(func(pb *testing.PB) {
+			trace := hits[traceSeq.Add(1)%traceCount]
+			n, i := 0, 0
+			for pb.Next() {
+				v, err := mc.GetShared(ctx, zipfKey(trace[i&(traceLen-1)]))
+				if err != nil {
+					misses.Add(1)
+				}
+				n += len(v)
+				i++
+			}
+			sinkBytes.Add(int64(n))
+		})
+		cpu.report(b)
+		reportMisses(b, misses.Load())
+	})
 	b.Run("impl=otter", func(b *testing.B) {
 		var misses atomic.Int64
 		b.ReportAllocs()
@@ -162,6 +186,21 @@ func BenchmarkMemoryGetSequential(b *testing.B) {
 		cpu := startCPU()
 		for i := 0; i < b.N; i++ {
 			v, err := mc.Get(ctx, zipfKey(trace[i&(traceLen-1)]))
+			if err != nil {
+				misses++
+			}
+			n += len(v)
+		}
+		cpu.report(b)
+		sinkBytes.Add(int64(n))
+		reportMisses(b, int64(misses))
+	})
+	b.Run("impl=cachekit-shared", func(b *testing.B) {
+		misses, n := 0, 0
+		b.ReportAllocs()
+		cpu := startCPU()
+		for i := 0; i < b.N; i++ {
+			v, err := mc.GetShared(ctx, zipfKey(trace[i&(traceLen-1)]))
 			if err != nil {
 				misses++
 			}
@@ -230,6 +269,15 @@ func BenchmarkMemoryGetHot(b *testing.B) {
 	b.Run("impl=cachekit", func(b *testing.B) {
 		run(b, func(key string) int {
 			v, err := mc.Get(ctx, key)
+			if err != nil {
+				panic(err)
+			}
+			return len(v)
+		})
+	})
+	b.Run("impl=cachekit-shared", func(b *testing.B) {
+		run(b, func(key string) int {
+			v, err := mc.GetShared(ctx, key)
 			if err != nil {
 				panic(err)
 			}
