@@ -249,17 +249,26 @@ func TestMemcachedFaultLostReply(t *testing.T) {
 	})
 
 	t.Run("Increment", func(t *testing.T) {
-		// Increment reads (gets), then writes (cas): the proxy lets the
+		// A positive delta is one incr: the proxy drops its reply. A
+		// negative one reads (gets), then writes (cas): the proxy lets the
 		// gets reply through and drops the cas reply.
 		key := "lost-ctr:" + id
 		t.Cleanup(func() { _, _ = direct.Delete(mcBg, key) })
-		for i := 0; i < 5; i++ {
+		for i := 0; i < 10; i++ {
+			delta, verb := int64(1), "incr"
+			if i%2 == 1 {
+				delta, verb = -1, "cas"
+			}
 			before, err := direct.Increment(mcBg, key, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.DropReplyAfter(1)
-			_, err = c.Increment(mcBg, key, 1)
+			if delta > 0 {
+				p.DropNextReply()
+			} else {
+				p.DropReplyAfter(1)
+			}
+			_, err = c.Increment(mcBg, key, delta)
 			if !p.ReplyDropped() {
 				t.Fatal("the proxy dropped no reply")
 			}
@@ -268,10 +277,10 @@ func TestMemcachedFaultLostReply(t *testing.T) {
 				t.Fatal(aerr)
 			}
 			if !errors.Is(err, cachekit.ErrUnknownOutcome) {
-				t.Fatalf("Increment whose cas reply was lost: %v; want ErrUnknownOutcome", err)
+				t.Fatalf("Increment(%d) whose %s reply was lost: %v; want ErrUnknownOutcome", delta, verb, err)
 			}
-			if after != before+1 {
-				t.Fatalf("Increment whose cas reply was lost: server went %d -> %d; want exactly +1 (executed once, never resent)", before, after)
+			if after != before+delta {
+				t.Fatalf("Increment(%d) whose %s reply was lost: server went %d -> %d; want exactly %+d (executed once, never resent)", delta, verb, before, after, delta)
 			}
 		}
 	})

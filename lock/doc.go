@@ -22,8 +22,8 @@
 //     ErrLockLost instead.
 //
 // An uncontended Acquire and Release is three cache calls: three round
-// trips on Redis; five requests on Memcached, whose Increment and
-// CompareAndDelete are each a gets and a cas. With Options.NoFence (for
+// trips on Redis; four requests on Memcached, whose CompareAndDelete is a
+// gets and a cas (its Increment is one incr). With Options.NoFence (for
 // stampede locks on many names, which need no tokens) there is no fencing
 // counter and no Increment: two calls. A waiting Acquire
 // polls with Add, backing off exponentially with jitter from

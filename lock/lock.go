@@ -131,8 +131,8 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // delete expires after the TTL.
 //
 // Uncontended, Acquire makes two cache calls (Add, Increment): two round
-// trips on Redis, three requests on Memcached; with Options.NoFence, one
-// (Add).
+// trips on Redis, two requests on Memcached (add, incr); with
+// Options.NoFence, one (Add).
 func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 	delay, waited := l.delay, false
 	for {

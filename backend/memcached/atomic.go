@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -14,8 +16,9 @@ import (
 	"github.com/cachekit/cachekit"
 )
 
-// Read-modify-write operations: compare-and-swap loops over gets and cas
-// (casLoop).
+// Read-modify-write operations: Increment with a positive delta is
+// memcached's own incr; everything else is a compare-and-swap loop over gets
+// and cas (casLoop).
 
 // casLoop is the gets/cas loop shared by the read-modify-write operations.
 // It reads key's item (nil when missing) with the namespace generation it
@@ -67,13 +70,34 @@ func (c *Cache) casLoop(ctx context.Context, cl *call, key string, retryGone boo
 	}
 }
 
-// Increment adds delta to the base-10 int64 stored under key. memcached's
-// own incr cannot do it (no negative numbers, wraps at 2^64, fails on a
-// missing key, pads shrunk values with spaces), so Increment is a
-// compare-and-swap loop: gets, parse, cas with the same flags and the
-// absolute expiry recorded in them (so the TTL is kept); a missing key is
-// created with add (no expiry), and a lost race starts over. A cas or add
-// whose reply is lost is never resent: the error wraps
+// Increment adds delta to the base-10 int64 stored under key.
+//
+// A positive delta is memcached's own incr, one request: it keeps the
+// item's flags and expiry (so the TTL is kept), and a missing key is created
+// with add (no expiry; when another writer created it first, incr again).
+// incr counts in unsigned 64 bits, so a result above math.MaxInt64, or one
+// that wrapped, means the value was not an int64 that could take delta:
+// Increment then takes the delta back off (a compare-and-swap that writes
+// the number back) and fails with ErrNotInteger. A value incr refuses as
+// non-numeric (a negative number, among others) goes through the
+// compare-and-swap loop below. incr also reads as numbers some values that
+// are not base-10 int64s in the strict sense of the contract: leading
+// spaces, a '+' sign, and anything after a space ("5 apples" counts as 5);
+// it increments them where the contract says ErrNotInteger. And incr
+// rewrites a value whose result is shorter in place, padded with spaces:
+// "007" incremented by 1 reads "8  " afterwards. Values written by
+// Increment, or by Set of a strconv-formatted number, are never like that.
+// With a namespace, incr uses the generation this cache last saw within
+// Options.GenerationTTL, as Set does: an Increment racing another process's
+// Clear within that window may count in the cleared generation (it returns
+// the old counter plus delta, and the count is lost with the generation).
+//
+// A delta of zero or less is a compare-and-swap loop, as memcached's decr
+// stops at 0: gets, parse, cas with the same flags and the absolute expiry
+// recorded in them (so the TTL is kept); a missing key is created with add
+// (no expiry), and a lost race starts over.
+//
+// An incr, cas or add whose reply is lost is never resent: the error wraps
 // cachekit.ErrUnknownOutcome, and the delta was added once or not at all.
 func (c *Cache) Increment(ctx context.Context, key string, delta int64) (int64, error) {
 	const op = "Increment"
@@ -87,13 +111,94 @@ func (c *Cache) Increment(ctx context.Context, key string, delta int64) (int64, 
 	var n int64
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
 		var err error
-		n, err = c.increment(ctx, cl, key, delta)
+		if delta > 0 {
+			n, err = c.incr(ctx, cl, key, delta)
+		} else {
+			n, err = c.increment(ctx, cl, key, delta)
+		}
 		return err
 	})
 	if err != nil {
 		return 0, cachekit.WrapError(op, key, err)
 	}
 	return n, nil
+}
+
+// incr is Increment for a positive delta: memcached's incr (see Increment).
+func (c *Cache) incr(ctx context.Context, cl *call, key string, delta int64) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+			backoff(attempt)
+		}
+		s, err := c.writeState(cl, c.slotFor(key))
+		if err != nil {
+			return 0, err
+		}
+		sk := serverKey(s.keyPrefix(), key)
+		var n uint64
+		err = c.do(cl, sk, true, func() error {
+			var err error
+			n, err = c.client.Increment(sk, uint64(delta))
+			return err
+		})
+		switch {
+		case err == nil:
+			if n > math.MaxInt64 || n < uint64(delta) {
+				return 0, c.undoIncr(ctx, cl, key, n, delta)
+			}
+			return int64(n), nil
+		case errors.Is(err, memcache.ErrCacheMiss):
+			err := c.store(cl, c.client.Add, &memcache.Item{Key: sk, Value: strconv.AppendInt(nil, delta, 10)})
+			if errors.Is(err, memcache.ErrNotStored) {
+				continue // created meanwhile: incr it
+			}
+			if err != nil {
+				return 0, err
+			}
+			return delta, nil
+		case nonNumeric(err):
+			// A negative number, or not a number: the compare-and-swap
+			// loop counts the former and refuses the latter.
+			return c.increment(ctx, cl, key, delta)
+		default:
+			return 0, err
+		}
+	}
+}
+
+// nonNumeric reports whether err is memcached refusing to incr a value
+// that is not an unsigned 64-bit decimal number.
+func nonNumeric(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "non-numeric value")
+}
+
+// undoIncr takes delta back off key after an incr whose result n shows the
+// value was no int64 that could take delta, and returns the ErrNotInteger
+// error Increment reports. It subtracts delta (modulo 2^64, as incr added
+// it) with a compare-and-swap that writes the number back in base 10 and
+// keeps the item's flags and expiry; it leaves alone a value that is gone
+// or no longer a number (a writer replaced it).
+func (c *Cache) undoIncr(ctx context.Context, cl *call, key string, n uint64, delta int64) error {
+	bad := fmt.Errorf("%w: incr by %d gave %d: the value was not an int64 that could take it", cachekit.ErrNotInteger, delta, n)
+	_, err := c.casLoop(ctx, cl, key, false, func(it *memcache.Item, _ *genState) (*memcache.Item, error) {
+		if it == nil {
+			return nil, nil
+		}
+		v, err := strconv.ParseUint(strings.TrimRight(string(it.Value), " "), 10, 64)
+		if err != nil {
+			return nil, nil
+		}
+		it.Value = strconv.AppendUint(it.Value[:0], v-uint64(delta), 10)
+		it.Expiration = flagsExpiration(it.Flags)
+		return it, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w (taking the delta back off failed: %w)", bad, err)
+	}
+	return bad
 }
 
 // increment is Increment as a compare-and-swap loop (see Increment).

@@ -475,3 +475,194 @@ func TestCompareAndSwapLostReply(t *testing.T) {
 		}
 	}
 }
+
+// countingConn counts the requests written on a connection (gomemcache
+// flushes each request in one Write).
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestIncrementNative: a positive Increment is one incr request, with and
+// without a namespace (the generation trusted for GenerationTTL), keeps
+// the item's flags and so its TTL, and creates a missing key; a result past
+// math.MaxInt64 or past 2^64 is ErrNotInteger with the delta taken back
+// off; a negative value goes through the compare-and-swap loop; the values
+// incr reads more laxly than the contract behave as documented; and with
+// GenerationTTL negative, Increment sees another cache's Clear at once.
+func TestIncrementNative(t *testing.T) {
+	srv := testserver.StartMemcached(t)
+	var requests atomic.Int64
+	client := casClient(t, srv.Addr())
+	var d net.Dialer
+	client.DialContext = func(ctx context.Context, network, address string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{conn, &requests}, nil
+	}
+	ctx := context.Background()
+	for _, ns := range []string{"", "native"} {
+		t.Run("namespace="+ns, func(t *testing.T) {
+			c := New(client, &Options{Namespace: ns, GenerationTTL: time.Hour})
+			defer c.Close()
+			if n, err := c.Increment(ctx, "n", 5); n != 5 || err != nil {
+				t.Fatalf("Increment(missing, 5) = %d, %v; want 5", n, err)
+			}
+			requests.Store(0)
+			for i := range 10 {
+				if n, err := c.Increment(ctx, "n", 1); n != int64(6+i) || err != nil {
+					t.Fatalf("Increment = %d, %v; want %d", n, err, 6+i)
+				}
+			}
+			if got := requests.Load(); got != 10 {
+				t.Fatalf("10 Increments sent %d requests; want 10 (one incr each)", got)
+			}
+			if v, err := c.Get(ctx, "n"); string(v) != "15" || err != nil {
+				t.Fatalf("Get = %q, %v; want 15", v, err)
+			}
+
+			// The TTL, in the item's flags, is kept.
+			if err := c.Set(ctx, "ttl", []byte("1"), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			before, _, err := c.getOne(nil, "ttl")
+			if err != nil || before == nil {
+				t.Fatal(before, err)
+			}
+			if n, err := c.Increment(ctx, "ttl", 41); n != 42 || err != nil {
+				t.Fatalf("Increment = %d, %v; want 42", n, err)
+			}
+			after, _, err := c.getOne(nil, "ttl")
+			if err != nil || after == nil || after.Flags != before.Flags || after.Flags == 0 || string(after.Value) != "42" {
+				t.Fatalf("after Increment: %+v, %v; want value 42 and flags %d (the absolute expiry) kept", after, err, before.Flags)
+			}
+
+			// Negative values: incr refuses them, the cas loop counts.
+			if err := c.Set(ctx, "neg", []byte("-5"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := c.Increment(ctx, "neg", 3); n != -2 || err != nil {
+				t.Fatalf("Increment(-5, 3) = %d, %v; want -2", n, err)
+			}
+			if n, err := c.Increment(ctx, "neg", 7); n != 5 || err != nil {
+				t.Fatalf("Increment(-2, 7) = %d, %v; want 5", n, err)
+			}
+
+			// Past MaxInt64 (incr succeeds, the result says it overflowed)
+			// and past 2^64 (incr wraps): ErrNotInteger, value restored.
+			for _, tc := range []struct {
+				v     string
+				delta int64
+			}{
+				{"9223372036854775807", 1},
+				{"9223372036854775000", 10000},
+				{"18446744073709551615", 1},
+				{"18446744073709551000", 1 << 62},
+				{"1", 1<<63 - 1},
+			} {
+				if err := c.Set(ctx, "big", []byte(tc.v), time.Hour); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := c.Increment(ctx, "big", tc.delta); !errors.Is(err, cachekit.ErrNotInteger) {
+					t.Fatalf("Increment(%s, %d) = %d, %v; want ErrNotInteger", tc.v, tc.delta, n, err)
+				}
+				if v, err := c.Get(ctx, "big"); string(v) != tc.v || err != nil {
+					t.Fatalf("after the refused Increment(%s, %d): %q, %v; want the value back", tc.v, tc.delta, v, err)
+				}
+			}
+
+			// What incr reads more laxly than the contract (documented).
+			for _, tc := range []struct{ v, after string }{
+				{" 5", "6 "}, {"+5", "6 "}, {"5 apples", "6       "}, {"007", "8  "},
+			} {
+				if err := c.Set(ctx, "lax", []byte(tc.v), 0); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := c.Increment(ctx, "lax", 1); n != int64(tc.after[0]-'0') || err != nil {
+					t.Fatalf("Increment(%q, 1) = %d, %v; want %c (incr's reading)", tc.v, n, err, tc.after[0])
+				}
+				if v, err := c.Get(ctx, "lax"); string(v) != tc.after || err != nil {
+					t.Fatalf("after Increment(%q, 1): %q, %v; want %q (rewritten in place)", tc.v, v, err, tc.after)
+				}
+			}
+			// Not numbers at all: ErrNotInteger, value untouched.
+			for _, v := range []string{"", "abc", "12abc", "1.5", "99999999999999999999"} {
+				if err := c.Set(ctx, "nan", []byte(v), 0); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Increment(ctx, "nan", 1); !errors.Is(err, cachekit.ErrNotInteger) {
+					t.Fatalf("Increment(%q, 1): %v; want ErrNotInteger", v, err)
+				}
+				if got, err := c.Get(ctx, "nan"); string(got) != v || err != nil {
+					t.Fatalf("after Increment(%q, 1): %q, %v", v, got, err)
+				}
+			}
+
+			if ns != "" {
+				// A cache that asks for the generation before every
+				// write sees another cache's Clear at once.
+				eager := New(client, &Options{Namespace: ns, GenerationTTL: -1})
+				defer eager.Close()
+				if n, err := eager.Increment(ctx, "n", 1); n != 16 || err != nil {
+					t.Fatalf("Increment = %d, %v; want 16", n, err)
+				}
+				if err := c.Clear(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := eager.Increment(ctx, "n", 1); n != 1 || err != nil {
+					t.Fatalf("Increment after a Clear elsewhere = %d, %v; want 1", n, err)
+				}
+			}
+		})
+	}
+}
+
+// TestIncrementLostReply loses the reply of the incr (positive delta), of
+// the add that creates a missing counter, and of the cas (negative delta):
+// each time the caller learns the outcome is unknown, and the server
+// applied the delta exactly once.
+func TestIncrementLostReply(t *testing.T) {
+	srv := testserver.StartMemcached(t)
+	direct := New(casClient(t, srv.Addr()), nil)
+	proxy := startReplyDropper(t, srv.Addr())
+	c := New(casClient(t, proxy.Addr()), &Options{BreakerThreshold: -1})
+	defer c.Close()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		verb   string
+		key    string
+		delta  int64
+		before string // "" for a missing key
+		after  string
+	}{
+		{"incr ", "a", 2, "40", "42"},
+		{"add ", "fresh", 3, "", "3"},
+		{"cas ", "b", -2, "44", "42"},
+	} {
+		if tc.before != "" {
+			if err := direct.Set(ctx, tc.key, []byte(tc.before), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		proxy.dropped.Store(false)
+		verb := tc.verb
+		proxy.verb.Store(&verb)
+		n, err := c.Increment(ctx, tc.key, tc.delta)
+		if !errors.Is(err, cachekit.ErrUnknownOutcome) {
+			t.Fatalf("Increment with the %q reply lost = %d, %v; want ErrUnknownOutcome", verb, n, err)
+		}
+		if !proxy.dropped.Load() {
+			t.Fatalf("the proxy dropped no reply of %q", verb)
+		}
+		if v, err := direct.Get(ctx, tc.key); string(v) != tc.after || err != nil {
+			t.Fatalf("after the lost %q the server holds %q, %v; want %s (applied once)", verb, v, err, tc.after)
+		}
+	}
+}

@@ -105,17 +105,19 @@
 // new random generation starts, which empties the namespace and never brings
 // old keys back.
 //
-// Reads (Get, GetMany, Exists, and the reads inside Increment, Expire and
-// CompareAndDelete) fetch the generation key in the same multi-key get as
-// the data (on a pool, a concurrent request to the server that holds it), so
-// they see a Clear made by any process at once, at no extra round trip.
+// Reads (Get, GetMany, Exists, and the reads inside Increment with a delta
+// of zero or less, Expire, CompareAndDelete and CompareAndSwap) fetch the
+// generation key in the same multi-key get as the data (on a pool, a
+// concurrent request to the server that holds it), so they see a Clear made
+// by any process at once, at no extra round trip.
 // Delete asks for the generation before it deletes (one more round trip), so
 // a delete never lands in a generation another process has cleared, where
-// it would count a dead key and leave the live one readable. Set, SetMany
-// and Add use the generation this cache last saw if it saw it within
-// Options.GenerationTTL (default 1s), else ask first: a write that races
-// another process's Clear within that window may land in the old generation
-// and be lost, as if evicted. Add that finds its key present asks for the
+// it would count a dead key and leave the live one readable. Set, SetMany,
+// Add and Increment with a positive delta use the generation this cache
+// last saw if it saw it within Options.GenerationTTL (default 1s), else ask
+// first: a write that races another process's Clear within that window may
+// land in the old generation and be lost, as if evicted (such an Increment
+// returns the old counter plus its delta). Add that finds its key present asks for the
 // generation again before reporting ErrExists, so a Clear elsewhere never
 // makes Add fail wrongly.
 //
@@ -147,13 +149,29 @@
 //
 // # Increment
 //
-// memcached's incr cannot meet the contract (it has no negative numbers,
-// wraps at 2^64, fails on a missing key and leaves trailing spaces when a
-// value shrinks), so Increment is a compare-and-swap loop: gets the value,
-// parse it as a base-10 int64 (a value that is not one, or a result that
-// would overflow, is ErrNotInteger), cas the new value with the recorded
-// expiry; a missing key is created with add and no expiry. A lost race
-// retries with a short random backoff, so concurrent increments are exact.
+// Increment with a positive delta is memcached's incr, one request: it
+// keeps the item's flags and expiry, so the TTL is kept. A missing key is
+// created with add and no expiry (and incremented again when another
+// writer created it first). incr counts in unsigned 64 bits, so a result
+// above math.MaxInt64, or one that wrapped, shows a value that could not
+// take the delta: Increment takes the delta back off with a
+// compare-and-swap and returns ErrNotInteger. A value incr refuses (not a
+// number, or a negative one) goes through the compare-and-swap loop, as
+// does every delta of zero or less (memcached's decr stops at 0): gets the
+// value, parse it as a base-10 int64 (a value that is not one, or a result
+// that would overflow, is ErrNotInteger), cas the new value with the
+// recorded expiry; a missing key is created with add and no expiry. A lost
+// race retries with a short random backoff, so concurrent increments are
+// exact.
+//
+// incr is laxer than the contract in two ways, for values no cachekit call
+// writes: it reads leading spaces, a '+' sign and anything after a space as
+// part of a number (" 5", "+5" and "5 apples" count as 5, where the
+// contract says ErrNotInteger), and it rewrites a result shorter than the
+// value in place, padded with spaces ("007" plus 1 reads "8  "). With a
+// namespace, a positive Increment trusts the generation it last saw within
+// Options.GenerationTTL, as Set does (see Namespaces and Clear).
+//
 // Expire is a compare-and-swap too (touch cannot change flags), so it sends
 // the value back: it costs two round trips and the value's size both ways.
 //

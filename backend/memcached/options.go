@@ -51,14 +51,15 @@ type Options struct {
 	// large" reply is reported as ErrTooLarge too.
 	MaxValueSize int
 
-	// GenerationTTL is how long Set, SetMany and Add trust the namespace
-	// generation this cache last saw before asking the server for it again.
-	// Reads (Get, GetMany, Exists, and the reads inside Increment, Expire
-	// and CompareAndDelete) fetch the generation in the same round trip as
-	// the data every time, and Delete asks for it before deleting, so they
-	// see a Clear made anywhere at once; only Set, SetMany and Add racing
-	// another process's Clear within this window may land in the old
-	// generation and be lost, as if evicted. Default (0):
+	// GenerationTTL is how long Set, SetMany, Add and Increment with a
+	// positive delta trust the namespace generation this cache last saw
+	// before asking the server for it again. Reads (Get, GetMany, Exists,
+	// and the reads inside Increment with a delta of zero or less, Expire,
+	// CompareAndDelete and CompareAndSwap) fetch the generation in the same
+	// round trip as the data every time, and Delete asks for it before
+	// deleting, so they see a Clear made anywhere at once; only those
+	// writes racing another process's Clear within this window may land in
+	// the old generation and be lost, as if evicted. Default (0):
 	// DefaultGenerationTTL, one second; negative: ask before every write.
 	// Unused without a namespace.
 	GenerationTTL time.Duration
