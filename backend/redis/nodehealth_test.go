@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,22 +21,37 @@ import (
 // slot map of its own (ClusterOptions.ClusterSlots): slots 0-8191 on a
 // fault proxy in front of server A, 8192-16383 on server B. The servers do
 // not check slots, so every command is answered where the map sends it.
-func twoMasterCluster(t *testing.T) (*goredis.ClusterClient, *faultproxy.Proxy, string) {
+// promote makes the map name B for slots 0-8191 too (as a replica promoted
+// after A's failure would); reloads counts the times the client loaded the
+// map.
+func twoMasterCluster(t *testing.T) (cl *goredis.ClusterClient, proxy *faultproxy.Proxy, promote func(), reloads *atomic.Int64) {
 	t.Helper()
 	a, b := testserver.StartRedis(t), testserver.StartRedis(t)
-	proxy := faultproxy.Start(t, a.Addr())
-	slots := []goredis.ClusterSlot{
-		{Start: 0, End: 8191, Nodes: []goredis.ClusterNode{{Addr: proxy.Addr()}}},
-		{Start: 8192, End: 16383, Nodes: []goredis.ClusterNode{{Addr: b.Addr()}}},
-	}
-	cl := goredis.NewClusterClient(&goredis.ClusterOptions{
-		ClusterSlots:          func(context.Context) ([]goredis.ClusterSlot, error) { return slots, nil },
+	proxy = faultproxy.Start(t, a.Addr())
+	var mu sync.Mutex
+	first := proxy.Addr()
+	reloads = new(atomic.Int64)
+	cl = goredis.NewClusterClient(&goredis.ClusterOptions{
+		ClusterSlots: func(context.Context) ([]goredis.ClusterSlot, error) {
+			reloads.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			return []goredis.ClusterSlot{
+				{Start: 0, End: 8191, Nodes: []goredis.ClusterNode{{Addr: first}}},
+				{Start: 8192, End: 16383, Nodes: []goredis.ClusterNode{{Addr: b.Addr()}}},
+			}, nil
+		},
 		ContextTimeoutEnabled: true,
 		MaxRetries:            -1,
 		DialerRetries:         1,
 	})
 	t.Cleanup(func() { cl.Close() })
-	return cl, proxy, b.Addr()
+	promote = func() {
+		mu.Lock()
+		first = b.Addr()
+		mu.Unlock()
+	}
+	return cl, proxy, promote, reloads
 }
 
 // keysOn returns n keys (with the cache's namespace prefix pre) whose slots
@@ -57,7 +75,7 @@ func keysOn(pre string, lo, hi uint16, n int) []string {
 // that failed, not the others; once the master answers again its keys work
 // again.
 func TestClusterBreakerPerMaster(t *testing.T) {
-	cl, proxy, _ := twoMasterCluster(t)
+	cl, proxy, _, _ := twoMasterCluster(t)
 	ctx := context.Background()
 	c := New(cl, &Options{Namespace: "pm", Timeout: 300 * time.Millisecond, BreakerThreshold: 3, BreakerDuration: 200 * time.Millisecond})
 	onA := keysOn("pm:", 0, 8191, 4)
@@ -114,6 +132,13 @@ func TestClusterBreakerPerMaster(t *testing.T) {
 	if n, err := c.Delete(ctx, onB[2], onB[3]); err != nil || n != 2 {
 		t.Fatalf("Delete on master B while A is down = %d, %v", n, err)
 	}
+	// Clear walks every master: A's walk fails at once.
+	if err := c.Clear(ctx); !errors.Is(err, cachekit.ErrUnavailable) {
+		t.Fatalf("Clear while master A's breaker is open = %v; want ErrUnavailable", err)
+	}
+	if err := c.Set(ctx, onB[0], []byte("v-"+onB[0]), time.Minute); err != nil {
+		t.Fatal(err)
+	}
 
 	// A answers again: after its breaker's open time a probe gets through
 	// and closes it (the bound is generous; it takes ~200ms).
@@ -131,6 +156,73 @@ func TestClusterBreakerPerMaster(t *testing.T) {
 	}
 	if got, err := c.GetMany(ctx, both); err != nil || len(got) != 2 {
 		t.Fatalf("GetMany over both masters after recovery = %d keys, %v", len(got), err)
+	}
+}
+
+// TestClusterBreakerPromotedReplicaTakesOver: while a master's breaker is
+// open, a refused call asks the client to reload its slot map; once the map
+// names another node for those slots (a promoted replica), the slots' calls
+// go there, under that node's own closed breaker, while the old master
+// still does not answer and its breaker stays open.
+func TestClusterBreakerPromotedReplicaTakesOver(t *testing.T) {
+	cl, proxy, promote, reloads := twoMasterCluster(t)
+	ctx := context.Background()
+	c := New(cl, &Options{Namespace: "pr", Timeout: 300 * time.Millisecond, BreakerThreshold: 3,
+		BreakerDuration: time.Hour, ClusterReloadInterval: 10 * time.Millisecond})
+	k := keysOn("pr:", 0, 8191, 1)[0]
+	if err := c.Set(ctx, k, []byte("old"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Blackhole(true)
+	for range 3 {
+		if _, err := c.Get(ctx, k); err == nil || errors.Is(err, cachekit.ErrUnavailable) {
+			t.Fatalf("Get with master A blackholed = %v; want its timeout", err)
+		}
+	}
+	if _, err := c.Get(ctx, k); !errors.Is(err, cachekit.ErrUnavailable) {
+		t.Fatalf("Get after 3 timeouts = %v; want ErrUnavailable", err)
+	}
+	promote()
+	before := reloads.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Get(ctx, k)
+		if errors.Is(err, cachekit.ErrNotFound) {
+			break // answered by B, which never held the key
+		}
+		if !errors.Is(err, cachekit.ErrUnavailable) {
+			t.Fatalf("Get while the map moves = %v; want ErrUnavailable, then B's answer", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the slots never moved to B (slot-map loads since the promotion: %d)", reloads.Load()-before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if reloads.Load() == before {
+		t.Fatal("the slots moved without a slot-map reload")
+	}
+	if err := c.Set(ctx, k, []byte("new"), time.Minute); err != nil {
+		t.Fatalf("Set on the promoted node: %v", err)
+	}
+	if v, err := c.Get(ctx, k); err != nil || string(v) != "new" {
+		t.Fatalf("Get on the promoted node = %q, %v", v, err)
+	}
+	// The old master's breaker is still open (an hour): only the slot map
+	// moved the calls.
+	// (go-redis names a loopback node ":port".)
+	_, port, _ := strings.Cut(proxy.Addr(), ":")
+	var old *health
+	c.nodes.byAddr.Range(func(addr, h any) bool {
+		if strings.HasSuffix(addr.(string), ":"+port) {
+			old = h.(*health)
+		}
+		return true
+	})
+	if old == nil {
+		t.Fatal("no breaker for the old master")
+	}
+	if err := old.allow(); !errors.Is(err, cachekit.ErrUnavailable) {
+		t.Fatalf("old master's breaker: %v; want still open", err)
 	}
 }
 
