@@ -26,6 +26,9 @@ package bench
 //
 //	lock   impl=raw-unsafe  Add + Delete: no token and a release that does not check the
 //	                        owner (a floor, not a lock to use)
+//	       impl=raw-fenced  Add + Increment (incr) of a counter + a checked release
+//	                        (gets, compare, cas to an already-expired item): what
+//	                        cachekit sends, written by hand (4 requests)
 //	update impl=raw         Get (gets) + CompareAndSwap (cas)
 //
 // paired=<raw row>: cachekit and that raw row alternately, op by op,
@@ -284,10 +287,35 @@ func BenchmarkLockMemcached(b *testing.B) {
 		}
 		return client.Delete(key)
 	}
+	fenceKey := pre + "raw:fence"
+	if err := client.Set(&memcache.Item{Key: fenceKey, Value: []byte("0")}); err != nil {
+		b.Fatal(err)
+	}
+	rawFenced := func() error {
+		owner := []byte(rand.Text())
+		if err := client.Add(&memcache.Item{Key: key, Value: owner, Expiration: 10}); err != nil {
+			return err
+		}
+		if _, err := client.Increment(fenceKey, 1); err != nil {
+			return err
+		}
+		it, err := client.Get(key) // gets: the item carries its cas id
+		if err != nil {
+			return err
+		}
+		if string(it.Value) != string(owner) {
+			return errors.New("lock lost")
+		}
+		it.Expiration = -1 // stored as already expired: a delete if unchanged
+		return client.CompareAndSwap(it)
+	}
 	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &requests, kit) })
 	b.Run("impl=raw-unsafe", func(b *testing.B) { lockBenchRun(b, &requests, raw) })
+	b.Run("impl=raw-fenced", func(b *testing.B) { lockBenchRun(b, &requests, rawFenced) })
 	b.Run("paired=raw-unsafe", func(b *testing.B) { lockBenchPaired(b, raw, kit) })
+	b.Run("paired=raw-fenced", func(b *testing.B) { lockBenchPaired(b, rawFenced, kit) })
 	client.Delete(pre + "res:fence")
+	client.Delete(fenceKey)
 }
 
 func BenchmarkUpdateMemcached(b *testing.B) {
