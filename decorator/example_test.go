@@ -136,3 +136,42 @@ func ExampleCachedMany() {
 	// loading 1 ids
 	// user-1 user-3
 }
+
+// With a local tier on the Typed, hits come from process memory, and a
+// Backplane keeps two processes coherent: here two Typed caches over one
+// shared cache stand for two processes, and NewMemoryBackplane for a Redis
+// backplane (cachekit.OpenBackplane(ctx, "redis://host:6379/0?channel=app")).
+func Example_localTier() {
+	ctx := context.Background()
+	shared := memory.New(nil) // stands for Redis or Memcached
+	defer shared.Close()
+	bp := cachekit.NewMemoryBackplane()
+	defer bp.Close()
+	names := map[int]string{1: "Ada"}
+	load := func(_ context.Context, id int) (string, error) { return names[id], nil }
+	process := func() *decorator.Func[int, string] {
+		typed := cachekit.NewTyped[string](shared, &cachekit.TypedOptions{
+			Local:     &cachekit.LocalOptions{TTL: time.Minute},
+			Backplane: bp,
+		})
+		return decorator.New(typed, load, &decorator.Options[int]{Name: "user-name"})
+	}
+	a, b := process(), process()
+
+	name, _ := a.Call(ctx, 1) // loads, stores, keeps it in a's memory
+	fmt.Println("a:", name)
+	a.Wait() // the value is stored in the background
+	name, _ = b.Call(ctx, 1) // reads the shared cache once, keeps it in b's memory
+	fmt.Println("b:", name)
+
+	names[1] = "Ada Lovelace"
+	a.Refresh(ctx, 1) // stores the new value and publishes: b drops its copy
+	name, _ = b.Call(ctx, 1)
+	fmt.Println("b after a's refresh:", name)
+	a.Wait()
+	b.Wait()
+	// Output:
+	// a: Ada
+	// b: Ada
+	// b after a's refresh: Ada Lovelace
+}
