@@ -160,7 +160,7 @@ func Example_localTier() {
 
 	name, _ := a.Call(ctx, 1) // loads, stores, keeps it in a's memory
 	fmt.Println("a:", name)
-	a.Wait() // the value is stored in the background
+	a.Wait()                 // the value is stored in the background
 	name, _ = b.Call(ctx, 1) // reads the shared cache once, keeps it in b's memory
 	fmt.Println("b:", name)
 
