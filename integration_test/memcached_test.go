@@ -740,6 +740,16 @@ func TestMemcachedOpenURL(t *testing.T) {
 	if err := singleURL.Clear(mcBg); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Clear(mcBg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(mcBg, "k"); !errors.Is(err, cachekit.ErrClosed) {
+		t.Fatalf("Get after Close: %v; want ErrClosed", err)
+	}
+
 	// memcache:// works too, with one server.
 	c2, err := cachekit.Open(mcBg, "memcache://"+addrs[0]+"?namespace="+ns)
 	if err != nil {
