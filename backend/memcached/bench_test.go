@@ -98,3 +98,54 @@ func BenchmarkPeekAlive(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIncrement measures Increment against the server named by
+// CACHEKIT_TEST_MEMCACHED_ADDRS: a positive delta (memcached's incr, one
+// request) and a negative one (gets + cas), without and with a namespace,
+// next to gomemcache's own Increment.
+func BenchmarkIncrement(b *testing.B) {
+	addr := testServersB(b)
+	client := memcache.New(addr)
+	client.Timeout = 10 * time.Second
+	defer client.Close()
+	ctx := context.Background()
+	for _, ns := range []string{"", "benchinc"} {
+		c := New(client, &Options{Namespace: ns})
+		for _, delta := range []int64{1, -1} {
+			name := "incr"
+			if delta < 0 {
+				name = "gets+cas"
+			}
+			if ns != "" {
+				name += "-ns"
+			}
+			b.Run(name, func(b *testing.B) {
+				if err := c.Set(ctx, "bench-counter", []byte("1000000000"), 0); err != nil {
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				for range b.N {
+					if _, err := c.Increment(ctx, "bench-counter", delta); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				_, _ = c.Delete(ctx, "bench-counter")
+			})
+		}
+		c.Close()
+	}
+	b.Run("raw-gomemcache-incr", func(b *testing.B) {
+		if err := client.Set(&memcache.Item{Key: "bench-raw-counter", Value: []byte("1000000000")}); err != nil {
+			b.Fatal(err)
+		}
+		b.ResetTimer()
+		for range b.N {
+			if _, err := client.Increment("bench-raw-counter", 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		_ = client.Delete("bench-raw-counter")
+	})
+}
