@@ -117,9 +117,9 @@
 // last saw if it saw it within Options.GenerationTTL (default 1s), else ask
 // first: a write that races another process's Clear within that window may
 // land in the old generation and be lost, as if evicted (such an Increment
-// returns the old counter plus its delta). Add that finds its key present asks for the
-// generation again before reporting ErrExists, so a Clear elsewhere never
-// makes Add fail wrongly.
+// returns the old counter plus its delta). Add that finds its key present
+// asks for the generation again before reporting ErrExists, so a Clear
+// elsewhere never makes Add fail wrongly.
 //
 // Without a namespace, keys are stored as encoded above, and Clear would
 // have to flush every server of the client (flush_all), removing everything
@@ -164,8 +164,8 @@
 // race retries with a short random backoff, so concurrent increments are
 // exact.
 //
-// incr is laxer than the contract in two ways, for values no cachekit call
-// writes: it reads leading spaces, a '+' sign and anything after a space as
+// incr is laxer than the contract in two ways, for values that neither
+// Increment nor a Set of a strconv-formatted number ever stores: it reads leading spaces, a '+' sign and anything after a space as
 // part of a number (" 5", "+5" and "5 apples" count as 5, where the
 // contract says ErrNotInteger), and it rewrites a result shorter than the
 // value in place, padded with spaces ("007" plus 1 reads "8  "). With a
