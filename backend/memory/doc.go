@@ -95,6 +95,17 @@
 // extension need. A non-nil empty old matches a stored empty value, never a
 // missing key.
 //
+// # Shared reads
+//
+// [Cache.GetShared] implements [cachekit.SharedGetter]: it is Get without
+// the copy, returning the stored bytes themselves, read-only, with no
+// allocation (for the keys of the storage's own namespace). No write ever
+// changes stored bytes in place (Set, SetMany, Add, CompareAndSwap store a
+// copy of their value, Increment a new one, Expire keeps the bytes as they
+// are), so the bytes GetShared returns stay as they were for as long as the
+// caller keeps them. [cachekit.Typed] reads with it, decoding without a
+// copy.
+//
 // # Closing
 //
 // Close on a cache made by New (or opened from a URL) releases the storage:
