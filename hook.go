@@ -73,7 +73,8 @@ type OpKind uint8
 
 // The operations a [Hook] sees: one per method of [Cache] except Close, and
 // one per method of the optional interfaces that the wrapped cache
-// implements ([CompareAndDeleter], [CompareAndSwapper]). Kinds are only ever
+// implements ([CompareAndDeleter], [CompareAndSwapper]); a [SharedGetter]'s
+// GetShared is seen as an OpGet (see [Op.Shared]). Kinds are only ever
 // added, at the end.
 const (
 	OpGet OpKind = iota

@@ -320,6 +320,11 @@ func (t *Typed[V]) DefaultTTL() time.Duration { return t.ttl }
 // errors.Is(err, ErrNotFound) reports true; a value that does not decode into
 // V is one for which errors.Is(err, ErrDecode) reports true.
 //
+// When the cache given to NewTyped is a [SharedGetter] (the memory backend,
+// and hooks or a local tier over it), Get reads with GetShared and decodes
+// straight from the stored bytes: no copy, and no allocation beyond the
+// decoder's own.
+//
 // With a Local tier, Get returns the value held in process memory when
 // there is one (shared with other callers: do not modify it), and reports
 // [EventLocalHit] or [EventLocalMiss]. A value written with tags costs a
