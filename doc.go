@@ -21,6 +21,12 @@
 // (lease and lock release). Check for it with a type assertion. Every
 // backend of this module implements it, and [WithHooks] forwards it, so
 // wrapping a cache never hides it; the cachetest suite checks both.
+// [CompareAndSwapper] replaces a value only while it holds an expected one
+// ([Typed.Update] and package lock build on both). [SharedGetter] is Get
+// without the defensive copy: it returns the stored bytes themselves,
+// read-only and never changed afterwards; the memory backend implements it,
+// [WithHooks] and the local tier forward it, and [Typed] reads with it when
+// it can, decoding without a copy.
 //
 // # Local tier and backplane
 //
