@@ -283,20 +283,11 @@ func clone(b []byte) []byte {
 // errors.Is(err, cachekit.ErrNotFound) reports true on a miss. An expired
 // entry is a miss even before the engine removes it.
 func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
-	if err := c.checkOpen(); err != nil {
-		return nil, cachekit.WrapError("Get", key, err)
+	b, err := c.GetShared(ctx, key)
+	if err != nil {
+		return nil, err
 	}
-	if err := cachekit.CheckKey(key); err != nil {
-		return nil, cachekit.WrapError("Get", key, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, cachekit.WrapError("Get", key, err)
-	}
-	e, ok := c.get(key)
-	if !ok {
-		return nil, cachekit.WrapError("Get", key, cachekit.ErrNotFound)
-	}
-	return clone(e.data), nil
+	return clone(b), nil
 }
 
 // GetShared is Get without the copy: it returns the stored bytes
