@@ -472,35 +472,37 @@ func ltPercentiles(lat []time.Duration) (p99 time.Duration, s string) {
 
 // ltSetups are the deployments of the cross-process tests: the cache and
 // the backplane.
-func ltSetups(t *testing.T) []struct {
+// ltSetups lists the deployments; each function takes the subtest's t, so
+// that a missing server skips (or, under CI, fails) that subtest.
+func ltSetups() []struct {
 	name string
-	s    func(ns string) ltSetup
+	s    func(t *testing.T, ns string) ltSetup
 } {
-	redisURL := func(q string) string { return "redis://" + redisServer(t) + "/0?" + q + "&timeout=5s" }
+	redisURL := func(t *testing.T, q string) string { return "redis://" + redisServer(t) + "/0?" + q + "&timeout=5s" }
 	return []struct {
 		name string
-		s    func(ns string) ltSetup
+		s    func(t *testing.T, ns string) ltSetup
 	}{
-		{"redis/pubsub", func(ns string) ltSetup {
-			return ltSetup{backend: "redis", addrs: []string{redisServer(t)}, ns: ns, backplane: redisURL("channel=lt-" + ns)}
+		{"redis/pubsub", func(t *testing.T, ns string) ltSetup {
+			return ltSetup{backend: "redis", addrs: []string{redisServer(t)}, ns: ns, backplane: redisURL(t, "channel=lt-"+ns)}
 		}},
-		{"redis/tracking", func(ns string) ltSetup {
-			return ltSetup{backend: "redis", addrs: []string{redisServer(t)}, ns: ns, backplane: redisURL("mode=tracking")}
+		{"redis/tracking", func(t *testing.T, ns string) ltSetup {
+			return ltSetup{backend: "redis", addrs: []string{redisServer(t)}, ns: ns, backplane: redisURL(t, "mode=tracking")}
 		}},
-		{"memcached/redis-pubsub", func(ns string) ltSetup {
-			return ltSetup{backend: "memcached", addrs: memcachedServers(t, 1), ns: ns, backplane: redisURL("channel=lt-" + ns)}
+		{"memcached/redis-pubsub", func(t *testing.T, ns string) ltSetup {
+			return ltSetup{backend: "memcached", addrs: memcachedServers(t, 1), ns: ns, backplane: redisURL(t, "channel=lt-"+ns)}
 		}},
-		{"cluster/pubsub", func(ns string) ltSetup {
+		{"cluster/pubsub", func(t *testing.T, ns string) ltSetup {
 			return ltSetup{backend: "cluster", addrs: redisCluster(t), ns: ns, backplane: "cluster:pubsub:lt-" + ns}
 		}},
 		// A backplane URL names one host; classic pub/sub on a Cluster
 		// reaches the subscribers of every node, so one node will do.
-		{"cluster/pubsub-url", func(ns string) ltSetup {
+		{"cluster/pubsub-url", func(t *testing.T, ns string) ltSetup {
 			addrs := redisCluster(t)
 			return ltSetup{backend: "cluster", addrs: addrs, ns: ns,
 				backplane: "redis://" + addrs[len(addrs)-1] + "/0?channel=lt-" + ns + "&timeout=5s"}
 		}},
-		{"cluster/tracking", func(ns string) ltSetup {
+		{"cluster/tracking", func(t *testing.T, ns string) ltSetup {
 			return ltSetup{backend: "cluster", addrs: redisCluster(t), ns: ns, backplane: "cluster:tracking"}
 		}},
 	}
@@ -517,10 +519,10 @@ func TestLocalTierStalenessAcrossProcesses(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	const writes = 100
-	for _, tc := range ltSetups(t) {
+	for _, tc := range ltSetups() {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := tc.s(sweepNamespace("lt-" + decUnique(t)))
+			s := tc.s(t, sweepNamespace("lt-"+decUnique(t)))
 			writer := ltOpen(t, s, nil)
 			readers := ltStart(t, s, ltReaders)
 
@@ -584,10 +586,10 @@ func TestLocalTierTagsAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	for _, tc := range ltSetups(t) {
+	for _, tc := range ltSetups() {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := tc.s(sweepNamespace("lt-" + decUnique(t)))
+			s := tc.s(t, sweepNamespace("lt-"+decUnique(t)))
 			writer := ltOpen(t, s, nil)
 			readers := ltStart(t, s, ltReaders)
 
