@@ -676,7 +676,7 @@ func TestDecoratorProcessChild(t *testing.T) {
 	}
 	start, _ := strconv.ParseInt(os.Getenv(decEnvStart), 10, 64)
 	var calls, hits atomic.Int32
-	f := decorator.Cached(cachekit.NewTyped[string](newCache(t, os.Getenv(decEnvNamespace)), nil),
+	f := decorator.New(cachekit.NewTyped[string](newCache(t, os.Getenv(decEnvNamespace)), nil),
 		func(context.Context, string) (string, error) {
 			calls.Add(1)
 			time.Sleep(500 * time.Millisecond)
@@ -693,7 +693,7 @@ func TestDecoratorProcessChild(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if v, err := f(decBg, "cold"); err == nil && v == "v" {
+			if v, err := f.Call(decBg, "cold"); err == nil && v == "v" {
 				hits.Add(1)
 			} else {
 				t.Errorf("got %q, %v", v, err)
@@ -701,5 +701,10 @@ func TestDecoratorProcessChild(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	// The value reaches the cache, and the lease is released, in the
+	// background after fn returns: wait for both before this process ends
+	// (and its cache is closed), or the other processes find neither and
+	// take the lease over when it expires, running fn again.
+	f.Wait()
 	fmt.Printf("fn-calls=%d hits=%d\n", calls.Load(), hits.Load())
 }
