@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -350,6 +351,37 @@ func TestBackplanePubSubOnCluster(t *testing.T) {
 	wait("the message across the cluster", func(inv cachekit.Invalidation) bool {
 		return inv.Namespace == want.Namespace && slices.Equal(inv.Keys, want.Keys) && inv.Origin == want.Origin
 	})
+
+	// Publishes go to the master of the channel's slot, where go-redis
+	// subscribes, not to a random node (whence the message would reach the
+	// subscriber over the cluster bus, 20-40 ms late now and then). Other
+	// tests may publish at the same time, so this counts at least the 20
+	// publishes made here, on that master.
+	master, err := pubCl.MasterForKey(ctx, "cachekit:bp:"+ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishes := func() int {
+		info, err := master.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`cmdstat_publish:calls=(\d+)`).FindStringSubmatch(info)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	before := publishes()
+	for range 20 {
+		if err := pub.Publish(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := publishes() - before; got < 20 {
+		t.Errorf("%d of 20 publishes reached %s, the master of the channel's slot", got, master.Options().Addr)
+	}
 }
 
 // TestBackplaneTrackingSentinel: tracking mode over a Sentinel failover
