@@ -58,6 +58,29 @@ func localNamespace(what string) string {
 	return fmt.Sprintf("bench-local-%s-%d", what, time.Now().UnixNano())
 }
 
+// localRedis opens, for one benchmark, a go-redis client on the Redis
+// server, a cache over it in a namespace of its own (cleared at the end),
+// and a pub/sub backplane on a channel named after the namespace; all are
+// closed when b ends.
+func localRedis(b *testing.B, what string) (addr string, client *goredis.Client, ns string, rc cachekit.Cache, bp cachekit.Backplane) {
+	b.Helper()
+	addr = serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
+	client = goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: 64, ContextTimeoutEnabled: true})
+	b.Cleanup(func() { client.Close() })
+	ns = localNamespace(what)
+	rc = redis.New(client, &redis.Options{Namespace: ns})
+	b.Cleanup(func() {
+		_ = rc.Clear(context.Background())
+		rc.Close()
+	})
+	bp, err := cachekit.OpenBackplane(context.Background(), "redis://"+addr+"/0?channel="+ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bp.Close() })
+	return addr, client, ns, rc, bp
+}
+
 // localTyped returns a Typed of typedRecord (msgpack) over c with opts'
 // Local and Backplane, closed when b ends.
 func localTyped(b *testing.B, c cachekit.Cache, local *cachekit.LocalOptions, bp cachekit.Backplane) *cachekit.Typed[typedRecord] {
@@ -111,23 +134,10 @@ func localRun(b *testing.B, name string, get func() (typedRecord, error)) {
 }
 
 func BenchmarkLocalTierGet(b *testing.B) {
-	addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
 	ctx := context.Background()
-	client := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: 64, ContextTimeoutEnabled: true})
-	b.Cleanup(func() { client.Close() })
-	ns := localNamespace("get")
-	rc := redis.New(client, &redis.Options{Namespace: ns})
-	b.Cleanup(func() {
-		_ = rc.Clear(context.Background())
-		rc.Close()
-	})
+	addr, client, ns, rc, bp := localRedis(b, "get")
 
 	// path=local-hit.
-	bp, err := cachekit.OpenBackplane(ctx, "redis://"+addr+"/0?channel="+ns)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { bp.Close() })
 	local := localTyped(b, rc, &cachekit.LocalOptions{TTL: time.Hour}, bp)
 	if err := local.Set(ctx, "record", typedValue); err != nil {
 		b.Fatal(err)
@@ -182,21 +192,8 @@ func BenchmarkLocalTierGet(b *testing.B) {
 }
 
 func BenchmarkLocalTierWrite(b *testing.B) {
-	addr := serverAddr(b, "CACHEKIT_BENCH_REDIS_ADDR")
 	ctx := context.Background()
-	client := goredis.NewClient(&goredis.Options{Addr: addr, PoolSize: 64, ContextTimeoutEnabled: true})
-	b.Cleanup(func() { client.Close() })
-	ns := localNamespace("write")
-	rc := redis.New(client, &redis.Options{Namespace: ns})
-	b.Cleanup(func() {
-		_ = rc.Clear(context.Background())
-		rc.Close()
-	})
-	bp, err := cachekit.OpenBackplane(ctx, "redis://"+addr+"/0?channel="+ns)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { bp.Close() })
+	_, _, _, rc, bp := localRedis(b, "write")
 	// A subscriber on the channel counts the publishes.
 	var published atomic.Int64
 	stop := bp.Subscribe(func(cachekit.Invalidation) { published.Add(1) }, func(error) {})

@@ -224,6 +224,44 @@ func (w *writeLoad) run(stop <-chan struct{}, keysPer int) *sync.WaitGroup {
 	return &wg
 }
 
+// recover ends a failover test (what names it): it waits until a write that
+// started after the kill (at killed) has succeeded, within the failover (its
+// time after the kill) plus 10 s, lets the load run 2 s more, stops it
+// (stop, wg), reads every key back and reports. where says where the
+// writes went, in the failure ("to the dead master's slots") and in the
+// report (" to its slots").
+func (w *writeLoad) recover(t *testing.T, what, where, whereReport string, killed time.Time, failover time.Duration, stop chan struct{}, wg *sync.WaitGroup) {
+	t.Helper()
+	limit := failover + 10*time.Second
+	for {
+		w.mu.Lock()
+		first := w.firstOK
+		w.mu.Unlock()
+		if first >= 0 {
+			break
+		}
+		if time.Since(killed) > limit {
+			close(stop)
+			wg.Wait()
+			w.lat.report(t, what)
+			t.Fatalf("no write%s succeeded within %v of the kill (failover after %v)", where, limit, failover)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.phase.Store(2)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	lost := w.verify(t)
+	w.lat.report(t, what)
+	t.Logf("%s: replica promoted %v after SIGKILL; first write%s %v after; longest gap without a successful write%s %v; acknowledged writes lost (async replication) %d of %d keys; hung ops %d",
+		what, failover.Round(time.Millisecond), whereReport, w.firstOK.Round(time.Millisecond), where, w.longest.Round(time.Millisecond), lost, len(w.tried), w.hung.Load())
+	if w.hung.Load() != 0 {
+		t.Errorf("%d ops overran their 1s deadline by more than 2s", w.hung.Load())
+	}
+}
+
 // verify reads every key back: a value must be one this test wrote to that
 // key; one older than the last acknowledged write counts as a lost ack.
 func (w *writeLoad) verify(t *testing.T) (lost int) {
@@ -353,34 +391,7 @@ func TestRedisTopologyClusterFailover(t *testing.T) {
 	}
 	// Recovery: a write to the victim's slots that started after the kill
 	// succeeded, within the failover plus a margin.
-	limit := failover + 10*time.Second
-	for {
-		w.mu.Lock()
-		first := w.firstOK
-		w.mu.Unlock()
-		if first >= 0 {
-			break
-		}
-		if time.Since(killed) > limit {
-			close(stop)
-			wg.Wait()
-			w.lat.report(t, "cluster failover")
-			t.Fatalf("no write to the dead master's slots succeeded within %v of the kill (failover after %v)", limit, failover)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	w.phase.Store(2)
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-
-	lost := w.verify(t)
-	w.lat.report(t, "cluster failover")
-	t.Logf("cluster failover: replica promoted %v after SIGKILL; first write to its slots %v after; longest gap without a successful write to them %v; acknowledged writes lost (async replication) %d of %d keys; hung ops %d",
-		failover.Round(time.Millisecond), w.firstOK.Round(time.Millisecond), w.longest.Round(time.Millisecond), lost, len(w.tried), w.hung.Load())
-	if w.hung.Load() != 0 {
-		t.Errorf("%d ops overran their 1s deadline by more than 2s", w.hung.Load())
-	}
+	w.recover(t, "cluster failover", " to the dead master's slots", " to its slots", killed, failover, stop, wg)
 }
 
 // settleDials waits, after the test's clients are closed, for go-redis's
@@ -960,31 +971,5 @@ func TestRedisTopologySentinelFailover(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	limit := failover + 10*time.Second
-	for {
-		w.mu.Lock()
-		first := w.firstOK
-		w.mu.Unlock()
-		if first >= 0 {
-			break
-		}
-		if time.Since(killed) > limit {
-			close(stop)
-			wg.Wait()
-			w.lat.report(t, "sentinel failover")
-			t.Fatalf("no write succeeded within %v of the kill (failover after %v)", limit, failover)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	w.phase.Store(2)
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
-	lost := w.verify(t)
-	w.lat.report(t, "sentinel failover")
-	t.Logf("sentinel failover: replica promoted %v after SIGKILL; first write %v after; longest gap without a successful write %v; acknowledged writes lost (async replication) %d of %d keys; hung ops %d",
-		failover.Round(time.Millisecond), w.firstOK.Round(time.Millisecond), w.longest.Round(time.Millisecond), lost, len(w.tried), w.hung.Load())
-	if w.hung.Load() != 0 {
-		t.Errorf("%d ops overran their 1s deadline by more than 2s", w.hung.Load())
-	}
+	w.recover(t, "sentinel failover", "", "", killed, failover, stop, wg)
 }
