@@ -74,8 +74,9 @@ type OpKind uint8
 // The operations a [Hook] sees: one per method of [Cache] except Close, and
 // one per method of the optional interfaces that the wrapped cache
 // implements ([CompareAndDeleter], [CompareAndSwapper]); a [SharedGetter]'s
-// GetShared is seen as an OpGet (see [Op.Shared]). Kinds are only ever
-// added, at the end.
+// GetShared is seen as an OpGet (see [Op.Shared]), and a [Versioner]'s
+// methods as the kinds they are forms of (see [Op.Versioned]). Kinds are
+// only ever added, at the end.
 const (
 	OpGet OpKind = iota
 	OpGetMany
@@ -185,6 +186,13 @@ type Op struct {
 	TTL   time.Duration     // Set, SetMany, Add, Expire, CompareAndSwap
 	Delta int64             // Increment
 
+	// Version is, for a versioned operation (see [Op.Versioned]), the
+	// version the key must have (input of SwapVersion and DeleteVersion)
+	// and, once Next has returned, the version of the value found or
+	// stored (output of GetVersion, AddVersion and SwapVersion; 0 when
+	// nothing was found or stored).
+	Version uint64
+
 	// Outputs, set by Next (or by a hook that answers without calling it).
 
 	Values map[string][]byte // GetMany: the hits
@@ -193,11 +201,12 @@ type Op struct {
 	N      int64             // Increment: the new value
 
 	// Internal state. done, which recycles an Op, clears every field.
-	kind   OpKind
-	shared bool  // a Get made by GetShared (see Op.Shared)
-	next   int   // index of the hook the next call of Next runs
-	err    error // what the last call of Next returned
-	c      *hooked
+	kind      OpKind
+	shared    bool  // a Get made by GetShared (see Op.Shared)
+	versioned bool  // made by a Versioner method (see Op.Versioned)
+	next      int   // index of the hook the next call of Next runs
+	err       error // what the last call of Next returned
+	c         *hooked
 }
 
 // Kind returns the Cache method this operation is.
@@ -211,6 +220,16 @@ func (op *Op) Kind() OpKind { return op.kind }
 // the caller will only read. Hooks that count reads need not look at it:
 // GetShared is a Get like any other.
 func (op *Op) Shared() bool { return op.shared }
+
+// Versioned reports whether this operation is a method of [Versioner]:
+// GetVersion (of kind [OpGet]), AddVersion ([OpAdd]), SwapVersion
+// ([OpCompareAndSwap]) or DeleteVersion ([OpCompareAndDelete]). Such an
+// operation compares, or returns, [Op.Version] instead of Old: SwapVersion
+// and DeleteVersion have a nil Old, and their OK reports whether they
+// swapped or deleted. A hook that answers one itself must set Version as
+// the method would. Hooks that count operations need not look at it: each
+// is the operation of its kind that it is a form of.
+func (op *Op) Versioned() bool { return op.versioned }
 
 // Name returns the name of the Cache method this operation is: "Get",
 // "GetMany", "Set", "SetMany", "Add", "Delete", "Exists", "Increment",
@@ -248,7 +267,10 @@ func (op *Op) run(ctx context.Context) (err error) {
 	c := op.c.c
 	switch op.kind {
 	case OpGet:
-		if op.shared {
+		if op.versioned {
+			// Only the wrapper of a Versioner makes versioned operations.
+			op.Value, op.Version, err = c.(Versioner).GetVersion(ctx, op.Key)
+		} else if op.shared {
 			// Only the wrapper of a SharedGetter makes shared Gets.
 			op.Value, err = c.(SharedGetter).GetShared(ctx, op.Key)
 		} else {
@@ -261,7 +283,11 @@ func (op *Op) run(ctx context.Context) (err error) {
 	case OpSetMany:
 		err = c.SetMany(ctx, op.Items, op.TTL)
 	case OpAdd:
-		err = c.Add(ctx, op.Key, op.Value, op.TTL)
+		if op.versioned {
+			op.Version, err = c.(Versioner).AddVersion(ctx, op.Key, op.Value, op.TTL)
+		} else {
+			err = c.Add(ctx, op.Key, op.Value, op.TTL)
+		}
 	case OpDelete:
 		op.Count, err = c.Delete(ctx, op.Keys...)
 	case OpExists:
@@ -274,10 +300,18 @@ func (op *Op) run(ctx context.Context) (err error) {
 		err = c.Clear(ctx)
 	case OpCompareAndDelete:
 		// Only the wrapper of a CompareAndDeleter makes this kind.
-		op.OK, err = c.(CompareAndDeleter).CompareAndDelete(ctx, op.Key, op.Old)
+		if op.versioned {
+			op.OK, err = c.(Versioner).DeleteVersion(ctx, op.Key, op.Version)
+		} else {
+			op.OK, err = c.(CompareAndDeleter).CompareAndDelete(ctx, op.Key, op.Old)
+		}
 	case OpCompareAndSwap:
 		// Only the wrapper of a CompareAndSwapper makes this kind.
-		op.OK, err = c.(CompareAndSwapper).CompareAndSwap(ctx, op.Key, op.Old, op.Value, op.TTL)
+		if op.versioned {
+			op.Version, op.OK, err = c.(Versioner).SwapVersion(ctx, op.Key, op.Version, op.Value, op.TTL)
+		} else {
+			op.OK, err = c.(CompareAndSwapper).CompareAndSwap(ctx, op.Key, op.Old, op.Value, op.TTL)
+		}
 	}
 	return err
 }
@@ -418,7 +452,10 @@ var opPool = sync.Pool{New: func() any { return new(Op) }}
 // [OpCompareAndSwap]. When c is a [SharedGetter], so is the returned Cache,
 // and its GetShared runs through the hooks as an Op of kind [OpGet] (for
 // which [Op.Shared] reports true), so that hooks count it as the Get it
-// is. It also has a method Unwrap() Cache that returns c.
+// is. When c is a [Versioner], so is the returned Cache, and its methods run
+// through the hooks as Ops of the kinds they are forms of (for which
+// [Op.Versioned] reports true). It also has a method Unwrap() Cache that
+// returns c.
 //
 // With hooks that do not allocate, the wrapper adds no allocation per
 // operation: Ops are recycled, which is why hooks must not keep them.
@@ -454,8 +491,11 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 	// doubles the types: one per combination.)
 	_, cad := c.(CompareAndDeleter)
 	_, cas := c.(CompareAndSwapper)
+	_, ver := c.(Versioner) // implies cad and cas
 	if _, sg := c.(SharedGetter); sg {
 		switch {
+		case ver:
+			return &hookedVS{hookedCADCASS{hookedCADCAS{h}}}
 		case cad && cas:
 			return &hookedCADCASS{hookedCADCAS{h}}
 		case cad:
@@ -466,6 +506,8 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 		return &hookedS{h}
 	}
 	switch {
+	case ver:
+		return &hookedV{hookedCADCAS{h}}
 	case cad && cas:
 		return &hookedCADCAS{h}
 	case cad:
@@ -494,6 +536,10 @@ func asHooked(c Cache) *hooked {
 	case *hookedCASS:
 		return h.hooked
 	case *hookedCADCASS:
+		return h.hooked
+	case *hookedV:
+		return h.hooked
+	case *hookedVS:
 		return h.hooked
 	}
 	return nil
@@ -589,6 +635,111 @@ func (c *hooked) getShared(ctx context.Context, key string) ([]byte, error) {
 	return v, nil
 }
 
+// The Caches that WithHooks returns for a [Versioner] (which is a
+// CompareAndDeleter and a CompareAndSwapper), and for one that is also a
+// SharedGetter.
+type (
+	hookedV  struct{ hookedCADCAS }
+	hookedVS struct{ hookedCADCASS }
+)
+
+var (
+	_ Versioner    = (*hookedV)(nil)
+	_ Versioner    = (*hookedVS)(nil)
+	_ SharedGetter = (*hookedVS)(nil)
+	_ EventHandler = (*hookedVS)(nil)
+)
+
+// GetVersion runs GetVersion through the hooks, as a Get.
+func (c *hookedV) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	return c.getVersion(ctx, key)
+}
+
+// AddVersion runs AddVersion through the hooks, as an Add.
+func (c *hookedV) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return c.addVersion(ctx, key, value, ttl)
+}
+
+// SwapVersion runs SwapVersion through the hooks, as a CompareAndSwap.
+func (c *hookedV) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	return c.swapVersion(ctx, key, version, value, ttl)
+}
+
+// DeleteVersion runs DeleteVersion through the hooks, as a
+// CompareAndDelete.
+func (c *hookedV) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	return c.deleteVersion(ctx, key, version)
+}
+
+// GetVersion runs GetVersion through the hooks, as a Get.
+func (c *hookedVS) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	return c.getVersion(ctx, key)
+}
+
+// AddVersion runs AddVersion through the hooks, as an Add.
+func (c *hookedVS) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return c.addVersion(ctx, key, value, ttl)
+}
+
+// SwapVersion runs SwapVersion through the hooks, as a CompareAndSwap.
+func (c *hookedVS) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	return c.swapVersion(ctx, key, version, value, ttl)
+}
+
+// DeleteVersion runs DeleteVersion through the hooks, as a
+// CompareAndDelete.
+func (c *hookedVS) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	return c.deleteVersion(ctx, key, version)
+}
+
+func (c *hooked) getVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	op := c.op(OpGet)
+	op.Key, op.versioned = key, true
+	err := op.Next(ctx)
+	v, ver := op.Value, op.Version
+	done(op)
+	if err != nil {
+		return nil, 0, wrap("GetVersion", key, err)
+	}
+	return v, ver, nil
+}
+
+func (c *hooked) addVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	op := c.op(OpAdd)
+	op.Key, op.Value, op.TTL, op.versioned = key, value, ttl, true
+	err := op.Next(ctx)
+	ver := op.Version
+	done(op)
+	if err != nil {
+		return 0, wrap("AddVersion", key, err)
+	}
+	return ver, nil
+}
+
+func (c *hooked) swapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	op := c.op(OpCompareAndSwap)
+	op.Key, op.Version, op.Value, op.TTL, op.versioned = key, version, value, ttl, true
+	err := op.Next(ctx)
+	ver, ok := op.Version, op.OK
+	done(op)
+	if err != nil {
+		return 0, false, wrap("SwapVersion", key, err)
+	}
+	if !ok {
+		ver = 0
+	}
+	return ver, ok, nil
+}
+
+func (c *hooked) deleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	op := c.op(OpCompareAndDelete)
+	op.Key, op.Version, op.versioned = key, version, true
+	err := op.Next(ctx)
+	ok := op.OK
+	done(op)
+	return ok, wrap("DeleteVersion", key, err)
+}
+
 func (c *hooked) compareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
 	op := c.op(OpCompareAndDelete)
 	op.Key, op.Old = key, old
@@ -655,6 +806,7 @@ func done(op *Op) {
 		op.err = nil
 	}
 	op.TTL, op.Delta, op.Count, op.OK, op.N, op.next, op.shared = 0, 0, 0, false, 0, 0, false
+	op.Version, op.versioned = 0, false
 	op.c = nil
 	opPool.Put(op)
 }

@@ -339,8 +339,11 @@ func newCoherent(c Cache, co *coherence) Cache {
 	w := &coherent{c: c, co: co}
 	_, cad := c.(CompareAndDeleter)
 	_, cas := c.(CompareAndSwapper)
+	_, ver := c.(Versioner) // implies cad and cas
 	if _, sg := c.(SharedGetter); sg {
 		switch {
+		case ver:
+			return &coherentVS{coherentCADCASS{coherentCADCAS{w}}}
 		case cad && cas:
 			return &coherentCADCASS{coherentCADCAS{w}}
 		case cad:
@@ -351,6 +354,8 @@ func newCoherent(c Cache, co *coherence) Cache {
 		return &coherentS{w}
 	}
 	switch {
+	case ver:
+		return &coherentV{coherentCADCAS{w}}
 	case cad && cas:
 		return &coherentCADCAS{w}
 	case cad:
@@ -426,6 +431,79 @@ func (w *coherentCADCAS) CompareAndDelete(ctx context.Context, key string, old [
 
 func (w *coherentCADCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
 	return w.compareAndSwap(ctx, key, old, new, ttl)
+}
+
+// The wrappers of a Versioner (a CompareAndDeleter and a
+// CompareAndSwapper), and of one that is also a SharedGetter. GetVersion
+// reads, so it goes straight to the wrapped cache; the other methods write.
+type (
+	coherentV  struct{ coherentCADCAS }
+	coherentVS struct{ coherentCADCASS }
+)
+
+var (
+	_ Versioner    = (*coherentV)(nil)
+	_ Versioner    = (*coherentVS)(nil)
+	_ SharedGetter = (*coherentVS)(nil)
+)
+
+func (w *coherentV) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	return w.c.(Versioner).GetVersion(ctx, key)
+}
+
+func (w *coherentV) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return w.addVersion(ctx, key, value, ttl)
+}
+
+func (w *coherentV) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	return w.swapVersion(ctx, key, version, value, ttl)
+}
+
+func (w *coherentV) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	return w.deleteVersion(ctx, key, version)
+}
+
+func (w *coherentVS) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	return w.c.(Versioner).GetVersion(ctx, key)
+}
+
+func (w *coherentVS) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return w.addVersion(ctx, key, value, ttl)
+}
+
+func (w *coherentVS) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	return w.swapVersion(ctx, key, version, value, ttl)
+}
+
+func (w *coherentVS) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	return w.deleteVersion(ctx, key, version)
+}
+
+func (w *coherent) addVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	w.co.begin(key)
+	ver, err := w.c.(Versioner).AddVersion(ctx, key, value, ttl)
+	w.after(ctx, err, key)
+	return ver, err
+}
+
+func (w *coherent) swapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	w.co.begin(key)
+	ver, ok, err := w.c.(Versioner).SwapVersion(ctx, key, version, value, ttl)
+	w.co.end(key)
+	if ok || (err != nil && wrote(err)) {
+		w.co.publish(ctx, false, key)
+	}
+	return ver, ok, err
+}
+
+func (w *coherent) deleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	w.co.begin(key)
+	ok, err := w.c.(Versioner).DeleteVersion(ctx, key, version)
+	w.co.end(key)
+	if ok || (err != nil && wrote(err)) {
+		w.co.publish(ctx, false, key)
+	}
+	return ok, err
 }
 
 func (w *coherent) compareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {

@@ -26,7 +26,8 @@ const (
 // Each attempt reads the key, decodes it, calls fn with the value (found
 // false and the zero value on a miss), encodes fn's result and stores it
 // with the cache's CompareAndSwap: only while the key still holds the
-// bytes read, or is still absent when it was. When another writer got
+// bytes read (or the version read, see below), or is still absent when it
+// was. When another writer got
 // there first, Update waits a jittered, growing delay and tries again
 // with the new value, so fn may run several times and must have no side
 // effects beyond its result. After [UpdateAttempts] lost attempts it
@@ -60,10 +61,18 @@ const (
 // background write of key by GetOrLoad on the same Typed. Update reads and
 // swaps through [Typed.Cache], as the Typed's other writes go.
 //
-// An uncontended Update makes two cache calls, a Get and a CompareAndSwap
-// (two round trips on Redis, three requests on Memcached, whose
-// CompareAndSwap is a gets and a cas); each lost attempt makes two more.
-// A tagged value read, or WithTags, adds a read of the tags' stamps each.
+// When the cache is a [Versioner] (memory, Memcached), Update reads the
+// value with its version (GetVersion) and swaps on that version
+// (SwapVersion), so that the server compares a number instead of the
+// bytes; a miss is stored with CompareAndSwap from absent (an add). When
+// its server gives no versions (memcached before 1.6), Update compares the
+// bytes read, as with any other cache.
+//
+// An uncontended Update makes two cache calls, a read and a swap: two
+// round trips on Redis (GET, and a Lua compare-and-swap) and two requests
+// on Memcached (gets, and a meta-protocol set with compare-cas). Each lost
+// attempt makes two more. A tagged value read, or WithTags, adds a read of
+// the tags' stamps each.
 func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found bool) (V, error), opts ...SetOption) (V, error) {
 	var zero V
 	// Through t.Cache(): with a local tier or a backplane, the cache whose
@@ -81,8 +90,9 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 	if err := t.settle(ctx, key); err != nil {
 		return zero, WrapError("Update", key, err)
 	}
+	vr, _ := c.(Versioner)
 	for attempt := 1; ; attempt++ {
-		v, swapped, err := t.updateOnce(ctx, c, cas, key, fn, o)
+		v, swapped, err := t.updateOnce(ctx, c, cas, &vr, key, fn, o)
 		if err != nil || swapped {
 			return v, err
 		}
@@ -96,10 +106,26 @@ func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found 
 }
 
 // updateOnce makes one read-modify-write attempt and reports whether its
-// write landed.
-func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwapper, key string, fn func(V, bool) (V, error), o setOptions) (V, bool, error) {
+// write landed. With a Versioner (*vr not nil) it reads the value with its
+// version and swaps on the version; when the cache's server gives no
+// versions (ErrUnsupported) it sets *vr to nil and compares values, in this
+// attempt and the next.
+func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwapper, vr *Versioner, key string, fn func(V, bool) (V, error), o setOptions) (V, bool, error) {
 	var zero, old V
-	b, err := c.Get(ctx, key)
+	var (
+		b       []byte
+		version uint64
+		err     error
+	)
+	if *vr != nil {
+		b, version, err = (*vr).GetVersion(ctx, key)
+		if errors.Is(err, ErrUnsupported) {
+			*vr, version = nil, 0
+		}
+	}
+	if *vr == nil {
+		b, err = c.Get(ctx, key)
+	}
 	found := err == nil
 	switch {
 	case found:
@@ -138,7 +164,16 @@ func (t *Typed[V]) updateOnce(ctx context.Context, c Cache, cas CompareAndSwappe
 	if nb, err = t.storedBytes(ctx, nb, o); err != nil { // an envelope, with WithTags
 		return zero, false, WrapError("Update", key, err)
 	}
-	swapped, err := cas.CompareAndSwap(ctx, key, b, nb, o.ttl)
+	var swapped bool
+	if version != 0 {
+		_, swapped, err = (*vr).SwapVersion(ctx, key, version, nb, o.ttl)
+		if errors.Is(err, ErrUnsupported) {
+			*vr = nil
+		}
+	}
+	if version == 0 || *vr == nil {
+		swapped, err = cas.CompareAndSwap(ctx, key, b, nb, o.ttl)
+	}
 	if err != nil {
 		return zero, false, WrapError("Update", key, err)
 	}

@@ -569,3 +569,116 @@ func TestUpdateTags(t *testing.T) {
 		t.Fatalf("Get after it: %+v, %v; want N 100", v, err)
 	}
 }
+
+// Over a Versioner (the memory backend is one), an uncontended Update reads
+// with GetVersion and swaps with SwapVersion; a miss is stored with a
+// CompareAndSwap from absent.
+func TestUpdateVersioned(t *testing.T) {
+	type seen struct {
+		kind      cachekit.OpKind
+		versioned bool
+	}
+	var mu sync.Mutex
+	var ops []seen
+	c := cachekit.WithHooks(newMem(t), cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error {
+		mu.Lock()
+		ops = append(ops, seen{op.Kind(), op.Versioned()})
+		mu.Unlock()
+		return op.Next(ctx)
+	}))
+	if _, ok := c.(cachekit.Versioner); !ok {
+		t.Fatalf("WithHooks over memory is a %T, not a Versioner", c)
+	}
+	ty := cachekit.NewTyped[updCounter](c, nil)
+	want := [][]seen{
+		{{cachekit.OpGet, true}, {cachekit.OpCompareAndSwap, false}}, // miss: add
+		{{cachekit.OpGet, true}, {cachekit.OpCompareAndSwap, true}},
+		{{cachekit.OpGet, true}, {cachekit.OpCompareAndSwap, true}},
+	}
+	for i, w := range want {
+		ops = nil
+		v, err := ty.Update(ctx, "k", updIncr)
+		if err != nil || v.N != i+1 {
+			t.Fatalf("Update %d: %+v, %v", i, v, err)
+		}
+		if fmt.Sprint(ops) != fmt.Sprint(w) {
+			t.Fatalf("Update %d made %v; want %v", i, ops, w)
+		}
+	}
+}
+
+// noVersions is a memory cache whose server, as it were, gives no
+// versions: every Versioner method fails with ErrUnsupported.
+type noVersions struct {
+	*memory.Cache
+	calls atomic.Int32
+}
+
+func (c *noVersions) GetVersion(context.Context, string) ([]byte, uint64, error) {
+	c.calls.Add(1)
+	return nil, 0, cachekit.ErrUnsupported
+}
+
+func (c *noVersions) AddVersion(context.Context, string, []byte, time.Duration) (uint64, error) {
+	c.calls.Add(1)
+	return 0, cachekit.ErrUnsupported
+}
+
+func (c *noVersions) SwapVersion(context.Context, string, uint64, []byte, time.Duration) (uint64, bool, error) {
+	c.calls.Add(1)
+	return 0, false, cachekit.ErrUnsupported
+}
+
+func (c *noVersions) DeleteVersion(context.Context, string, uint64) (bool, error) {
+	c.calls.Add(1)
+	return false, cachekit.ErrUnsupported
+}
+
+// A Versioner whose server gives no versions: Update compares values, and
+// asks for versions once per Update.
+func TestUpdateVersionsUnsupported(t *testing.T) {
+	m := memory.New(nil)
+	t.Cleanup(func() { m.Close() })
+	c := &noVersions{Cache: m}
+	ty := cachekit.NewTyped[updCounter](c, nil)
+	for i := range 3 {
+		c.calls.Store(0)
+		v, err := ty.Update(ctx, "k", updIncr)
+		if err != nil || v.N != i+1 {
+			t.Fatalf("Update %d: %+v, %v", i, v, err)
+		}
+		if n := c.calls.Load(); n != 1 {
+			t.Fatalf("Update %d called %d Versioner methods; want 1 (then values)", i, n)
+		}
+	}
+}
+
+// 8 goroutines x 25 increments over a Versioner, with a writer Setting
+// another key meanwhile: the count ends exact.
+func TestUpdateVersionedConcurrentExact(t *testing.T) {
+	ty := cachekit.NewTyped[updCounter](newMem(t), nil)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				for {
+					_, err := ty.Update(ctx, "k", updIncr)
+					if errors.Is(err, cachekit.ErrConflict) {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					break
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if v, err := ty.Get(ctx, "k"); err != nil || v.N != 200 {
+		t.Fatalf("counter %+v, %v; want N 200", v, err)
+	}
+}

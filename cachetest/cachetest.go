@@ -18,9 +18,9 @@
 // cachekit.CompareAndDeleter and cachekit.CompareAndSwapper (every backend and
 // wrapper of cachekit does) unless [Options].SkipCompareAndDelete or
 // [Options].SkipCompareAndSwap says it need not; a cache that implements
-// cachekit.SharedGetter (which none must) is held to its rules; and a wrapper
-// (a cache with an Unwrap() cachekit.Cache method) must never hide an
-// optional interface that the cache it wraps implements.
+// cachekit.SharedGetter or cachekit.Versioner (which none must) is held to
+// their rules; and a wrapper (a cache with an Unwrap() cachekit.Cache method)
+// must never hide an optional interface that the cache it wraps implements.
 package cachetest
 
 import (
@@ -169,6 +169,11 @@ func Run(t *testing.T, newCache NewCacheFunc, opts *Options) {
 		{"SharedGet", s.testSharedGet},
 		{"SharedGetImmutable", s.testSharedGetImmutable},
 		{"SharedGetConcurrent", s.testSharedGetConcurrent},
+		{"Version", s.testVersion},
+		{"VersionChangesOnEveryWrite", s.testVersionChanges},
+		{"VersionErrors", s.testVersionErrors},
+		{"VersionTTL", s.testVersionTTL},
+		{"VersionConcurrent", s.testVersionConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -913,6 +918,12 @@ func everyOp(ctx context.Context, c cachekit.Cache) map[string]error {
 	}
 	if sg, ok := c.(cachekit.SharedGetter); ok {
 		_, errs["GetShared"] = sg.GetShared(ctx, "k")
+	}
+	if v, ok := c.(cachekit.Versioner); ok {
+		_, _, errs["GetVersion"] = v.GetVersion(ctx, "k")
+		_, errs["AddVersion"] = v.AddVersion(ctx, "new", []byte("v"), 0)
+		_, _, errs["SwapVersion"] = v.SwapVersion(ctx, "k", 1, []byte("w"), 0)
+		_, errs["DeleteVersion"] = v.DeleteVersion(ctx, "k", 1)
 	}
 	return errs
 }

@@ -3,6 +3,7 @@ package cachetest_test
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"os"
 	"os/exec"
 	"strings"
@@ -58,8 +59,9 @@ var brokenCaches = map[string]struct {
 	// A wrapper that hides the CompareAndDelete and CompareAndSwap of what
 	// it wraps, even when the options excuse the cache from having them.
 	"hiding-wrapper": {
-		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL", "SharedGet", "SharedGetImmutable", "SharedGetConcurrent"},
-		opts:  cachetest.Options{SkipCompareAndDelete: true, SkipCompareAndSwap: true},
+		rules: []string{"CompareAndDelete", "CompareAndDeleteConcurrent", "CompareAndSwap", "CompareAndSwapTTL", "SharedGet", "SharedGetImmutable", "SharedGetConcurrent",
+			"Version", "VersionChangesOnEveryWrite", "VersionErrors", "VersionTTL", "VersionConcurrent"},
+		opts: cachetest.Options{SkipCompareAndDelete: true, SkipCompareAndSwap: true},
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
 			return func(t *testing.T, ns string) cachekit.Cache { return hidingWrapper{root.WithNamespace(ns)} }
@@ -80,6 +82,24 @@ var brokenCaches = map[string]struct {
 		make: func(t *testing.T) cachetest.NewCacheFunc {
 			root := sharedMemory(t)
 			return func(t *testing.T, ns string) cachekit.Cache { return sharedOpName{root.WithNamespace(ns)} }
+		},
+	},
+	// Versions made from the value (a hash): a write of the same value
+	// keeps the version, and a key deleted and added again gets its old
+	// version back.
+	"value-version": {
+		rules: []string{"Version", "VersionChangesOnEveryWrite"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return valueVersion{root.WithNamespace(ns)} }
+		},
+	},
+	// SwapVersion as a GetVersion, then a Set: two callers can both win.
+	"racy-version": {
+		rules: []string{"VersionConcurrent"},
+		make: func(t *testing.T) cachetest.NewCacheFunc {
+			root := sharedMemory(t)
+			return func(t *testing.T, ns string) cachekit.Cache { return racyVersion{root.WithNamespace(ns)} }
 		},
 	},
 	// A cache without CompareAndDelete or CompareAndSwap, when the options
@@ -273,6 +293,73 @@ func (c racyCAS) CompareAndSwap(ctx context.Context, key string, old, new []byte
 	}
 	time.Sleep(5 * time.Millisecond) // widen the window
 	return true, c.Set(ctx, key, new, ttl)
+}
+
+// valueVersion's versions are a hash of the value.
+type valueVersion struct{ *memory.Cache }
+
+func hashVersion(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64() | 1
+}
+
+func (c valueVersion) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	v, _, err := c.Cache.GetVersion(ctx, key)
+	if err != nil {
+		return nil, 0, err
+	}
+	return v, hashVersion(v), nil
+}
+
+func (c valueVersion) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	if _, err := c.Cache.AddVersion(ctx, key, value, ttl); err != nil {
+		return 0, err
+	}
+	return hashVersion(value), nil
+}
+
+func (c valueVersion) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	for {
+		cur, err := c.Cache.Get(ctx, key)
+		if errors.Is(err, cachekit.ErrNotFound) || (err == nil && hashVersion(cur) != version) {
+			return 0, false, nil
+		} else if err != nil {
+			return 0, false, err
+		}
+		ok, err := c.Cache.CompareAndSwap(ctx, key, cur, value, ttl)
+		if err != nil || ok {
+			return hashVersion(value), ok, err
+		}
+	}
+}
+
+func (c valueVersion) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	cur, err := c.Cache.Get(ctx, key)
+	if errors.Is(err, cachekit.ErrNotFound) || (err == nil && hashVersion(cur) != version) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return c.Cache.CompareAndDelete(ctx, key, cur)
+}
+
+// racyVersion swaps by version in two steps.
+type racyVersion struct{ *memory.Cache }
+
+func (c racyVersion) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	_, cur, err := c.GetVersion(ctx, key)
+	if errors.Is(err, cachekit.ErrNotFound) || (err == nil && cur != version) {
+		return 0, false, nil
+	} else if err != nil {
+		return 0, false, err
+	}
+	time.Sleep(5 * time.Millisecond) // widen the window
+	if err := c.Set(ctx, key, value, ttl); err != nil {
+		return 0, false, err
+	}
+	_, nv, err := c.GetVersion(ctx, key)
+	return nv, err == nil, err
 }
 
 // bareErrors returns ErrInvalidKey unwrapped from GetMany.

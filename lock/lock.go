@@ -81,6 +81,8 @@ type Locker struct {
 	c        cachekit.Cache
 	cad      cachekit.CompareAndDeleter // nil: Acquire fails with ErrUnsupported
 	cas      cachekit.CompareAndSwapper // nil: Extend fails with ErrUnsupported
+	ver      cachekit.Versioner         // nil: leases compared by value only
+	noVers   atomic.Bool                // ver's server gave ErrUnsupported
 	ttl      time.Duration
 	delay    time.Duration
 	maxDelay time.Duration
@@ -89,6 +91,13 @@ type Locker struct {
 }
 
 // New returns a Locker that keeps its leases in c. opts may be nil.
+//
+// When c is a [cachekit.Versioner] (memory, Memcached), a Lock remembers
+// the version of its lease: Extend and Release then compare that version,
+// in one request, instead of reading the lease to compare its value. They
+// fall back to comparing the value when the version no longer matches
+// (another goroutine's Extend of the same Lock changed it) or the server
+// gives no versions, so the outcome is the same either way.
 //
 // Release needs c to implement [cachekit.CompareAndDeleter], and Extend
 // [cachekit.CompareAndSwapper] (every backend of this module implements
@@ -100,6 +109,7 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 	l := &Locker{c: c, ttl: DefaultTTL, delay: DefaultRetryDelay, maxDelay: DefaultMaxRetryDelay, prefix: DefaultPrefix}
 	l.cad, _ = c.(cachekit.CompareAndDeleter)
 	l.cas, _ = c.(cachekit.CompareAndSwapper)
+	l.ver, _ = c.(cachekit.Versioner)
 	if opts != nil {
 		if opts.TTL > 0 {
 			l.ttl = opts.TTL
@@ -130,9 +140,10 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // Acquire deletes the lease if it landed, best effort; one it fails to
 // delete expires after the TTL.
 //
-// Uncontended, Acquire makes two cache calls (Add, Increment): two round
-// trips on Redis, two requests on Memcached (add, incr); with
-// Options.NoFence, one (Add).
+// Uncontended, Acquire makes two cache calls (Add, Increment; over a
+// [cachekit.Versioner], AddVersion and Increment): two round trips on
+// Redis, two requests on Memcached (a meta-protocol add that returns the
+// lease's version, and incr); with Options.NoFence, one.
 func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 	delay, waited := l.delay, false
 	for {
@@ -184,7 +195,7 @@ func (l *Locker) try(ctx context.Context, name string) (*Lock, error) {
 	}
 	k := &Lock{l: l, name: name, key: l.prefix + name + ":owner", value: []byte(rand.Text())}
 	start := time.Now()
-	if err := l.c.Add(ctx, k.key, k.value, l.ttl); err != nil {
+	if err := l.add(ctx, k); err != nil {
 		if errors.Is(err, cachekit.ErrExists) {
 			return nil, ErrLocked
 		}
@@ -214,6 +225,19 @@ func (l *Locker) try(ctx context.Context, name string) (*Lock, error) {
 	return k, nil
 }
 
+// add stores k's lease, remembering its version when the cache gives one.
+func (l *Locker) add(ctx context.Context, k *Lock) error {
+	if l.ver != nil && !l.noVers.Load() {
+		v, err := l.ver.AddVersion(ctx, k.key, k.value, l.ttl)
+		if !errors.Is(err, cachekit.ErrUnsupported) {
+			k.version.Store(v)
+			return err
+		}
+		l.noVers.Store(true) // nothing was written: add by value
+	}
+	return l.c.Add(ctx, k.key, k.value, l.ttl)
+}
+
 // Lock is one acquisition of a name: a lease held until Release, or until
 // its TTL passes without an Extend. It is safe for concurrent use (one
 // goroutine may Extend while another works).
@@ -224,6 +248,9 @@ type Lock struct {
 	value []byte
 	token uint64
 	done  atomic.Bool // released, or found lost
+	// version is the lease's version (cachekit.Versioner), or 0 when it
+	// is not known: Extend and Release then compare the value.
+	version atomic.Uint64
 }
 
 // Name returns the name the lock is on.
@@ -243,7 +270,9 @@ func (k *Lock) Token() uint64 { return k.token }
 // ErrLockLost when the lease expired, was evicted, or was released: then
 // it has changed nothing, and another holder may have the name. A
 // negative ttl is an error for which errors.Is(err, cachekit.ErrInvalidTTL)
-// reports true. One cache call (CompareAndSwap of the lease with itself).
+// reports true. One cache call: CompareAndSwap of the lease with itself
+// or, over a [cachekit.Versioner], SwapVersion of it (two when the version
+// no longer matches: then CompareAndSwap decides).
 //
 // Over a cache that does not implement [cachekit.CompareAndSwapper],
 // Extend returns an error for which errors.Is(err,
@@ -261,10 +290,23 @@ func (k *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 	if k.done.Load() {
 		return ErrLockLost
 	}
+	if v := k.version.Load(); v != 0 && k.l.ver != nil {
+		nv, ok, err := k.l.ver.SwapVersion(ctx, k.key, v, k.value, ttl)
+		switch {
+		case ok:
+			k.version.CompareAndSwap(v, nv)
+			return nil
+		case err != nil && !errors.Is(err, cachekit.ErrUnsupported):
+			return err
+		}
+		// Not this version (a concurrent Extend of this Lock may have
+		// changed it), or no versions: compare the value.
+	}
 	ok, err := k.l.cas.CompareAndSwap(ctx, k.key, k.value, k.value, ttl)
 	if err != nil {
 		return err
 	}
+	k.version.Store(0) // the swap gave the lease a version we don't know
 	if !ok {
 		k.done.Store(true)
 		return ErrLockLost
@@ -277,20 +319,35 @@ func (k *Lock) Extend(ctx context.Context, ttl time.Duration) error {
 // was released already, and then it has deleted nothing: another holder's
 // lease is never touched. When Release fails with another error (the
 // server is unreachable, ctx ended), the lease may still be there; it
-// expires after its TTL, and Release may be called again. One cache call
-// (CompareAndDelete).
+// expires after its TTL, and Release may be called again. One cache call:
+// CompareAndDelete or, over a [cachekit.Versioner], DeleteVersion (two
+// when the version no longer matches: then CompareAndDelete decides).
 func (k *Lock) Release(ctx context.Context) error {
 	if k.done.Load() {
 		return ErrLockLost
 	}
-	ok, err := k.l.cad.CompareAndDelete(ctx, k.key, k.value)
+	ok, err := k.release(ctx)
 	if err != nil {
 		return err
 	}
-	if k.done.Swap(true) || !ok {
+	// ok decides, not done: an Extend racing this Release may have found
+	// the lease gone (deleted here) and marked the Lock done meanwhile.
+	k.done.Store(true)
+	if !ok {
 		return ErrLockLost
 	}
 	return nil
+}
+
+// release deletes the lease if it is still this Lock's.
+func (k *Lock) release(ctx context.Context) (bool, error) {
+	if v := k.version.Load(); v != 0 && k.l.ver != nil {
+		ok, err := k.l.ver.DeleteVersion(ctx, k.key, v)
+		if ok || (err != nil && !errors.Is(err, cachekit.ErrUnsupported)) {
+			return ok, err
+		}
+	}
+	return k.l.cad.CompareAndDelete(ctx, k.key, k.value)
 }
 
 // abandon releases a lease whose acquisition failed after its Add,

@@ -334,10 +334,13 @@ func TestKeysAndPrefix(t *testing.T) {
 }
 
 // counting counts the calls a Locker makes, and can make Increment fail or
-// stall.
+// stall. It is a cachekit.Versioner, as the memory cache it wraps: an
+// AddVersion counts as an Add, a DeleteVersion as a CompareAndDelete and a
+// SwapVersion as a CompareAndSwap, and each also in vers.
 type counting struct {
 	*memory.Cache
 	adds, incrs, cads, cass atomic.Int32
+	vers                    atomic.Int32                    // of the above, the versioned calls
 	incr                    func(ctx context.Context) error // before each Increment
 	onAdd                   func()                          // after each Add
 }
@@ -349,6 +352,28 @@ func (c *counting) Add(ctx context.Context, key string, v []byte, ttl time.Durat
 		c.onAdd()
 	}
 	return err
+}
+
+func (c *counting) AddVersion(ctx context.Context, key string, v []byte, ttl time.Duration) (uint64, error) {
+	c.adds.Add(1)
+	c.vers.Add(1)
+	ver, err := c.Cache.AddVersion(ctx, key, v, ttl)
+	if c.onAdd != nil {
+		c.onAdd()
+	}
+	return ver, err
+}
+
+func (c *counting) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	c.cads.Add(1)
+	c.vers.Add(1)
+	return c.Cache.DeleteVersion(ctx, key, version)
+}
+
+func (c *counting) SwapVersion(ctx context.Context, key string, version uint64, v []byte, ttl time.Duration) (uint64, bool, error) {
+	c.cass.Add(1)
+	c.vers.Add(1)
+	return c.Cache.SwapVersion(ctx, key, version, v, ttl)
 }
 
 func (c *counting) Increment(ctx context.Context, key string, d int64) (int64, error) {
@@ -398,6 +423,104 @@ func TestRoundTrips(t *testing.T) {
 	}
 	if a, i, d, s := c.adds.Load(), c.incrs.Load(), c.cads.Load(), c.cass.Load(); a != 2 || i != 1 || d != 1 || s != 1 {
 		t.Fatalf("calls: %d Add, %d Increment, %d CompareAndDelete, %d CompareAndSwap; want 2, 1, 1, 1", a, i, d, s)
+	}
+}
+
+// Over a Versioner (memory) every call on the lease is versioned; over one
+// whose server gives no versions, the Locker falls back to values after
+// one refused AddVersion, and the results are the same.
+func TestVersionedLeases(t *testing.T) {
+	c := &counting{Cache: newMem(t)}
+	l := lock.New(c, nil)
+	k, err := l.Acquire(bg, "res")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Extend(bg, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Release(bg); err != nil {
+		t.Fatal(err)
+	}
+	if v, n := c.vers.Load(), c.calls(); v != 3 || n != 4 {
+		t.Fatalf("Acquire, Extend, Release over a Versioner: %d versioned calls of %d; want 3 of 4 (AddVersion, Increment, SwapVersion, DeleteVersion)", v, n)
+	}
+
+	nv := &noVersions{counting: counting{Cache: newMem(t)}}
+	l = lock.New(nv, nil)
+	for round := range 3 {
+		k, err := l.Acquire(bg, "res")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.TryAcquire(bg, "res"); err != lock.ErrLocked {
+			t.Fatalf("round %d: TryAcquire of a held lock: %v, want ErrLocked", round, err)
+		}
+		if err := k.Extend(bg, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Release(bg); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.Release(bg); err != lock.ErrLockLost {
+			t.Fatalf("round %d: second Release: %v, want ErrLockLost", round, err)
+		}
+	}
+	if n := nv.refused.Load(); n != 1 {
+		t.Fatalf("a server without versions was asked for them %d times; want once", n)
+	}
+	if ok, _ := nv.Exists(bg, "lock:res:owner"); ok {
+		t.Fatal("lease left behind")
+	}
+}
+
+// noVersions is counting over a server that gives no versions.
+type noVersions struct {
+	counting
+	refused atomic.Int32
+}
+
+func (c *noVersions) AddVersion(context.Context, string, []byte, time.Duration) (uint64, error) {
+	c.refused.Add(1)
+	return 0, cachekit.ErrUnsupported
+}
+
+func (c *noVersions) SwapVersion(context.Context, string, uint64, []byte, time.Duration) (uint64, bool, error) {
+	c.refused.Add(1)
+	return 0, false, cachekit.ErrUnsupported
+}
+
+func (c *noVersions) DeleteVersion(context.Context, string, uint64) (bool, error) {
+	c.refused.Add(1)
+	return false, cachekit.ErrUnsupported
+}
+
+// An Extend that changes the lease's version while Release runs: Release
+// still deletes the lease (it is the Lock's own) and reports success.
+func TestExtendDuringRelease(t *testing.T) {
+	c := newMem(t)
+	l := lock.New(c, &lock.Options{TTL: time.Hour})
+	for round := range 200 {
+		k, err := l.Acquire(bg, "res")
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := make(chan struct{})
+		extended := make(chan error, 1)
+		go func() {
+			<-start
+			extended <- k.Extend(bg, 0)
+		}()
+		close(start)
+		if err := k.Release(bg); err != nil {
+			t.Fatalf("round %d: Release during an Extend: %v, want nil", round, err)
+		}
+		if err := <-extended; err != nil && err != lock.ErrLockLost {
+			t.Fatalf("round %d: Extend during Release: %v", round, err)
+		}
+		if ok, _ := c.Exists(bg, "lock:res:owner"); ok {
+			t.Fatalf("round %d: the lease is still there after Release", round)
+		}
 	}
 }
 
@@ -572,6 +695,13 @@ func (c unknownAdd) Add(ctx context.Context, key string, v []byte, ttl time.Dura
 		return err
 	}
 	return &cachekit.Error{Op: "Add", Key: key, Err: cachekit.ErrUnknownOutcome}
+}
+
+func (c unknownAdd) AddVersion(ctx context.Context, key string, v []byte, ttl time.Duration) (uint64, error) {
+	if _, err := c.Cache.AddVersion(ctx, key, v, ttl); err != nil {
+		return 0, err
+	}
+	return 0, &cachekit.Error{Op: "AddVersion", Key: key, Err: cachekit.ErrUnknownOutcome}
 }
 
 // An Add whose outcome is unknown: the error, and no lease left behind.

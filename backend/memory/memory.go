@@ -84,6 +84,7 @@ var (
 	_ cachekit.CompareAndDeleter = (*Cache)(nil)
 	_ cachekit.CompareAndSwapper = (*Cache)(nil)
 	_ cachekit.SharedGetter      = (*Cache)(nil)
+	_ cachekit.Versioner         = (*Cache)(nil)
 )
 
 // entry is the engine's value. data is never changed once stored (writes
@@ -92,7 +93,8 @@ var (
 // GetShared may hand it out.
 type entry struct {
 	data []byte
-	exp  int64 // deadline on the store's clock; 0: no expiry
+	exp  int64  // deadline on the store's clock; 0: no expiry
+	ver  uint64 // version (see version.go); 0: none given out yet
 }
 
 // store is the storage that caches made by New and by WithNamespace share.
@@ -108,6 +110,7 @@ type store struct {
 	maxWeight uint64
 	minWeight uint32 // every entry weighs at least this (MaxEntries)
 	maxValue  int64
+	versions  atomic.Uint64 // the last version given out (version.go)
 	closed    atomic.Bool
 	// scoped is set once a second namespace may share the storage: Clear
 	// must then scan for its namespace's keys instead of emptying it.
@@ -601,7 +604,7 @@ func (c *Cache) Expire(ctx context.Context, key string, ttl time.Duration) (bool
 			return old, otter.InvalidateOp
 		}
 		existed = true
-		return entry{data: old.data, exp: exp}, otter.WriteOp
+		return entry{data: old.data, exp: exp, ver: old.ver}, otter.WriteOp
 	})
 	return existed, nil
 }
