@@ -802,3 +802,81 @@ func ExampleHookFunc_readOnly() {
 	// v1
 	// cachekit: Set "config": read-only cache
 }
+
+// WithHooks over a Versioner runs its methods through the hooks as the
+// kinds they are forms of, with Op.Versioned true and Op.Version in and
+// out; a hook may answer one itself.
+func TestHooksVersioner(t *testing.T) {
+	ctx := context.Background()
+	m := memory.New(nil)
+	defer m.Close()
+	type seen struct {
+		Kind         cachekit.OpKind
+		Versioned    bool
+		In, Out      uint64
+		OK           bool
+		Old, Outcome string
+	}
+	var got []seen
+	c := cachekit.WithHooks(m, cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error {
+		in := op.Version
+		err := op.Next(ctx)
+		got = append(got, seen{op.Kind(), op.Versioned(), in, op.Version, op.OK, string(op.Old), op.Outcome().String()})
+		return err
+	}))
+	v := c.(cachekit.Versioner)
+	a, err := v.AddVersion(ctx, "k", []byte("v1"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.AddVersion(ctx, "k", []byte("v1"), 0); !errors.Is(err, cachekit.ErrExists) {
+		t.Fatalf("AddVersion of a present key: %v; want ErrExists", err)
+	}
+	b, g, err := v.GetVersion(ctx, "k")
+	if err != nil || string(b) != "v1" || g != a {
+		t.Fatalf("GetVersion = %q, %d, %v; want v1, %d", b, g, err, a)
+	}
+	s, ok, err := v.SwapVersion(ctx, "k", g, []byte("v2"), 0)
+	if !ok || err != nil {
+		t.Fatalf("SwapVersion = %d, %v, %v", s, ok, err)
+	}
+	if _, ok, _ := v.SwapVersion(ctx, "k", g, []byte("v3"), 0); ok {
+		t.Fatal("SwapVersion with a spent version swapped")
+	}
+	if ok, err := v.DeleteVersion(ctx, "k", s); !ok || err != nil {
+		t.Fatalf("DeleteVersion = %v, %v", ok, err)
+	}
+	if _, _, err := v.GetVersion(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("GetVersion after DeleteVersion: %v; want ErrNotFound", err)
+	}
+	want := []seen{
+		{cachekit.OpAdd, true, 0, a, false, "", "ok"},
+		{cachekit.OpAdd, true, 0, 0, false, "", "exists"},
+		{cachekit.OpGet, true, 0, a, false, "", "hit"},
+		{cachekit.OpCompareAndSwap, true, a, s, true, "", "ok"},
+		{cachekit.OpCompareAndSwap, true, a, 0, false, "", "ok"},
+		{cachekit.OpCompareAndDelete, true, s, s, true, "", "ok"},
+		{cachekit.OpGet, true, 0, 0, false, "", "miss"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("hooks saw\n%+v\nwant\n%+v", got, want)
+	}
+
+	// A hook that answers a versioned Get itself.
+	answer := cachekit.WithHooks(m, cachekit.HookFunc(func(ctx context.Context, op *cachekit.Op) error {
+		if op.Kind() == cachekit.OpGet && op.Versioned() {
+			op.Value, op.Version = []byte("from the hook"), 42
+			return nil
+		}
+		return op.Next(ctx)
+	}))
+	if b, ver, err := answer.(cachekit.Versioner).GetVersion(ctx, "k"); err != nil || string(b) != "from the hook" || ver != 42 {
+		t.Fatalf("GetVersion answered by a hook = %q, %d, %v", b, ver, err)
+	}
+	// Errors name the method.
+	_, _, err = answer.(cachekit.Versioner).SwapVersion(ctx, "", 1, nil, 0)
+	var ce *cachekit.Error
+	if !errors.As(err, &ce) || ce.Op != "SwapVersion" || !errors.Is(err, cachekit.ErrInvalidKey) {
+		t.Fatalf("SwapVersion of an empty key through hooks: %v; want a *cachekit.Error with Op SwapVersion wrapping ErrInvalidKey", err)
+	}
+}

@@ -55,7 +55,22 @@ type (
 		sgOf
 	}
 
+	optVer struct {
+		optNone
+		cadOf
+		casOf
+		verOf
+	}
+	optVerSG struct {
+		optNone
+		cadOf
+		casOf
+		verOf
+		sgOf
+	}
+
 	cadOf struct{ m *memory.Cache }
+	verOf struct{ m *memory.Cache }
 	casOf struct{ m *memory.Cache }
 	sgOf  struct{ m *memory.Cache }
 )
@@ -68,6 +83,22 @@ func (x casOf) CompareAndSwap(ctx context.Context, key string, old, new []byte, 
 	return x.m.CompareAndSwap(ctx, key, old, new, ttl)
 }
 
+func (x verOf) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
+	return x.m.GetVersion(ctx, key)
+}
+
+func (x verOf) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return x.m.AddVersion(ctx, key, value, ttl)
+}
+
+func (x verOf) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
+	return x.m.SwapVersion(ctx, key, version, value, ttl)
+}
+
+func (x verOf) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
+	return x.m.DeleteVersion(ctx, key, version)
+}
+
 func (x sgOf) GetShared(ctx context.Context, key string) ([]byte, error) {
 	return x.m.GetShared(ctx, key)
 }
@@ -75,24 +106,27 @@ func (x sgOf) GetShared(ctx context.Context, key string) ([]byte, error) {
 func optionalCaches(m *memory.Cache) map[string]cachekit.Cache {
 	n := optNone{m}
 	return map[string]cachekit.Cache{
-		"none":       n,
-		"cad":        optCAD{n, cadOf{m}},
-		"cas":        optCAS{n, casOf{m}},
-		"shared":     optSG{n, sgOf{m}},
-		"cad+cas":    optCADCAS{n, cadOf{m}, casOf{m}},
-		"cad+shared": optCADSG{n, cadOf{m}, sgOf{m}},
-		"cas+shared": optCASSG{n, casOf{m}, sgOf{m}},
-		"all":        optAll{n, cadOf{m}, casOf{m}, sgOf{m}},
+		"none":             n,
+		"cad":              optCAD{n, cadOf{m}},
+		"cas":              optCAS{n, casOf{m}},
+		"shared":           optSG{n, sgOf{m}},
+		"cad+cas":          optCADCAS{n, cadOf{m}, casOf{m}},
+		"cad+shared":       optCADSG{n, cadOf{m}, sgOf{m}},
+		"cas+shared":       optCASSG{n, casOf{m}, sgOf{m}},
+		"cad+cas+shared":   optAll{n, cadOf{m}, casOf{m}, sgOf{m}},
+		"versioner":        optVer{n, cadOf{m}, casOf{m}, verOf{m}},
+		"versioner+shared": optVerSG{n, cadOf{m}, casOf{m}, verOf{m}, sgOf{m}},
 	}
 }
 
-type optionalSet struct{ cad, cas, sg bool }
+type optionalSet struct{ cad, cas, sg, ver bool }
 
 func optionalsOf(c cachekit.Cache) optionalSet {
 	_, cad := c.(cachekit.CompareAndDeleter)
 	_, cas := c.(cachekit.CompareAndSwapper)
 	_, sg := c.(cachekit.SharedGetter)
-	return optionalSet{cad, cas, sg}
+	_, ver := c.(cachekit.Versioner)
+	return optionalSet{cad, cas, sg, ver}
 }
 
 // TestWrappersForwardSharedGetter checks that WithHooks and the local
@@ -120,6 +154,16 @@ func TestWrappersForwardSharedGetter(t *testing.T) {
 			if got := optionalsOf(w); got != want {
 				t.Errorf("%s over %s: optional interfaces %+v; want %+v", wname, name, got, want)
 				continue
+			}
+			if v, ok := w.(cachekit.Versioner); ok {
+				b, ver, err := v.GetVersion(ctx, "k")
+				if err != nil || string(b) != `"v"` || ver == 0 {
+					t.Errorf("%s over %s: GetVersion = %q, %d, %v; want \"v\" and a version", wname, name, b, ver, err)
+				}
+				nv, ok, err := v.SwapVersion(ctx, "k", ver, []byte(`"v"`), 0)
+				if !ok || err != nil || nv == ver {
+					t.Errorf("%s over %s: SwapVersion = %d, %v, %v; want a new version", wname, name, nv, ok, err)
+				}
 			}
 			if sg, ok := w.(cachekit.SharedGetter); ok {
 				b, err := sg.GetShared(ctx, "k")
