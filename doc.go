@@ -26,7 +26,11 @@
 // without the defensive copy: it returns the stored bytes themselves,
 // read-only and never changed afterwards; the memory backend implements it,
 // [WithHooks] and the local tier forward it, and [Typed] reads with it when
-// it can, decoding without a copy.
+// it can, decoding without a copy. [Versioner] reads a value with its
+// version and writes or deletes on condition of that version, one request
+// each where the backend stamps writes (memcached's cas id; the memory
+// backend too): [Typed.Update] and package lock use it when the cache has
+// it, and every wrapper forwards it.
 //
 // # Local tier and backplane
 //

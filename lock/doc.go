@@ -21,9 +21,20 @@
 //     Neither touches a lease that is no longer the holder's: they return
 //     ErrLockLost instead.
 //
+// Over a cache that is a [cachekit.Versioner] (memory, Memcached), the
+// lease is added with AddVersion, which also returns its version, and
+// Extend and Release compare that version (SwapVersion, DeleteVersion)
+// instead of the value: on Memcached one request each instead of a gets
+// and a cas. When the version no longer matches (an Extend of the same
+// Lock from another goroutine changed it) or the server gives none
+// (memcached before 1.6), they compare the value, as above.
+//
 // An uncontended Acquire and Release is three cache calls: three round
-// trips on Redis; four requests on Memcached, whose CompareAndDelete is a
-// gets and a cas (its Increment is one incr). With Options.NoFence (for
+// trips on Redis (SET NX, INCRBY, a Lua compare-and-delete); three
+// requests on Memcached (a meta-protocol add that returns the lease's cas
+// id, incr, and a meta-protocol delete on that cas id; four on a memcached
+// without the meta protocol, whose CompareAndDelete is a gets and a cas).
+// With Options.NoFence (for
 // stampede locks on many names, which need no tokens) there is no fencing
 // counter and no Increment: two calls. A waiting Acquire
 // polls with Add, backing off exponentially with jitter from
