@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -156,17 +157,49 @@ func (m MsgPack) Marshal(v any) ([]byte, error) {
 // A panic inside the decoder, which msgpack v5 raises for some well-formed
 // input that does not fit the destination (for example an array as the key
 // of a map[any]any), is recovered and returned as an error.
-func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
+func (m MsgPack) Unmarshal(data []byte, v any) error {
+	return m.unmarshal(data, v, false)
+}
+
+// unmarshal is Unmarshal. With immutable set, data is known never to change
+// (see unmarshalImmutable), and the check of bytes checked before is
+// skipped.
+func (m MsgPack) unmarshal(data []byte, v any, immutable bool) (err error) {
 	if m.MaxSize > 0 && len(data) > m.MaxSize {
 		return limitOnDecode("msgpack", "input of "+strconv.Itoa(len(data))+
 			" bytes exceeds MaxSize "+strconv.Itoa(m.MaxSize))
 	}
 
 	d := msgpackDecoders.Get().(*msgpackDecoder)
-	d.traps, err = checkMsgpack(data, m.maxDepth(), d.traps[:0])
-	if err != nil {
-		msgpackDecoders.Put(d)
-		return err
+	// The one recover covers the whole decode: a panic in the decoder,
+	// which msgpack v5 raises for some well-formed input that does not fit
+	// the destination (or in a custom DecodeMsgpack method), and in any of
+	// the checks (none is known) becomes an error, so that callers need no
+	// recover of their own (see unmarshalImmutable).
+	defer func() {
+		if r := recover(); r != nil {
+			// The decoder's state is unknown: do not pool it.
+			d.r.reset(nil, nil)
+			err = fmt.Errorf("serializer: msgpack: decoder panicked: %v", r)
+		}
+	}()
+	maxDepth := m.maxDepth()
+	var slot *atomic.Pointer[checkedInput]
+	if immutable {
+		slot = checkedSlot(data)
+	}
+	if slot != nil && slot.Load().holds(data, maxDepth) {
+		// Checked before, with no traps, and unchanged since.
+		d.traps = d.traps[:0]
+	} else {
+		d.traps, err = checkMsgpack(data, maxDepth, d.traps[:0])
+		if err != nil {
+			msgpackDecoders.Put(d)
+			return err
+		}
+		if slot != nil && len(d.traps) == 0 {
+			slot.Store(&checkedInput{data: data, maxDepth: maxDepth})
+		}
 	}
 
 	if sh := shapeOf(v, fmtMsgpack); sh.mayExceed(len(data)) {
@@ -182,13 +215,6 @@ func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
 	d.dec.Reset(&d.r)
 	d.dec.SetCustomStructTag("json")
 
-	defer func() {
-		if r := recover(); r != nil {
-			// The decoder's state is unknown: do not pool it.
-			d.r.reset(nil, nil)
-			err = fmt.Errorf("serializer: msgpack: decoder panicked: %v", r)
-		}
-	}()
 	err = d.dec.Decode(v)
 	if err == nil && d.r.pos != len(data) {
 		// The decoder read the input differently from checkMsgpack, which
@@ -198,8 +224,8 @@ func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
 			strconv.Itoa(len(data)), errDiverged)
 	}
 
+	// The decoder keeps reading from d.r, which no longer holds data.
 	d.r.reset(nil, nil)
-	d.dec.Reset(nil)
 	// The decoder keeps a scratch buffer as large as the longest string it
 	// has read; only small ones are worth keeping.
 	if len(data) <= pooledBufferLimit && cap(d.traps) <= 1024 {
