@@ -11,7 +11,7 @@ import (
 // Auto-batching (Options.AutoPipeline, URL auto_pipeline=true).
 //
 // gomemcache has no pipelining, so the cache coalesces the single-key reads
-// (Get, Exists) of concurrent callers into one multi-key get per server
+// (Get, Exists, GetVersion) of concurrent callers into one multi-key get per server
 // itself. Each server (or the whole client, when the cache does not know
 // the client's selector) has a batcher that lets at most batchInflight
 // requests be in flight at once:

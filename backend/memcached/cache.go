@@ -46,6 +46,9 @@ type Cache struct {
 	batcher  *batcher
 	batchers map[string]*batcher
 
+	// The cache's own connections for meta commands (meta.go).
+	meta metaPool
+
 	mu       sync.RWMutex // guards closed against in-flight registrations
 	closed   bool
 	inflight sync.WaitGroup // calls and the goroutines they left running
@@ -55,6 +58,7 @@ var (
 	_ cachekit.Cache             = (*Cache)(nil)
 	_ cachekit.CompareAndDeleter = (*Cache)(nil)
 	_ cachekit.CompareAndSwapper = (*Cache)(nil)
+	_ cachekit.Versioner         = (*Cache)(nil)
 )
 
 // enter registers a call, failing when the cache is closed or ctx is done.
@@ -104,8 +108,10 @@ func (c *Cache) pickServer(key string) (net.Addr, error) {
 
 // Close makes every later call fail with cachekit.ErrClosed and waits for
 // requests that calls abandoned on a done context (they end within the
-// client's Timeout). It closes the client only if the cache owns it (it was
-// built by a URL opener). Close is idempotent.
+// client's Timeout). It closes the cache's own idle connections (those of
+// the versioned methods: see "Versions" in the package documentation), and
+// the client only if the cache owns it (it was built by a URL opener).
+// Close is idempotent.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -115,6 +121,7 @@ func (c *Cache) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	c.inflight.Wait()
+	c.meta.closeIdle(true)
 	if c.ownClient {
 		return c.client.Close()
 	}

@@ -113,7 +113,8 @@
 // Delete asks for the generation before it deletes (one more round trip), so
 // a delete never lands in a generation another process has cleared, where
 // it would count a dead key and leave the live one readable. Set, SetMany,
-// Add and Increment with a positive delta use the generation this cache
+// Add, Increment with a positive delta and the versioned writes (see
+// Versions) use the generation this cache
 // last saw if it saw it within Options.GenerationTTL (default 1s), else ask
 // first: a write that races another process's Clear within that window may
 // land in the old generation and be lost, as if evicted (such an Increment
@@ -178,13 +179,14 @@
 // # CompareAndDelete
 //
 // Cache implements cachekit.CompareAndDeleter (lease and lock release).
-// memcached's delete takes no compare-and-swap id, and gomemcache speaks no
-// meta protocol (md with C<cas>), so CompareAndDelete reads the item with
-// gets, compares the bytes, and replaces it with cas and a negative expiry:
+// memcached's delete compares no value, so CompareAndDelete reads the item
+// with gets, compares the bytes, and replaces it with cas and a negative expiry:
 // memcached stores such an item as already expired, so the swap is an atomic
 // delete-if-unchanged, and the key is a miss for every get, add and delete
 // at once (no tombstone to skip). A cas that finds the item changed reads it
 // again; exactly one of many concurrent releases of one value deletes it.
+// With a version in hand, DeleteVersion deletes in one request (see
+// Versions).
 //
 // # CompareAndSwap
 //
@@ -197,6 +199,58 @@
 // nil old); with a namespace the generation travels with the gets. Like
 // every memcached entry, a swapped value may be evicted before its TTL, so a
 // lock kept in memcached can be lost to eviction.
+//
+// # Versions
+//
+// Cache implements cachekit.Versioner, whose versions are memcached's cas
+// ids, so that a caller holding a version needs no read before its
+// compare: each method is one request. GetVersion is Get's request (gets,
+// with a namespace in the same multi-key get as the generation, coalesced
+// under AutoPipeline). The writes use memcached's meta protocol, which
+// gomemcache does not speak: AddVersion sends ms in add mode (ME) with the
+// c flag, which returns the new cas id; SwapVersion sends ms with
+// C<version> and c, which stores only while the item's cas id is still
+// version; DeleteVersion sends md with C<version>. They carry the TTL
+// (converted as Set converts it) and the flags Set sends, and check keys,
+// values and TTLs as Add does. So lock.Acquire and Release cost three
+// round trips (ms, incr, md) where the compare-by-value methods cost four,
+// and an uncontended Typed.Update two (gets, ms) where it costs three. With
+// a namespace, the writes use the generation this cache last saw within
+// Options.GenerationTTL, as Set does (a swap racing another process's
+// Clear within that window may land in the cleared generation and be lost,
+// as a Set would); a cas id names one item, so a versioned write never
+// touches the key of a newer generation.
+//
+// The meta requests travel on connections of the cache's own: at most the
+// client's MaxIdleConns idle per server, dialed with the client's
+// DialContext (so a custom or TLS dialer, or [LivenessDialer], applies)
+// and bounded by its Timeout, sent to the server the client's selector
+// picks for the key (Options.Selector, or else the selector the client was
+// built with, which the cache reads from the client), and closed by Close.
+// They go through the same circuit breakers, resend rule and
+// cachekit.ErrUnknownOutcome errors as every other request (see Failures).
+// Each new connection is checked before its first meta command, with
+// version and stats settings in one round trip: the commands above need
+// memcached 1.6.13 or later (1.6.10 changed the syntax of ms, 1.6.13 fixed
+// md's compare and the cas id ms returns), with CAS enabled (not -C).
+// Against any other server (an older memcached answers ERROR) a versioned
+// write sends nothing but the check, the connection is closed, and the
+// method fails with an error wrapping cachekit.ErrUnsupported; for a
+// minute after, the methods fail so at once, without dialing. Typed.Update
+// and package lock then fall back to CompareAndSwap and CompareAndDelete.
+//
+// When memcached cannot store the value of an ms (too large for its items,
+// or out of memory under -M), it removes the key's current item, whatever
+// the mode or the cas id compared. So AddVersion and SwapVersion refuse,
+// with ErrTooLarge and before anything is sent, a value whose item would
+// exceed the server's item size limit (-I, read in the connection's
+// check), even with Options.MaxValueSize turned off; and a SERVER_ERROR
+// reply (out of memory) wraps cachekit.ErrUnknownOutcome, as the key's
+// value may be gone.
+//
+// memcached counts cas ids from 1 again when it restarts, empty: a version
+// read before a restart may match a value stored after it. A version
+// proves a value unchanged only within one run of the server.
 //
 // # Values
 //
@@ -235,7 +289,7 @@
 // # Auto-batching
 //
 // gomemcache has no pipelining. With Options.AutoPipeline the cache
-// coalesces the single-key reads (Get, Exists) of concurrent callers into
+// coalesces the single-key reads (Get, Exists, GetVersion) of concurrent callers into
 // one multi-key get per server, with the namespace generation key fetched
 // once per batch. It batches only when reads are already in flight: each
 // server has at most two batches in flight, a caller that finds fewer sends

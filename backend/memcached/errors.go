@@ -85,6 +85,10 @@ func classify(err error) fate {
 	if errors.Is(err, errStaleConn) {
 		return notSent
 	}
+	var ns *notSentError
+	if errors.As(err, &ns) {
+		return notSent
+	}
 	var cte *memcache.ConnectTimeoutError
 	if errors.As(err, &cte) {
 		return notSent

@@ -51,10 +51,10 @@ type Options struct {
 	// large" reply is reported as ErrTooLarge too.
 	MaxValueSize int
 
-	// GenerationTTL is how long Set, SetMany, Add and Increment with a
-	// positive delta trust the namespace generation this cache last saw
-	// before asking the server for it again. Reads (Get, GetMany, Exists,
-	// and the reads inside Increment with a delta of zero or less, Expire,
+	// GenerationTTL is how long Set, SetMany, Add, Increment with a
+	// positive delta, AddVersion, SwapVersion and DeleteVersion trust the
+	// namespace generation this cache last saw before asking the server for
+	// it again. Reads (Get, GetMany, Exists, GetVersion, and the reads inside Increment with a delta of zero or less, Expire,
 	// CompareAndDelete and CompareAndSwap) fetch the generation in the same
 	// round trip as the data every time, and Delete asks for it before
 	// deleting, so they see a Clear made anywhere at once; only those
@@ -97,7 +97,7 @@ type Options struct {
 	// generation key. Caches opened from a URL set it themselves.
 	Selector memcache.ServerSelector
 
-	// AutoPipeline coalesces the single-key reads (Get, Exists) of
+	// AutoPipeline coalesces the single-key reads (Get, Exists, GetVersion) of
 	// concurrent callers into one multi-key get per server: while a
 	// server has requests in flight, further reads for it queue and go out
 	// together, with the namespace generation fetched once per batch, when
@@ -158,6 +158,10 @@ func New(client *memcache.Client, opts *Options) *Cache {
 	}
 	if c.genTTL == 0 {
 		c.genTTL = DefaultGenerationTTL
+	}
+	c.meta.client = client
+	if c.meta.sel = opts.Selector; c.meta.sel == nil {
+		c.meta.sel = clientSelector(client)
 	}
 	if opts.Namespace != "" {
 		c.nsPart = namespacePart(opts.Namespace)

@@ -199,22 +199,7 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, cachekit.WrapError(op, key, err)
 	}
 	defer c.leave()
-	var (
-		it  *memcache.Item
-		err error
-	)
-	switch {
-	case c.batcher != nil:
-		it, err = c.getBatched(ctx, key)
-	case ctx.Done() == nil: // no goroutine needed: skip run's closure
-		it, _, err = c.getOne(nil, key)
-	default:
-		err = c.run(ctx, writes{}, func(cl *call) error {
-			var err error
-			it, _, err = c.getOne(cl, key)
-			return err
-		})
-	}
+	it, err := c.getItem(ctx, key)
 	if err != nil {
 		return nil, cachekit.WrapError(op, key, err)
 	}
@@ -225,6 +210,29 @@ func (c *Cache) Get(ctx context.Context, key string) ([]byte, error) {
 		return []byte{}, nil
 	}
 	return it.Value, nil
+}
+
+// getItem is Get's read (and GetVersion's): key's item, read with gets
+// (so with its cas), or nil on a miss. Must be called between enter and
+// leave.
+func (c *Cache) getItem(ctx context.Context, key string) (*memcache.Item, error) {
+	switch {
+	case c.batcher != nil:
+		return c.getBatched(ctx, key)
+	case ctx.Done() == nil: // no goroutine needed: skip run's closure
+		it, _, err := c.getOne(nil, key)
+		return it, err
+	}
+	var it *memcache.Item
+	err := c.run(ctx, writes{}, func(cl *call) error {
+		var err error
+		it, _, err = c.getOne(cl, key)
+		return err
+	})
+	if err != nil {
+		return nil, err // it may be set still by an abandoned call
+	}
+	return it, nil
 }
 
 // uniqueKeys returns keys without repeats, in order.

@@ -17,7 +17,8 @@ import (
 //   - A request that failed on a dead connection (the server closed or
 //     reset it: EOF, ECONNRESET, or LivenessDialer's check) is sent once more
 //     on a fresh connection, after the client's idle connections are
-//     dropped (after a server restart they are all dead). Reads are resent
+//     dropped, the cache's own meta connections too (after a server
+//     restart they are all dead). Reads are resent
 //     whatever the failure; writes only when the request surely never left
 //     (found dead before writing, a failed dial or write), so that a write
 //     is never applied twice.
@@ -54,6 +55,7 @@ func (c *Cache) do(cl *call, sk string, write bool, fn func() error) error {
 			// let that one tell the breaker whether the server is up.
 			br.Done(breaker.Ignore, nil)
 			_ = c.client.Close()
+			c.meta.closeIdle(false)
 			if !write || f == notSent {
 				continue
 			}
