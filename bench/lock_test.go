@@ -24,21 +24,35 @@ package bench
 // BenchmarkLockMemcached and BenchmarkUpdateMemcached: the same over
 // memcached.New(client, nil); raw rows use gomemcache directly:
 //
-//	lock   impl=raw-unsafe  Add + Delete: no token and a release that does not check the
-//	                        owner (a floor, not a lock to use)
-//	       impl=raw-fenced  Add + Increment (incr) of a counter + a checked release
-//	                        (gets, compare, cas to an already-expired item): what
-//	                        cachekit sends, written by hand (4 requests)
-//	update impl=raw         Get (gets) + CompareAndSwap (cas)
+//	lock   impl=cachekit          through the cache's cachekit.Versioner: AddVersion (ms in
+//	                              add mode, returning the cas id), Increment (incr),
+//	                              DeleteVersion (md comparing the cas id): 3 requests
+//	       impl=cachekit-byvalue  the same lock over a wrapper that hides Versioner, so it
+//	                              compares by value: Add, incr, CompareAndDelete (gets + cas):
+//	                              4 requests, the path before Versioner and the fallback on
+//	                              a server without meta commands
+//	       impl=raw-unsafe        Add + Delete: no token and a release that does not check the
+//	                              owner (a floor, not a lock to use)
+//	       impl=raw-fenced        Add + Increment (incr) of a counter + a checked release
+//	                              (gets, compare, cas to an already-expired item): the
+//	                              by-value lock written by hand with gomemcache (4 requests)
+//	update impl=cachekit          Typed.Update through Versioner: GetVersion (gets) +
+//	                              SwapVersion (ms comparing the cas id): 2 requests
+//	       impl=cachekit-byvalue  over the wrapper: Get (gets) + CompareAndSwap (gets + cas):
+//	                              3 requests
+//	       impl=raw               Get (gets) + CompareAndSwap (cas)
 //
 // paired=<raw row>: cachekit and that raw row alternately, op by op,
 // reporting each one's median latency (raw-p50-ns, cachekit-p50-ns) and
 // cachekit's overhead in percent: the number to trust on a loaded machine.
+// paired=cachekit-byvalue (Memcached) pairs the same way impl=cachekit with
+// impl=cachekit-byvalue, reported as the raw side: what Versioner saves.
 //
 // Every impl= row reports trips/op: Redis round trips counted by a go-redis hook
 // (one per command or pipeline), Memcached requests counted on the
 // connections (gomemcache writes each request in one write, and waits for
-// its reply).
+// its reply; so does the cache on its own meta connections, dialed with the
+// client's DialContext).
 
 import (
 	"context"
@@ -264,6 +278,21 @@ func lockBenchSetMsgPack(ctx context.Context, client *goredis.Client, key string
 	return client.Set(ctx, key, b, 0).Err()
 }
 
+// mcByValue hides a memcached cache's cachekit.Versioner: lock and
+// Typed.Update over it compare by value (CompareAndSwap, CompareAndDelete).
+type mcByValue struct {
+	cachekit.Cache
+	c *memcached.Cache
+}
+
+func (m mcByValue) CompareAndSwap(ctx context.Context, key string, old, new []byte, ttl time.Duration) (bool, error) {
+	return m.c.CompareAndSwap(ctx, key, old, new, ttl)
+}
+
+func (m mcByValue) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	return m.c.CompareAndDelete(ctx, key, old)
+}
+
 func BenchmarkLockMemcached(b *testing.B) {
 	var requests atomic.Int64
 	client := newMCClient(b, &requests)
@@ -275,6 +304,15 @@ func BenchmarkLockMemcached(b *testing.B) {
 	locker := lock.New(c, &lock.Options{Prefix: pre})
 	kit := func() error {
 		k, err := locker.Acquire(bg, "res")
+		if err != nil {
+			return err
+		}
+		return k.Release(bg)
+	}
+	var _ cachekit.Versioner = c // the impl=cachekit rows' path
+	byValueLocker := lock.New(mcByValue{c, c}, &lock.Options{Prefix: pre + "bv-"})
+	kitByValue := func() error {
+		k, err := byValueLocker.Acquire(bg, "res")
 		if err != nil {
 			return err
 		}
@@ -310,11 +348,14 @@ func BenchmarkLockMemcached(b *testing.B) {
 		return client.CompareAndSwap(it)
 	}
 	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &requests, kit) })
+	b.Run("impl=cachekit-byvalue", func(b *testing.B) { lockBenchRun(b, &requests, kitByValue) })
 	b.Run("impl=raw-unsafe", func(b *testing.B) { lockBenchRun(b, &requests, raw) })
 	b.Run("impl=raw-fenced", func(b *testing.B) { lockBenchRun(b, &requests, rawFenced) })
 	b.Run("paired=raw-unsafe", func(b *testing.B) { lockBenchPaired(b, raw, kit) })
 	b.Run("paired=raw-fenced", func(b *testing.B) { lockBenchPaired(b, rawFenced, kit) })
+	b.Run("paired=cachekit-byvalue", func(b *testing.B) { lockBenchPaired(b, kitByValue, kit) })
 	client.Delete(pre + "res:fence")
+	client.Delete(pre + "bv-res:fence")
 	client.Delete(fenceKey)
 }
 
@@ -334,6 +375,11 @@ func BenchmarkUpdateMemcached(b *testing.B) {
 	}
 	kit := func() error {
 		_, err := typed.Update(bg, pre+"ck", lockBenchIncr)
+		return err
+	}
+	typedByValue := cachekit.NewTyped[lockBenchValue](mcByValue{c, c}, &cachekit.TypedOptions{Serializer: ser})
+	kitByValue := func() error {
+		_, err := typedByValue.Update(bg, pre+"ck", lockBenchIncr)
 		return err
 	}
 	key := pre + "raw"
@@ -360,8 +406,10 @@ func BenchmarkUpdateMemcached(b *testing.B) {
 		return client.CompareAndSwap(it)
 	}
 	b.Run("impl=cachekit", func(b *testing.B) { lockBenchRun(b, &requests, kit) })
+	b.Run("impl=cachekit-byvalue", func(b *testing.B) { lockBenchRun(b, &requests, kitByValue) })
 	b.Run("impl=raw", func(b *testing.B) { lockBenchRun(b, &requests, raw) })
 	b.Run("paired=raw", func(b *testing.B) { lockBenchPaired(b, raw, kit) })
+	b.Run("paired=cachekit-byvalue", func(b *testing.B) { lockBenchPaired(b, kitByValue, kit) })
 	client.Delete(pre + "ck")
 	client.Delete(pre + "raw")
 }
