@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/cachekit/cachekit/internal/flight"
-	"github.com/cachekit/cachekit/internal/shareddecode"
+	"github.com/cachekit/cachekit/internal/safedecode"
 	"github.com/cachekit/cachekit/serializer"
 )
 
@@ -105,12 +105,12 @@ const DefaultWriteTimeout = time.Second
 // value on its next Get. Other backplanes deliver soon after the write,
 // not before it returns.
 type Typed[V any] struct {
-	c            Cache             // what Cache returns: the coherent wrapper of base when co is set
-	base         Cache             // the cache given to NewTyped
-	shared       SharedGetter      // base, if it is one: reads decode its bytes without a copy
-	sharedDecode shareddecode.Func // with shared: ser's decoder of immutable bytes, if it has one
-	co           *coherence        // nil: no local tier and no backplane
-	local        *localTier[V]     // nil: no local tier
+	c            Cache           // what Cache returns: the coherent wrapper of base when co is set
+	base         Cache           // the cache given to NewTyped
+	shared       SharedGetter    // base, if it is one: reads decode its bytes without a copy
+	safeDecode   safedecode.Func // ser's Unmarshal, if it never panics
+	co           *coherence      // nil: no local tier and no backplane
+	local        *localTier[V]   // nil: no local tier
 	ser          serializer.Serializer
 	ttl          time.Duration
 	writeTimeout time.Duration // > 0: bound on background writes; < 0: none
@@ -160,9 +160,7 @@ func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
 	if opts.Serializer != nil {
 		t.ser = opts.Serializer
 	}
-	if t.shared != nil {
-		t.sharedDecode = shareddecode.For(t.ser)
-	}
+	t.safeDecode = safedecode.For(t.ser)
 	t.ttl = opts.TTL
 	t.onError = opts.OnError
 	if opts.WriteTimeout != 0 {
@@ -371,7 +369,7 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 			return v, &Error{Op: "Get", Key: key, Err: ErrNotFound}
 		}
 	}
-	if err := t.decodeRead(payload, &v); err != nil {
+	if err := t.decodePayload(payload, &v); err != nil {
 		Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
 		var zero V
 		return zero, &Error{Op: "Get", Key: key, Err: err}
@@ -454,25 +452,22 @@ func (t *Typed[V]) decode(b []byte, v *V) error {
 	return t.decodePayload(b, v)
 }
 
-// decodeRead is decodePayload for bytes that read returned (or part of
-// them). With GetShared they are the cache's own, which never change, and a
-// serializer of this module may decode them faster than Unmarshal can
-// decode bytes in general (see internal/shareddecode): serializer.MsgPack
-// then checks the bytes of each stored value once, not on every read. Such
-// a decoder returns panics as errors itself, so decodeRead needs no
-// recover (a deferred recover costs about 4% of a Get of a small value).
-func (t *Typed[V]) decodeRead(b []byte, v *V) error {
-	if t.sharedDecode == nil {
-		return t.decodePayload(b, v)
+// decodePayload is decode for bytes that are not an envelope.
+func (t *Typed[V]) decodePayload(b []byte, v *V) error {
+	if t.safeDecode == nil {
+		return t.decodeRecover(b, v)
 	}
-	if err := t.sharedDecode(b, v); err != nil {
+	// A serializer of this module that returns panics as errors itself
+	// (see internal/safedecode): no deferred recover, which costs about 4%
+	// of a Get of a small value.
+	if err := t.safeDecode(b, v); err != nil {
 		return fmt.Errorf("%w: %w", ErrDecode, err)
 	}
 	return nil
 }
 
-// decodePayload is decode for bytes that are not an envelope.
-func (t *Typed[V]) decodePayload(b []byte, v *V) (err error) {
+// decodeRecover is decodePayload for a serializer that may panic.
+func (t *Typed[V]) decodeRecover(b []byte, v *V) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: serializer panicked: %v", ErrDecode, r)

@@ -255,6 +255,88 @@ func BenchmarkTypedGetPaired(b *testing.B) {
 // at a time: about a third of a millisecond.
 const pairedChunk = 256
 
+// BenchmarkTypedGetPairedZipf is BenchmarkTypedGetPaired over many keys:
+// memCapacity (100k) records, each with its own ID and name, read in the
+// order of the Zipf workload's hit trace (s=1.01, see
+// memory_workload_test.go). The decode path decodes, with the library's
+// Unmarshal, the bytes the cache holds for the same key (fetched before
+// the timed loop), so both paths read the same bytes in the same order and
+// the ratio is what Typed.Get adds to the decode under a realistic spread
+// of keys, where a single-key loop keeps everything in the CPU cache:
+//
+//	go test -run '^$' -bench 'BenchmarkTypedGetPairedZipf' -count 5 -cpu 1 .
+func BenchmarkTypedGetPairedZipf(b *testing.B) {
+	ctx := context.Background()
+	hits, _ := workload()
+	trace := hits[0]
+	for _, codec := range typedCodecs {
+		b.Run("codec="+codec.name, func(b *testing.B) {
+			c := memory.New(&memory.Options{MaxEntries: memCapacity, MaxBytes: memCapacity * memSlot})
+			defer c.Close()
+			typed := cachekit.NewTyped[typedRecord](c, &cachekit.TypedOptions{Serializer: codec.ser})
+			keys := make([]string, memCapacity)
+			stored := make([][]byte, memCapacity)
+			for i := range keys {
+				keys[i] = zipfKey(uint32(i))
+				v := typedValue
+				v.ID = int64(i)
+				v.Name = "Ada Lovelace " + keys[i]
+				if err := typed.Set(ctx, keys[i], v); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := range keys {
+				data, err := c.GetShared(ctx, keys[i])
+				if err != nil {
+					b.Fatalf("key %d of %d: %v", i, len(keys), err)
+				}
+				stored[i] = data
+			}
+			var decodeAt, getAt int
+			decode := func() {
+				var v typedRecord
+				if err := codec.unmarshal(stored[trace[decodeAt&(traceLen-1)]], &v); err != nil {
+					b.Fatal(err)
+				}
+				decodeAt++
+				sinkRecord = v
+			}
+			get := func() {
+				v, err := typed.Get(ctx, keys[trace[getAt&(traceLen-1)]])
+				if err != nil {
+					b.Fatal(err)
+				}
+				getAt++
+				sinkRecord = v
+			}
+			b.ReportAllocs()
+			chunk := func(f func()) time.Duration {
+				start := time.Now()
+				for range pairedChunk {
+					f()
+				}
+				return time.Since(start)
+			}
+			var dec, got, ratios []float64
+			b.ResetTimer()
+			for i := 0; i*pairedChunk < b.N; i++ {
+				var d, g time.Duration
+				if i%2 == 0 {
+					d, g = chunk(decode), chunk(get)
+				} else {
+					g, d = chunk(get), chunk(decode)
+				}
+				dec = append(dec, float64(d)/pairedChunk)
+				got = append(got, float64(g)/pairedChunk)
+				ratios = append(ratios, float64(g)/float64(d))
+			}
+			b.ReportMetric(median(dec), "decode-ns/op")
+			b.ReportMetric(median(got), "typed-ns/op")
+			b.ReportMetric(median(ratios), "ratio")
+		})
+	}
+}
+
 // hideShared hides every method of the cache beyond cachekit.Cache, so
 // that Typed reads it with Get.
 type hideShared struct{ cachekit.Cache }

@@ -144,21 +144,6 @@ func FuzzMsgPack(f *testing.F) {
 		_ = MsgPack{}.Unmarshal(data, new(map[int]map[string]string))
 		_ = MsgPack{MaxDepth: 3, MaxSize: 64}.Unmarshal(data, new(any))
 
-		// The decode of immutable input (Typed's, of a SharedGetter's
-		// bytes), the first time and once the input is remembered, gives
-		// what Unmarshal gives. The fuzzer may reuse data's memory for the
-		// next input, so it gets a copy that is never changed.
-		imm := bytes.Clone(data)
-		for range 2 {
-			fuzzDecode[fuzzTarget](t, immutableMsgPack{}, imm)
-			var want, got any
-			wantErr := MsgPack{}.Unmarshal(data, &want)
-			gotErr := MsgPack{}.unmarshalImmutable(imm, &got)
-			if (wantErr == nil) != (gotErr == nil) || (wantErr == nil && !equalValues(reflect.ValueOf(want), reflect.ValueOf(got))) {
-				t.Fatalf("immutable decode gives %#v, %v; Unmarshal %#v, %v\ninput: %x", got, gotErr, want, wantErr, data)
-			}
-		}
-
 		// checkMsgpack must accept exactly what msgpack v5's own Skip
 		// reads as one complete value, less what it refuses on purpose.
 		// Input that is truncated or declares more than it holds fails

@@ -1,0 +1,75 @@
+package serializer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/cachekit/cachekit/internal/safedecode"
+)
+
+// panicky panics in its DecodeMsgpack method.
+type panicky struct{}
+
+func (*panicky) DecodeMsgpack(*msgpack.Decoder) error { panic("boom") }
+
+// TestSafeDecodeRegistered checks what cachekit's Typed relies on to call
+// MsgPack without a recover of its own: the decoder registered for MsgPack
+// and *MsgPack is their Unmarshal, and it returns panics as errors.
+func TestSafeDecodeRegistered(t *testing.T) {
+	for _, ser := range []any{MsgPack{}, &MsgPack{}} {
+		f := safedecode.For(ser)
+		if f == nil {
+			t.Fatalf("%T: no decoder registered", ser)
+		}
+		var n int
+		if err := f([]byte{0x05}, &n); err != nil || n != 5 {
+			t.Errorf("%T: %d, %v", ser, n, err)
+		}
+		// Panics, in the decoder and in a custom decoding method.
+		err := f([]byte{0x81, 0x91, 0x01, 0x01}, new(map[any]any))
+		if err == nil || !strings.Contains(err.Error(), "panic") {
+			t.Errorf("%T: array as a map key: %v, want the recovered panic", ser, err)
+		}
+		err = f([]byte{0x01}, new(panicky))
+		if err == nil || !strings.Contains(err.Error(), "boom") {
+			t.Errorf("%T: panicking DecodeMsgpack: %v, want the recovered panic", ser, err)
+		}
+		if err := f([]byte{0x06}, &n); err != nil || n != 6 {
+			t.Errorf("%T: after recovered panics: %d, %v", ser, n, err)
+		}
+		// Hostile input is refused as by Unmarshal.
+		if err := f([]byte{0xdd, 0xff, 0xff, 0xff, 0xff}, new([]int)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%T: array32 of 4G elements: %v, want ErrMalformed", ser, err)
+		}
+	}
+	// A *MsgPack is read on every call, as its Unmarshal reads it.
+	m := &MsgPack{}
+	f := safedecode.For(m)
+	m.MaxSize = 1
+	if err := f([]byte{0x92, 0x01, 0x02}, new([]int)); !errors.Is(err, ErrLimitExceeded) {
+		t.Errorf("after setting MaxSize through the pointer: %v, want ErrLimitExceeded", err)
+	}
+	// JSON does not recover panics of custom UnmarshalJSON methods.
+	for _, ser := range []any{JSON{}, Raw{}, (*MsgPack)(nil), nil} {
+		if safedecode.For(ser) != nil {
+			t.Errorf("%T has a decoder registered", ser)
+		}
+	}
+}
+
+// TestMsgPackPanicNestedRecovered: a panic in a custom decoder nested
+// inside a struct is an error too.
+func TestMsgPackPanicNestedRecovered(t *testing.T) {
+	type outer struct{ P panicky }
+	data, err := msgpack.Marshal(map[string]int{"P": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = MsgPack{}.Unmarshal(data, new(outer))
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("got %v, want the recovered panic", err)
+	}
+}
