@@ -891,3 +891,35 @@ func TestVersionServerTooLarge(t *testing.T) {
 		t.Fatalf("a SERVER_ERROR reply to ms maps to %v; want ErrTooLarge and ErrUnknownOutcome", err)
 	}
 }
+
+// TestVersionCASDisabled: a real memcached run with CAS disabled (-C) has
+// no versions: GetVersion of a present key and the versioned writes fail
+// with ErrUnsupported, and the writes store nothing.
+func TestVersionCASDisabled(t *testing.T) {
+	srv := testserver.StartMemcached(t, "-C")
+	client := casClient(t, srv.Addr())
+	c := New(client, nil)
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.GetVersion(ctx, "k"); !errors.Is(err, cachekit.ErrUnsupported) {
+		t.Fatalf("GetVersion with CAS disabled: %v; want ErrUnsupported", err)
+	}
+	if _, err := c.AddVersion(ctx, "new", []byte("v"), 0); !errors.Is(err, cachekit.ErrUnsupported) {
+		t.Fatalf("AddVersion with CAS disabled: %v; want ErrUnsupported", err)
+	}
+	if _, _, err := c.SwapVersion(ctx, "k", 1, []byte("w"), 0); !errors.Is(err, cachekit.ErrUnsupported) {
+		t.Fatalf("SwapVersion with CAS disabled: %v; want ErrUnsupported", err)
+	}
+	if _, err := c.DeleteVersion(ctx, "k", 1); !errors.Is(err, cachekit.ErrUnsupported) {
+		t.Fatalf("DeleteVersion with CAS disabled: %v; want ErrUnsupported", err)
+	}
+	if _, err := c.Get(ctx, "new"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("AddVersion stored a value: %v", err)
+	}
+	if got, err := c.Get(ctx, "k"); err != nil || string(got) != "v" {
+		t.Fatalf("the key after the refused writes: %q, %v", got, err)
+	}
+}
