@@ -333,6 +333,28 @@ func TestVersionNamespaces(t *testing.T) {
 	if got, err := fresh.Get(ctx, "k3"); err != nil || string(got) != "b" {
 		t.Fatalf("after AddVersion in the new generation: %q, %v", got, err)
 	}
+	// A version read before another cache's Clear, used by a cache that
+	// still trusts the cleared generation, names the old item only: the
+	// live key of the new generation is left alone.
+	_, old, err := trusting.GetVersion(ctx, "k3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fresh.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fresh.AddVersion(ctx, "k3", []byte("live"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trusting.DeleteVersion(ctx, "k3", old); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := trusting.SwapVersion(ctx, "k3", old, []byte("stale"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fresh.Get(ctx, "k3"); err != nil || string(got) != "live" {
+		t.Fatalf("the new generation's key after versioned writes with an old version: %q, %v; want it untouched", got, err)
+	}
 }
 
 // TestVersionBadInput: bad keys, values and TTLs, a closed cache and a done
