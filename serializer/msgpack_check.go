@@ -128,7 +128,23 @@ func checkMsgpack(data []byte, maxDepth int, traps []int) ([]int, error) {
 	pending := uint64(1) // items still to read at the current level
 
 	for {
-		for pending == 0 {
+		// Most values are a code and a payload of a size the code gives
+		// (ints, floats, nil, booleans, short strings): this loop skips
+		// runs of them with one table lookup each and well-predicted
+		// branches, rather than the switch below, whose branches the
+		// irregular mix of codes mispredicts.
+		for pending != 0 && pos < end {
+			s := int(mpFixedSize[data[pos]])
+			if s == 0 {
+				break
+			}
+			if s > end-pos {
+				return traps, truncatedMsgpack(pos)
+			}
+			pos += s
+			pending--
+		}
+		if pending == 0 {
 			if len(stack) == 0 {
 				if pos != end {
 					return traps, malformed("msgpack", strconv.Itoa(end-pos)+" trailing bytes after the value at offset "+strconv.Itoa(pos), nil)
@@ -137,6 +153,7 @@ func checkMsgpack(data []byte, maxDepth int, traps []int) ([]int, error) {
 			}
 			pending = stack[len(stack)-1]
 			stack = stack[:len(stack)-1]
+			continue
 		}
 		pending--
 
@@ -146,18 +163,6 @@ func checkMsgpack(data []byte, maxDepth int, traps []int) ([]int, error) {
 		start := pos
 		c := data[pos]
 		pos++
-
-		// Most values are a code and a payload of a size the code
-		// gives (ints, floats, nil, booleans, short strings): one table
-		// lookup and one well-predicted branch, rather than the switch
-		// below, whose branches the irregular mix of codes mispredicts.
-		if s := mpFixedSize[c]; s != 0 {
-			if int(s-1) > end-pos {
-				return traps, truncatedMsgpack(start)
-			}
-			pos += int(s - 1)
-			continue
-		}
 
 		var (
 			size  uint64 // payload bytes to skip after the header
