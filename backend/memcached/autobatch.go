@@ -11,9 +11,9 @@ import (
 // Auto-batching (Options.AutoPipeline, URL auto_pipeline=true).
 //
 // gomemcache has no pipelining, so the cache coalesces the single-key reads
-// (Get, Exists, GetVersion) of concurrent callers into one multi-key get per server
-// itself. Each server (or the whole client, when the cache does not know
-// the client's selector) has a batcher that lets at most batchInflight
+// (Get, Exists, GetVersion) of concurrent callers into one multi-key get per
+// server itself. Each server (or the whole client, when the cache does not
+// know the client's selector) has a batcher that lets at most batchInflight
 // requests be in flight at once:
 //
 //   - A caller that finds fewer in flight sends its own read at once, so a

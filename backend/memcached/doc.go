@@ -105,22 +105,21 @@
 // new random generation starts, which empties the namespace and never brings
 // old keys back.
 //
-// Reads (Get, GetMany, Exists, and the reads inside Increment with a delta
-// of zero or less, Expire, CompareAndDelete and CompareAndSwap) fetch the
-// generation key in the same multi-key get as the data (on a pool, a
-// concurrent request to the server that holds it), so they see a Clear made
-// by any process at once, at no extra round trip.
-// Delete asks for the generation before it deletes (one more round trip), so
-// a delete never lands in a generation another process has cleared, where
-// it would count a dead key and leave the live one readable. Set, SetMany,
-// Add, Increment with a positive delta and the versioned writes (see
-// Versions) use the generation this cache
-// last saw if it saw it within Options.GenerationTTL (default 1s), else ask
-// first: a write that races another process's Clear within that window may
-// land in the old generation and be lost, as if evicted (such an Increment
-// returns the old counter plus its delta). Add that finds its key present
-// asks for the generation again before reporting ErrExists, so a Clear
-// elsewhere never makes Add fail wrongly.
+// Reads (Get, GetMany, Exists, GetVersion, and the reads inside Increment
+// with a delta of zero or less, Expire, CompareAndDelete and CompareAndSwap)
+// fetch the generation key in the same multi-key get as the data (on a pool,
+// a concurrent request to the server that holds it), so they see a Clear made
+// by any process at once, at no extra round trip. Delete asks for the
+// generation before it deletes (one more round trip), so a delete never lands
+// in a generation another process has cleared, where it would count a dead
+// key and leave the live one readable. Set, SetMany, Add, Increment with a
+// positive delta and the versioned writes (see Versions) use the generation
+// this cache last saw if it saw it within Options.GenerationTTL (default 1s),
+// else ask first: a write that races another process's Clear within that
+// window may land in the old generation and be lost, as if evicted (such an
+// Increment returns the old counter plus its delta). Add that finds its key
+// present asks for the generation again before reporting ErrExists, so a
+// Clear elsewhere never makes Add fail wrongly.
 //
 // Without a namespace, keys are stored as encoded above, and Clear would
 // have to flush every server of the client (flush_all), removing everything
@@ -180,13 +179,13 @@
 //
 // Cache implements cachekit.CompareAndDeleter (lease and lock release).
 // memcached's delete compares no value, so CompareAndDelete reads the item
-// with gets, compares the bytes, and replaces it with cas and a negative expiry:
-// memcached stores such an item as already expired, so the swap is an atomic
-// delete-if-unchanged, and the key is a miss for every get, add and delete
-// at once (no tombstone to skip). A cas that finds the item changed reads it
-// again; exactly one of many concurrent releases of one value deletes it.
-// With a version in hand, DeleteVersion deletes in one request (see
-// Versions).
+// with gets, compares the bytes, and replaces it with cas and a negative
+// expiry: memcached stores such an item as already expired, so the swap is an
+// atomic delete-if-unchanged, and the key is a miss for every get, add and
+// delete at once (no tombstone to skip). A cas that finds the item changed
+// reads it again; exactly one of many concurrent releases of one value
+// deletes it. With a version in hand, DeleteVersion deletes in one request
+// (see Versions).
 //
 // # CompareAndSwap
 //
@@ -288,28 +287,27 @@
 //
 // # Auto-batching
 //
-// gomemcache has no pipelining. With Options.AutoPipeline the cache
-// coalesces the single-key reads (Get, Exists, GetVersion) of concurrent callers into
+// gomemcache has no pipelining. With Options.AutoPipeline the cache coalesces
+// the single-key reads (Get, Exists, GetVersion) of concurrent callers into
 // one multi-key get per server, with the namespace generation key fetched
 // once per batch. It batches only when reads are already in flight: each
 // server has at most two batches in flight, a caller that finds fewer sends
-// its read at once (a lone caller pays a lock, and with a cancellable
-// context a hand-off to a goroutine, as without the option), and the reads
-// that arrive meanwhile queue and go out together when a batch returns, up
-// to 256 keys per batch. There is no timer: the window is the round trip of
-// the batch in flight. A caller whose context ends returns at once with the
+// its read at once (a lone caller pays a lock, and with a cancellable context
+// a hand-off to a goroutine, as without the option), and the reads that
+// arrive meanwhile queue and go out together when a batch returns, up to 256
+// keys per batch. There is no timer: the window is the round trip of the
+// batch in flight. A caller whose context ends returns at once with the
 // context's error, and a read still queued then is dropped from its batch
 // before the batch is sent. Batches go through the per-server circuit
-// breakers and the resend on a fresh connection described below; every
-// caller of a failed batch gets the batch's error, wrapped as for a Get.
-// Two callers of one key in one batch each get their own copy of the value.
-// Writes, GetMany and the reads inside Increment, Expire, CompareAndDelete
-// and CompareAndSwap are unchanged (gomemcache cannot pipeline them).
-// Caches opened from a URL batch unless auto_pipeline=false; for New, set
-// it when many goroutines read through one cache: on loopback it reads
-// several times faster than plain gomemcache from 64 goroutines up, and a
-// lone caller costs what it costs without it (see BENCHMARKS.md, "Memcached
-// auto-batching").
+// breakers and the resend on a fresh connection described below; every caller
+// of a failed batch gets the batch's error, wrapped as for a Get. Two callers
+// of one key in one batch each get their own copy of the value. Writes,
+// GetMany and the reads inside Increment, Expire, CompareAndDelete and
+// CompareAndSwap are unchanged (gomemcache cannot pipeline them). Caches
+// opened from a URL batch unless auto_pipeline=false; for New, set it when
+// many goroutines read through one cache: on loopback it reads several times
+// faster than plain gomemcache from 64 goroutines up, and a lone caller costs
+// what it costs without it (see BENCHMARKS.md, "Memcached auto-batching").
 //
 // # Failures
 //

@@ -51,17 +51,17 @@ type Options struct {
 	// large" reply is reported as ErrTooLarge too.
 	MaxValueSize int
 
-	// GenerationTTL is how long Set, SetMany, Add, Increment with a
-	// positive delta, AddVersion, SwapVersion and DeleteVersion trust the
-	// namespace generation this cache last saw before asking the server for
-	// it again. Reads (Get, GetMany, Exists, GetVersion, and the reads inside Increment with a delta of zero or less, Expire,
-	// CompareAndDelete and CompareAndSwap) fetch the generation in the same
-	// round trip as the data every time, and Delete asks for it before
-	// deleting, so they see a Clear made anywhere at once; only those
-	// writes racing another process's Clear within this window may land in
-	// the old generation and be lost, as if evicted. Default (0):
-	// DefaultGenerationTTL, one second; negative: ask before every write.
-	// Unused without a namespace.
+	// GenerationTTL is how long Set, SetMany, Add, Increment with a positive
+	// delta, AddVersion, SwapVersion and DeleteVersion trust the namespace
+	// generation this cache last saw before asking the server for it again.
+	// Reads (Get, GetMany, Exists, GetVersion, and the reads inside Increment
+	// with a delta of zero or less, Expire, CompareAndDelete and
+	// CompareAndSwap) fetch the generation in the same round trip as the data
+	// every time, and Delete asks for it before deleting, so they see a Clear
+	// made anywhere at once; only those writes racing another process's Clear
+	// within this window may land in the old generation and be lost, as if
+	// evicted. Default (0): DefaultGenerationTTL, one second; negative: ask
+	// before every write. Unused without a namespace.
 	GenerationTTL time.Duration
 
 	// BatchConcurrency bounds how many requests SetMany and Delete keep in
@@ -97,18 +97,17 @@ type Options struct {
 	// generation key. Caches opened from a URL set it themselves.
 	Selector memcache.ServerSelector
 
-	// AutoPipeline coalesces the single-key reads (Get, Exists, GetVersion) of
-	// concurrent callers into one multi-key get per server: while a
-	// server has requests in flight, further reads for it queue and go out
-	// together, with the namespace generation fetched once per batch, when
-	// one of those returns. A lone caller sends its read at once, as
-	// without the option. Callers with a cancellable context wait on a
-	// channel rather than running the call on a goroutine of their own.
-	// Turn it on when many goroutines read through one cache: on loopback
-	// it reads several times faster than plain gomemcache from 64
-	// goroutines (see BENCHMARKS.md). Writes and GetMany are unchanged.
-	// Default false (caches opened from a URL set it unless
-	// auto_pipeline=false).
+	// AutoPipeline coalesces the single-key reads (Get, Exists, GetVersion)
+	// of concurrent callers into one multi-key get per server: while a server
+	// has requests in flight, further reads for it queue and go out together,
+	// with the namespace generation fetched once per batch, when one of those
+	// returns. A lone caller sends its read at once, as without the option.
+	// Callers with a cancellable context wait on a channel rather than
+	// running the call on a goroutine of their own. Turn it on when many
+	// goroutines read through one cache: on loopback it reads several times
+	// faster than plain gomemcache from 64 goroutines (see BENCHMARKS.md).
+	// Writes and GetMany are unchanged. Default false (caches opened from a
+	// URL set it unless auto_pipeline=false).
 	AutoPipeline bool
 
 	// SingleGenerationKey keeps a namespace's generation under one key on
