@@ -105,12 +105,12 @@ const DefaultWriteTimeout = time.Second
 // value on its next Get. Other backplanes deliver soon after the write,
 // not before it returns.
 type Typed[V any] struct {
-	c            Cache           // what Cache returns: the coherent wrapper of base when co is set
-	base         Cache           // the cache given to NewTyped
-	shared       SharedGetter    // base, if it is one: reads decode its bytes without a copy
-	safeDecode   safedecode.Func // ser's Unmarshal, if it never panics
-	co           *coherence      // nil: no local tier and no backplane
-	local        *localTier[V]   // nil: no local tier
+	c            Cache         // what Cache returns: the coherent wrapper of base when co is set
+	base         Cache         // the cache given to NewTyped
+	shared       SharedGetter  // base, if it is one: reads decode its bytes without a copy
+	neverPanics  bool          // ser's Unmarshal returns panics as errors: decodePayload needs no recover
+	co           *coherence    // nil: no local tier and no backplane
+	local        *localTier[V] // nil: no local tier
 	ser          serializer.Serializer
 	ttl          time.Duration
 	writeTimeout time.Duration // > 0: bound on background writes; < 0: none
@@ -160,7 +160,7 @@ func NewTyped[V any](c Cache, opts *TypedOptions) *Typed[V] {
 	if opts.Serializer != nil {
 		t.ser = opts.Serializer
 	}
-	t.safeDecode = safedecode.For(t.ser)
+	t.neverPanics = safedecode.NeverPanics(t.ser)
 	t.ttl = opts.TTL
 	t.onError = opts.OnError
 	if opts.WriteTimeout != 0 {
@@ -454,13 +454,13 @@ func (t *Typed[V]) decode(b []byte, v *V) error {
 
 // decodePayload is decode for bytes that are not an envelope.
 func (t *Typed[V]) decodePayload(b []byte, v *V) error {
-	if t.safeDecode == nil {
+	if !t.neverPanics {
 		return t.decodeRecover(b, v)
 	}
 	// A serializer of this module that returns panics as errors itself
 	// (see internal/safedecode): no deferred recover, which costs about 4%
 	// of a Get of a small value.
-	if err := t.safeDecode(b, v); err != nil {
+	if err := t.ser.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%w: %w", ErrDecode, err)
 	}
 	return nil

@@ -16,46 +16,40 @@ type panicky struct{}
 func (*panicky) DecodeMsgpack(*msgpack.Decoder) error { panic("boom") }
 
 // TestSafeDecodeRegistered checks what cachekit's Typed relies on to call
-// MsgPack without a recover of its own: the decoder registered for MsgPack
-// and *MsgPack is their Unmarshal, and it returns panics as errors.
+// MsgPack's Unmarshal without a recover of its own: MsgPack and a non-nil
+// *MsgPack are registered as never panicking, and their Unmarshal returns
+// panics as errors.
 func TestSafeDecodeRegistered(t *testing.T) {
-	for _, ser := range []any{MsgPack{}, &MsgPack{}} {
-		f := safedecode.For(ser)
-		if f == nil {
-			t.Fatalf("%T: no decoder registered", ser)
+	for _, ser := range []Serializer{MsgPack{}, &MsgPack{}} {
+		if !safedecode.NeverPanics(ser) {
+			t.Fatalf("%T is not registered", ser)
 		}
 		var n int
-		if err := f([]byte{0x05}, &n); err != nil || n != 5 {
+		if err := ser.Unmarshal([]byte{0x05}, &n); err != nil || n != 5 {
 			t.Errorf("%T: %d, %v", ser, n, err)
 		}
 		// Panics, in the decoder and in a custom decoding method.
-		err := f([]byte{0x81, 0x91, 0x01, 0x01}, new(map[any]any))
+		err := ser.Unmarshal([]byte{0x81, 0x91, 0x01, 0x01}, new(map[any]any))
 		if err == nil || !strings.Contains(err.Error(), "panic") {
 			t.Errorf("%T: array as a map key: %v, want the recovered panic", ser, err)
 		}
-		err = f([]byte{0x01}, new(panicky))
+		err = ser.Unmarshal([]byte{0x01}, new(panicky))
 		if err == nil || !strings.Contains(err.Error(), "boom") {
 			t.Errorf("%T: panicking DecodeMsgpack: %v, want the recovered panic", ser, err)
 		}
-		if err := f([]byte{0x06}, &n); err != nil || n != 6 {
+		if err := ser.Unmarshal([]byte{0x06}, &n); err != nil || n != 6 {
 			t.Errorf("%T: after recovered panics: %d, %v", ser, n, err)
 		}
-		// Hostile input is refused as by Unmarshal.
-		if err := f([]byte{0xdd, 0xff, 0xff, 0xff, 0xff}, new([]int)); !errors.Is(err, ErrMalformed) {
+		// Hostile input is refused as ever.
+		if err := ser.Unmarshal([]byte{0xdd, 0xff, 0xff, 0xff, 0xff}, new([]int)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%T: array32 of 4G elements: %v, want ErrMalformed", ser, err)
 		}
 	}
-	// A *MsgPack is read on every call, as its Unmarshal reads it.
-	m := &MsgPack{}
-	f := safedecode.For(m)
-	m.MaxSize = 1
-	if err := f([]byte{0x92, 0x01, 0x02}, new([]int)); !errors.Is(err, ErrLimitExceeded) {
-		t.Errorf("after setting MaxSize through the pointer: %v, want ErrLimitExceeded", err)
-	}
-	// JSON does not recover panics of custom UnmarshalJSON methods.
+	// JSON does not recover panics of custom UnmarshalJSON methods, and
+	// the Unmarshal of a nil *MsgPack panics.
 	for _, ser := range []any{JSON{}, Raw{}, (*MsgPack)(nil), nil} {
-		if safedecode.For(ser) != nil {
-			t.Errorf("%T has a decoder registered", ser)
+		if safedecode.NeverPanics(ser) {
+			t.Errorf("%T (%v) is registered as never panicking", ser, ser)
 		}
 	}
 }
