@@ -369,15 +369,32 @@ func (t *Typed[V]) Get(ctx context.Context, key string) (V, error) {
 			return v, &Error{Op: "Get", Key: key, Err: ErrNotFound}
 		}
 	}
-	if err := t.decodePayload(payload, &v); err != nil {
-		Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
-		var zero V
-		return zero, &Error{Op: "Get", Key: key, Err: err}
+	// decodePayload, inlined by hand (with its error path in
+	// getDecodeError): about 1.5% of a Get of a small value.
+	if t.neverPanics {
+		err = t.ser.Unmarshal(payload, &v)
+	} else {
+		err = t.decodeRecover(payload, &v)
+	}
+	if err != nil {
+		return t.getDecodeError(ctx, key, err)
 	}
 	if t.local != nil {
 		t.fill(key, v, payload, tags, t.ttl, tok, true)
 	}
 	return v, nil
+}
+
+// getDecodeError is what Get returns when the value read does not decode:
+// err is what the serializer returned (with neverPanics) or what
+// decodeRecover did.
+func (t *Typed[V]) getDecodeError(ctx context.Context, key string, err error) (V, error) {
+	if t.neverPanics {
+		err = fmt.Errorf("%w: %w", ErrDecode, err)
+	}
+	Emit(ctx, t.c, Event{Kind: EventDecodeError, Key: key, Err: err})
+	var zero V
+	return zero, &Error{Op: "Get", Key: key, Err: err}
 }
 
 // read returns the bytes stored under key: with GetShared, when the cache
