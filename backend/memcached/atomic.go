@@ -371,34 +371,10 @@ func (c *Cache) CompareAndSwap(ctx context.Context, key string, old, new []byte,
 	return swapped, nil
 }
 
-// addIfAbsent is Add's request loop reporting whether it stored the value
-// instead of returning ErrExists.
+// addIfAbsent is Add reporting whether it stored the value instead of
+// returning ErrExists.
 func (c *Cache) addIfAbsent(cl *call, key string, value []byte, abs uint32, exp int32) (bool, error) {
-	slot := c.slotFor(key)
-	s, err := c.writeState(cl, slot)
-	if err != nil {
-		return false, err
-	}
-	for range 3 {
-		err = c.store(cl, c.client.Add, &memcache.Item{
-			Key: serverKey(s.keyPrefix(), key), Value: value, Flags: abs, Expiration: exp,
-		})
-		if !errors.Is(err, memcache.ErrNotStored) {
-			return err == nil, err
-		}
-		if s == nil {
-			return false, nil
-		}
-		// The key exists in the generation this cache knows; make sure
-		// that generation was not cleared meanwhile.
-		fresh, err := c.loadGeneration(cl, slot)
-		if err != nil {
-			return false, err
-		}
-		if fresh.gen == s.gen {
-			return false, nil
-		}
-		s = fresh
-	}
-	return false, nil
+	return c.addLoop(cl, key, func(sk string) (bool, error) {
+		return c.addItem(cl, &memcache.Item{Key: sk, Value: value, Flags: abs, Expiration: exp})
+	})
 }

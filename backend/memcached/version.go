@@ -67,39 +67,23 @@ func (c *Cache) AddVersion(ctx context.Context, key string, value []byte, ttl ti
 	value = detach(ctx, value)
 	var version uint64
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		slot := c.slotFor(key)
-		s, err := c.writeState(cl, slot)
-		if err != nil {
-			return err
+		stored, err := c.addLoop(cl, key, func(sk string) (bool, error) {
+			r, err := c.metaSet(cl, sk, value, abs, exp, 0)
+			switch {
+			case err != nil:
+				return false, err
+			case r.code == "NS":
+				return false, nil
+			case r.code != "HD":
+				return false, unexpectedCode("ms", r)
+			}
+			version = r.cas
+			return true, storedVersion(r)
+		})
+		if err == nil && !stored {
+			err = cachekit.ErrExists
 		}
-		for range 3 {
-			r, err := c.metaSet(cl, serverKey(s.keyPrefix(), key), value, abs, exp, 0)
-			if err != nil {
-				return err
-			}
-			switch r.code {
-			case "HD":
-				version = r.cas
-				return storedVersion(r)
-			case "NS":
-			default:
-				return unexpectedCode("ms", r)
-			}
-			if s == nil {
-				return cachekit.ErrExists
-			}
-			// The key exists in the generation this cache knows; make sure
-			// that generation was not cleared meanwhile (as Add does).
-			fresh, err := c.loadGeneration(cl, slot)
-			if err != nil {
-				return err
-			}
-			if fresh.gen == s.gen {
-				return cachekit.ErrExists
-			}
-			s = fresh
-		}
-		return cachekit.ErrExists
+		return err
 	})
 	if err != nil {
 		return 0, cachekit.WrapError(op, key, err)

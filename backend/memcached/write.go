@@ -193,35 +193,56 @@ func (c *Cache) Add(ctx context.Context, key string, value []byte, ttl time.Dura
 	exp, abs := expiration(ttl, time.Now())
 	value = detach(ctx, value)
 	err := c.run(ctx, writes{key: key}, func(cl *call) error {
-		slot := c.slotFor(key)
-		s, err := c.writeState(cl, slot)
-		if err != nil {
-			return err
+		stored, err := c.addLoop(cl, key, func(sk string) (bool, error) {
+			return c.addItem(cl, &memcache.Item{Key: sk, Value: value, Flags: abs, Expiration: exp})
+		})
+		if err == nil && !stored {
+			err = cachekit.ErrExists
 		}
-		for range 3 {
-			err = c.store(cl, c.client.Add, &memcache.Item{
-				Key: serverKey(s.keyPrefix(), key), Value: value, Flags: abs, Expiration: exp,
-			})
-			if !errors.Is(err, memcache.ErrNotStored) {
-				return err
-			}
-			if s == nil {
-				return cachekit.ErrExists
-			}
-			// The key exists in the generation this cache knows; make sure
-			// that generation was not cleared meanwhile.
-			fresh, err := c.loadGeneration(cl, slot)
-			if err != nil {
-				return err
-			}
-			if fresh.gen == s.gen {
-				return cachekit.ErrExists
-			}
-			s = fresh
-		}
-		return cachekit.ErrExists
+		return err
 	})
 	return cachekit.WrapError(op, key, err)
+}
+
+// addLoop is the request loop of the adds (Add, CompareAndSwap from
+// absent, AddVersion): add stores the value under the server key it is
+// given, in the generation this cache knows, and reports whether it did
+// (false: the key exists there). With a namespace, a key found to exist is
+// believed only after the generation is asked for again: when another
+// process cleared the namespace meanwhile, the add is made again in the new
+// generation (up to three times in all).
+func (c *Cache) addLoop(cl *call, key string, add func(sk string) (bool, error)) (bool, error) {
+	slot := c.slotFor(key)
+	s, err := c.writeState(cl, slot)
+	if err != nil {
+		return false, err
+	}
+	for range 3 {
+		stored, err := add(serverKey(s.keyPrefix(), key))
+		if err != nil || stored || s == nil {
+			return stored, err
+		}
+		// The key exists in the generation this cache knows; make sure
+		// that generation was not cleared meanwhile.
+		fresh, err := c.loadGeneration(cl, slot)
+		if err != nil {
+			return false, err
+		}
+		if fresh.gen == s.gen {
+			return false, nil
+		}
+		s = fresh
+	}
+	return false, nil
+}
+
+// addItem is memcached's add of it: false, nil when the key exists.
+func (c *Cache) addItem(cl *call, it *memcache.Item) (bool, error) {
+	err := c.store(cl, c.client.Add, it)
+	if errors.Is(err, memcache.ErrNotStored) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // freshStates returns the generation of the server of each key now, asking
