@@ -495,7 +495,7 @@ func WithHooks(c Cache, hooks ...Hook) Cache {
 	if _, sg := c.(SharedGetter); sg {
 		switch {
 		case ver:
-			return &hookedVS{hookedCADCASS{hookedCADCAS{h}}}
+			return &hookedVS{hookedV{hookedCADCAS{h}}}
 		case cad && cas:
 			return &hookedCADCASS{hookedCADCAS{h}}
 		case cad:
@@ -640,7 +640,7 @@ func (c *hooked) getShared(ctx context.Context, key string) ([]byte, error) {
 // SharedGetter.
 type (
 	hookedV  struct{ hookedCADCAS }
-	hookedVS struct{ hookedCADCASS }
+	hookedVS struct{ hookedV }
 )
 
 var (
@@ -671,25 +671,9 @@ func (c *hookedV) DeleteVersion(ctx context.Context, key string, version uint64)
 	return c.deleteVersion(ctx, key, version)
 }
 
-// GetVersion runs GetVersion through the hooks, as a Get.
-func (c *hookedVS) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
-	return c.getVersion(ctx, key)
-}
-
-// AddVersion runs AddVersion through the hooks, as an Add.
-func (c *hookedVS) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
-	return c.addVersion(ctx, key, value, ttl)
-}
-
-// SwapVersion runs SwapVersion through the hooks, as a CompareAndSwap.
-func (c *hookedVS) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
-	return c.swapVersion(ctx, key, version, value, ttl)
-}
-
-// DeleteVersion runs DeleteVersion through the hooks, as a
-// CompareAndDelete.
-func (c *hookedVS) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
-	return c.deleteVersion(ctx, key, version)
+// GetShared runs GetShared through the hooks, as a Get.
+func (c *hookedVS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return c.getShared(ctx, key)
 }
 
 func (c *hooked) getVersion(ctx context.Context, key string) ([]byte, uint64, error) {

@@ -343,7 +343,7 @@ func newCoherent(c Cache, co *coherence) Cache {
 	if _, sg := c.(SharedGetter); sg {
 		switch {
 		case ver:
-			return &coherentVS{coherentCADCASS{coherentCADCAS{w}}}
+			return &coherentVS{coherentV{coherentCADCAS{w}}}
 		case cad && cas:
 			return &coherentCADCASS{coherentCADCAS{w}}
 		case cad:
@@ -438,7 +438,7 @@ func (w *coherentCADCAS) CompareAndSwap(ctx context.Context, key string, old, ne
 // reads, so it goes straight to the wrapped cache; the other methods write.
 type (
 	coherentV  struct{ coherentCADCAS }
-	coherentVS struct{ coherentCADCASS }
+	coherentVS struct{ coherentV }
 )
 
 var (
@@ -463,20 +463,8 @@ func (w *coherentV) DeleteVersion(ctx context.Context, key string, version uint6
 	return w.deleteVersion(ctx, key, version)
 }
 
-func (w *coherentVS) GetVersion(ctx context.Context, key string) ([]byte, uint64, error) {
-	return w.c.(Versioner).GetVersion(ctx, key)
-}
-
-func (w *coherentVS) AddVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
-	return w.addVersion(ctx, key, value, ttl)
-}
-
-func (w *coherentVS) SwapVersion(ctx context.Context, key string, version uint64, value []byte, ttl time.Duration) (uint64, bool, error) {
-	return w.swapVersion(ctx, key, version, value, ttl)
-}
-
-func (w *coherentVS) DeleteVersion(ctx context.Context, key string, version uint64) (bool, error) {
-	return w.deleteVersion(ctx, key, version)
+func (w *coherentVS) GetShared(ctx context.Context, key string) ([]byte, error) {
+	return w.c.(SharedGetter).GetShared(ctx, key)
 }
 
 func (w *coherent) addVersion(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
