@@ -15,8 +15,8 @@ import (
 )
 
 // Typed calls serializer.MsgPack without a deferred recover of its own,
-// since MsgPack's Unmarshal returns panics as errors (see
-// internal/safedecode). These tests hold Typed.Get with MsgPack to its
+// since MsgPack's Unmarshal returns panics as errors (it promises never to
+// panic). These tests hold Typed.Get with MsgPack to its
 // promises over the memory backend, whose stored bytes it decodes in place:
 // hostile bytes are an ErrDecode error on every read, and a panic while
 // decoding is an error, not a panic.

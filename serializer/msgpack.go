@@ -8,25 +8,7 @@ import (
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
-
-	"github.com/cachekit/cachekit/internal/safedecode"
 )
-
-// MsgPack's Unmarshal returns every panic as an error, so cachekit's Typed
-// may call it without a deferred recover of its own, which costs about 4%
-// of a Typed.Get of a small value (see internal/safedecode). A nil
-// *MsgPack is not registered: its Unmarshal panics.
-func init() {
-	safedecode.Register(func(ser any) bool {
-		switch m := ser.(type) {
-		case MsgPack:
-			return true
-		case *MsgPack:
-			return m != nil
-		}
-		return false
-	})
-}
 
 // MsgPack is a Serializer that encodes values as MessagePack with
 // github.com/vmihailenco/msgpack/v5. The zero value is ready to use and safe
@@ -171,9 +153,11 @@ func (m MsgPack) Marshal(v any) ([]byte, error) {
 // otherwise Unmarshal returns an error matching ErrMalformed and leaves v
 // untouched. Unmarshal does not retain data.
 //
-// A panic inside the decoder, which msgpack v5 raises for some well-formed
-// input that does not fit the destination (for example an array as the key
-// of a map[any]any), is recovered and returned as an error.
+// Unmarshal never panics: a panic inside the decoder, which msgpack v5
+// raises for some well-formed input that does not fit the destination (for
+// example an array as the key of a map[any]any), or inside a custom
+// DecodeMsgpack method, is recovered and returned as an error. (cachekit's
+// Typed relies on it, and calls MsgPack without a recover of its own.)
 func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
 	if m.MaxSize > 0 && len(data) > m.MaxSize {
 		return limitOnDecode("msgpack", "input of "+strconv.Itoa(len(data))+
