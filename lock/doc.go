@@ -76,8 +76,11 @@
 //
 // Tokens grow as long as the companion key survives: it is written with no
 // expiry, one small integer key per name. Clearing the cache's namespace,
-// flushing the server, or an eviction resets it, and tokens start again at
-// 1. Redis evicts keys without a TTL only under the allkeys-* maxmemory
+// flushing the server, restarting it, or an eviction resets it, and tokens
+// start again at 1. (A memcached restart also restarts its cas ids, the
+// versions a lock there releases its lease by: a holder that lost its lease
+// to the restart may, if its old cas id comes round again, release the next
+// holder's lease.) Redis evicts keys without a TTL only under the allkeys-* maxmemory
 // policies; Memcached evicts any key under memory pressure (LRU), and
 // evicts lease keys too, which ends a lease early. Prefer Redis for locks
 // that protect anything that matters; Memcached locks are fine to reduce
