@@ -116,14 +116,19 @@ const (
 
 // guard is what the cache and guardHook share about one pipelined command.
 type guard struct {
-	route    *apRoute        // the cache's
-	ctx      context.Context // the caller's context, bounded by the cache's Timeout
-	deadline time.Time       // with bounded: ctx's deadline
-	bounded  bool            // the caller waits for the batch alone: it must end by deadline
-	state    atomic.Int32
+	route   *apRoute        // the cache's
+	ctx     context.Context // the caller's context, bounded by the cache's Timeout
+	state   atomic.Int32
+	bounded bool // the caller waits for the batch alone: it must end by ctx's deadline
 }
 
 func (g *guard) guardState() *guard { return g }
+
+// deadline is a bounded command's deadline: its context's.
+func (g *guard) deadline() time.Time {
+	dl, _ := g.ctx.Deadline()
+	return dl
+}
 
 // claim decides, right before the command is written (now), whether it may
 // go: not when its context has ended or its caller has given up on it, nor,
@@ -131,10 +136,13 @@ func (g *guard) guardState() *guard { return g }
 // may fire a little late, and a deadline in the past given to the batch
 // would fail every command in it). It is idempotent.
 func (g *guard) claim(now time.Time) bool {
-	if g.ctx.Err() != nil || g.bounded && !now.Before(g.deadline) {
+	if g.ctx.Err() == nil && (!g.bounded || now.Before(g.deadline())) {
+		if g.state.CompareAndSwap(cmdQueued, cmdSending) {
+			return true
+		}
+	} else {
 		g.state.CompareAndSwap(cmdQueued, cmdDropped)
 	}
-	g.state.CompareAndSwap(cmdQueued, cmdSending)
 	return g.state.Load() == cmdSending
 }
 
@@ -162,16 +170,36 @@ func (e *notSentError) Error() string { return "not sent: " + e.ctxErr.Error() }
 func (e *notSentError) Unwrap() error { return e.ctxErr }
 func (e *notSentError) RedisError()   {}
 
-type guarded interface{ guardState() *guard }
+// guarded is a command wrapped for the pipeliner. direct is the command to
+// send when the cache sends it straight to the client instead: the wrapped
+// command itself, with a write's noRetry marking.
+type guarded interface {
+	goredis.Cmder
+	guardState() *guard
+	direct() goredis.Cmder
+}
 
 // The guarded command types embed the go-redis command by pointer, so every
 // method go-redis calls on it (including its unexported ones) is the
 // command's own; NoRetry keeps the write marking of noRetry* wrappers.
 
+// guardedGet is a GET built for an auto-pipelining cache (see newGet): the
+// wrapper and the command's arguments are one allocation, so that the
+// pipelined path allocates no more than a direct call.
+type guardedGet struct {
+	*goredis.StringCmd
+	guard
+	args [2]any
+}
+
+func (c *guardedGet) direct() goredis.Cmder { return c.StringCmd }
+
 type guardedString struct {
 	*goredis.StringCmd
 	guard
 }
+
+func (c *guardedString) direct() goredis.Cmder { return c.StringCmd }
 
 type guardedInt struct {
 	*goredis.IntCmd
@@ -181,6 +209,13 @@ type guardedInt struct {
 
 func (c *guardedInt) NoRetry() bool { return c.noRetry }
 
+func (c *guardedInt) direct() goredis.Cmder {
+	if c.noRetry {
+		return noRetryInt{c.IntCmd}
+	}
+	return c.IntCmd
+}
+
 type guardedStatus struct {
 	*goredis.StatusCmd
 	guard
@@ -188,6 +223,13 @@ type guardedStatus struct {
 }
 
 func (c *guardedStatus) NoRetry() bool { return c.noRetry }
+
+func (c *guardedStatus) direct() goredis.Cmder {
+	if c.noRetry {
+		return noRetryStatus{c.StatusCmd}
+	}
+	return c.StatusCmd
+}
 
 type guardedBool struct {
 	*goredis.BoolCmd
@@ -197,47 +239,70 @@ type guardedBool struct {
 
 func (c *guardedBool) NoRetry() bool { return c.noRetry }
 
+func (c *guardedBool) direct() goredis.Cmder {
+	if c.noRetry {
+		return noRetryBool{c.BoolCmd}
+	}
+	return c.BoolCmd
+}
+
+// newGet returns GET key, and the form to hand to do: on an
+// auto-pipelining cache, the command already wrapped for the pipeliner.
+func (c *Cache) newGet(ctx context.Context, key string) (*goredis.StringCmd, goredis.Cmder) {
+	if c.ap == nil {
+		cmd := goredis.NewStringCmd(ctx, "get", key)
+		return cmd, cmd
+	}
+	w := &guardedGet{args: [2]any{"get", key}}
+	w.StringCmd = goredis.NewStringCmd(ctx, w.args[:]...)
+	return w.StringCmd, w
+}
+
 // pipelinable reports whether cmd is a command the cache sends through the
 // pipeliner: the single commands of Get, Set, Add, Delete, Exists,
-// Increment and Expire. MGET (GetMany) and every multi-command round trip
-// stay as they are.
+// Increment and Expire (a Get's comes already wrapped, see newGet). MGET
+// (GetMany) and every multi-command round trip stay as they are.
 func pipelinable(cmd goredis.Cmder) bool {
 	switch cmd.(type) {
-	case *goredis.StringCmd, *goredis.IntCmd, noRetryInt, noRetryStatus, noRetryBool, *goredis.BoolCmd:
+	case *guardedGet, *goredis.StringCmd, *goredis.IntCmd, noRetryInt, noRetryStatus, noRetryBool, *goredis.BoolCmd:
 		return true
 	}
 	return false
 }
 
-// guardCmd wraps cmd (pipelinable) for the pipeliner.
-func guardCmd(ctx context.Context, cmd goredis.Cmder) (goredis.Cmder, *guard) {
+// guardCmd wraps cmd (pipelinable) for the pipeliner, unless it is wrapped
+// already.
+func guardCmd(ctx context.Context, cmd goredis.Cmder) guarded {
+	var w guarded
 	switch c := cmd.(type) {
+	case guarded:
+		w = c
 	case *goredis.StringCmd:
-		w := &guardedString{StringCmd: c}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedString{StringCmd: c}
 	case *goredis.IntCmd:
-		w := &guardedInt{IntCmd: c}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedInt{IntCmd: c}
 	case noRetryInt:
-		w := &guardedInt{IntCmd: c.IntCmd, noRetry: true}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedInt{IntCmd: c.IntCmd, noRetry: true}
 	case noRetryStatus:
-		w := &guardedStatus{StatusCmd: c.StatusCmd, noRetry: true}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedStatus{StatusCmd: c.StatusCmd, noRetry: true}
 	case noRetryBool:
-		w := &guardedBool{BoolCmd: c.BoolCmd, noRetry: true}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedBool{BoolCmd: c.BoolCmd, noRetry: true}
 	case *goredis.BoolCmd:
-		w := &guardedBool{BoolCmd: c}
-		w.ctx = ctx
-		return w, &w.guard
+		w = &guardedBool{BoolCmd: c}
+	default:
+		return nil
 	}
-	return nil, nil
+	w.guardState().ctx = ctx
+	return w
+}
+
+// unguarded is cmd as it goes straight to the client: a command wrapped in
+// advance for the pipeliner (see newGet) without its wrapper.
+func unguarded(cmd goredis.Cmder) goredis.Cmder {
+	if gc, ok := cmd.(guarded); ok {
+		return gc.direct()
+	}
+	return cmd
 }
 
 // guardHook is installed on clients used for auto-pipelining. It drops the
@@ -262,7 +327,7 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 			return g.dropErr()
 		}
 		if g.bounded {
-			ctx = withBatchDeadline(ctx, g.deadline)
+			ctx = withBatchDeadline(ctx, g.deadline())
 		}
 		err := next(ctx, cmd)
 		g.state.Store(cmdDone)
@@ -273,32 +338,37 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		ours, dropped := 0, 0
+		var route *apRoute // the first of the cache's commands' route
 		var deadline, now time.Time
 		for _, cmd := range cmds {
-			if gc, ok := cmd.(guarded); ok {
-				ours++
-				if now.IsZero() {
-					now = time.Now()
-				}
-				g := gc.guardState()
-				if !g.claim(now) {
-					dropped++
-				} else if g.bounded && (deadline.IsZero() || g.deadline.Before(deadline)) {
-					deadline = g.deadline
+			gc, ok := cmd.(guarded)
+			if !ok {
+				continue
+			}
+			if ours == 0 {
+				now = time.Now()
+			}
+			ours++
+			g := gc.guardState()
+			if route == nil {
+				route = g.route
+			}
+			if !g.claim(now) {
+				dropped++
+			} else if g.bounded {
+				if dl := g.deadline(); deadline.IsZero() || dl.Before(deadline) {
+					deadline = dl
 				}
 			}
 		}
 		if ours == 0 {
 			return next(ctx, cmds)
 		}
-		for _, cmd := range cmds {
-			if gc, ok := cmd.(guarded); ok && gc.guardState().route != nil {
-				if ours == 1 {
-					gc.guardState().route.alone() // nobody else was calling
-				} else {
-					gc.guardState().route.together()
-				}
-				break
+		if route != nil {
+			if ours == 1 {
+				route.alone() // nobody else was calling
+			} else {
+				route.together()
 			}
 		}
 		kept := cmds
@@ -345,41 +415,63 @@ func withBatchDeadline(ctx context.Context, deadline time.Time) context.Context 
 	return batchDeadline{Context: ctx, deadline: deadline}
 }
 
-// pipelined sends cmd (pipelinable) through the pipeliner and waits for its
-// result while ctx lasts (see the rules at the top of this file). uncancelled
-// says the caller's own context can never be cancelled: ctx is then the
-// caller's bounded by the cache's Timeout, and nothing but that deadline can
-// end it.
-func (c *Cache) pipelined(ctx context.Context, kind opKind, cmd goredis.Cmder, uncancelled bool) error {
+// guardFor wraps cmd (pipelinable) for the pipeliner, for a caller of the
+// cache whose context, bounded by the cache's Timeout, is ctx. uncancelled
+// says the caller's own context can never be cancelled: nothing but ctx's
+// deadline can then end ctx, and on a client that puts deadlines on the
+// socket the command is bounded: its caller waits for its batch alone, on
+// the blocking face (see the rules at the top of this file).
+func (c *Cache) guardFor(ctx context.Context, cmd goredis.Cmder, uncancelled bool) guarded {
+	w := guardCmd(ctx, cmd)
+	g := w.guardState()
+	g.route = &c.route
+	if uncancelled && c.ctxAware {
+		if _, ok := ctx.Deadline(); ok {
+			g.bounded = true
+		}
+	}
+	return w
+}
+
+// boundedErr is the error of a bounded command, as the blocking face
+// returned it: a command guardHook dropped unsent reports its context's
+// error.
+func boundedErr(err error) error {
+	if err == nil || err == goredis.Nil {
+		return err
+	}
+	var ns *notSentError
+	if errors.As(err, &ns) {
+		return ns.ctxErr
+	}
+	return err
+}
+
+// pipelined sends w through the pipeliner, a write after the cache's
+// abandoned writes have finished, and waits for its result: a bounded
+// command on the blocking face, any other on the deferred face while ctx
+// lasts (see the rules at the top of this file). exchange sends a bounded
+// command itself when no abandoned write holds it back.
+func (c *Cache) pipelined(ctx context.Context, kind opKind, w guarded) error {
 	if kind == write {
 		if err := c.gate.wait(ctx); err != nil {
 			return err
 		}
 	}
-	wrapped, g := guardCmd(ctx, cmd)
-	g.route = &c.route
-	if uncancelled && c.ctxAware {
-		if dl, ok := ctx.Deadline(); ok {
-			g.deadline, g.bounded = dl, true
-		}
-	}
-	var f goredis.AutoFuture
-	var err error
+	g := w.guardState()
 	if g.bounded {
-		// The batch ends by g.deadline (see guardHook), so the call does.
-		err = c.apBlocking.Process(ctx, wrapped)
-	} else {
-		f = c.ap.Submit(ctx, wrapped)
-		err = f.WaitContext(ctx)
+		return boundedErr(c.apBlocking.Process(ctx, w))
 	}
-	if err == nil {
-		return nil
+	f := c.ap.Submit(ctx, w)
+	err := f.WaitContext(ctx)
+	if err == nil || err == goredis.Nil {
+		return err
 	}
 	var ns *notSentError
 	if errors.As(err, &ns) {
 		return ns.ctxErr // dropped unsent
 	}
-	if ctx.Err() == nil || g.bounded {
+	if ctx.Err() == nil {
 		return err
 	}
 	// The context has ended: find out whether the command went out.

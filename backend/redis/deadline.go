@@ -179,6 +179,10 @@ func (g *writeGate) release() {
 	g.mu.Unlock()
 }
 
+// open reports whether no abandoned write is running: wait would return at
+// once.
+func (g *writeGate) open() bool { return g.pending.Load() == 0 }
+
 // wait returns when no abandoned write is running, or with ctx's error when
 // ctx ends first.
 func (g *writeGate) wait(ctx context.Context) error {

@@ -103,13 +103,30 @@ func (c *Cache) exchange(ctx context.Context, kind opKind, h *health, t *slotTar
 	var err error
 	if c.ap != nil && cmd != nil && pipelinable(cmd) {
 		// Auto-pipelining, but not for a lone caller (see apRoute).
-		if c.route.piped() && !c.ap.IsClosed() && !c.apBlocking.IsClosed() {
-			err = c.pipelined(bctx, kind, cmd, ctx.Done() == nil)
-		} else if others := c.route.enter() || c.apAlways; others && !c.ap.IsClosed() && !c.apBlocking.IsClosed() {
-			err = c.pipelined(bctx, kind, cmd, ctx.Done() == nil)
-			c.route.leave()
-		} else {
-			err = c.attempt(bctx, kind, cmd, nil)
+		piped := c.route.piped()
+		entered := !piped
+		if entered {
+			piped = c.route.enter() || c.apAlways
+		}
+		switch {
+		case !piped || c.ap.IsClosed() || c.apBlocking.IsClosed():
+			err = c.attempt(bctx, kind, unguarded(cmd), nil)
+		case kind == write && !c.gate.open():
+			err = c.pipelined(bctx, kind, c.guardFor(bctx, cmd, ctx.Done() == nil))
+		default:
+			w := c.guardFor(bctx, cmd, ctx.Done() == nil)
+			if w.guardState().bounded {
+				// The batch ends by the deadline (see guardHook), so the
+				// call does. It waits in this frame, not in pipelined's:
+				// the garbage collector scans the stacks of the hundreds
+				// of callers parked here frame by frame, and each frame
+				// fewer is measurably less work for it.
+				err = boundedErr(c.apBlocking.Process(bctx, w))
+			} else {
+				err = c.pipelined(bctx, kind, w)
+			}
+		}
+		if entered {
 			c.route.leave()
 		}
 	} else {
@@ -119,7 +136,7 @@ func (c *Cache) exchange(ctx context.Context, kind opKind, h *health, t *slotTar
 		// A read is safe to resend; a pooled connection the server had
 		// closed (a restart, an idle timeout) fails this way once. The
 		// second try goes straight to the client.
-		err = c.attempt(bctx, kind, cmd, fn)
+		err = c.attempt(bctx, kind, unguarded(cmd), fn)
 	}
 	if t != nil && t.refused {
 		// An open breaker of one of the masters: nothing was sent.
