@@ -104,22 +104,11 @@ func (c *Cache) SwapVersion(ctx context.Context, key string, version uint64, val
 	if err := c.checkSet(ctx, key, value, ttl); err != nil {
 		return 0, false, cachekit.WrapError("SwapVersion", key, err)
 	}
-	next := entry{data: clone(value), exp: c.s.deadline(ttl)}
-	var ver uint64
-	c.s.c.Compute(c.key(key), func(e entry, found bool) (entry, otter.ComputeOp) {
-		switch {
-		case !found:
-			return e, otter.CancelOp
-		case !c.s.live(e):
-			return e, otter.InvalidateOp
-		case version == 0 || e.ver != version:
-			return e, otter.CancelOp
-		}
-		next.ver = c.s.nextVersion()
-		ver = next.ver
-		return next, otter.WriteOp
-	})
-	return ver, ver != 0, nil
+	next := entry{data: clone(value), exp: c.s.deadline(ttl), ver: c.s.nextVersion()}
+	if !c.ifVersion(key, version, next, otter.WriteOp) {
+		return 0, false, nil
+	}
+	return next.ver, true, nil
 }
 
 // DeleteVersion deletes key only while it is present, unexpired and still
@@ -135,7 +124,15 @@ func (c *Cache) DeleteVersion(ctx context.Context, key string, version uint64) (
 	if err := ctx.Err(); err != nil {
 		return false, cachekit.WrapError("DeleteVersion", key, err)
 	}
-	deleted := false
+	return c.ifVersion(key, version, entry{}, otter.InvalidateOp), nil
+}
+
+// ifVersion replaces the entry under key with next (op WriteOp), or removes
+// it (op InvalidateOp), only while it is live and has the version given,
+// atomically, and reports whether it did. An expired entry is removed, as
+// a read would treat it as gone.
+func (c *Cache) ifVersion(key string, version uint64, next entry, op otter.ComputeOp) bool {
+	done := false
 	c.s.c.Compute(c.key(key), func(e entry, found bool) (entry, otter.ComputeOp) {
 		switch {
 		case !found:
@@ -145,8 +142,8 @@ func (c *Cache) DeleteVersion(ctx context.Context, key string, version uint64) (
 		case version == 0 || e.ver != version:
 			return e, otter.CancelOp
 		}
-		deleted = true
-		return e, otter.InvalidateOp
+		done = true
+		return next, op
 	})
-	return deleted, nil
+	return done
 }
