@@ -1433,6 +1433,38 @@ func (s *suite) testCompareAndSwap(t *testing.T) {
 	wantValue(t, c, "k", []byte("v2"))
 }
 
+// oneWinner runs try(1) to try(100) concurrently and returns the i of the
+// one that reported true, failing t unless exactly one did (what is the
+// tries, for the message) or any failed.
+func oneWinner(t *testing.T, what string, try func(i int) (bool, error)) int {
+	t.Helper()
+	const n = 100
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var winners []int
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := try(i)
+			if err != nil {
+				t.Errorf("concurrent %s: %v", what, err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				winners = append(winners, i)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(winners) != 1 {
+		t.Fatalf("%d of %d concurrent %s reported true; want exactly 1", len(winners), n, what)
+	}
+	return winners[0]
+}
+
 // testCompareAndSwapConcurrent: of concurrent swaps from one value exactly
 // one wins, and increments made of reads and swaps, retried on conflict,
 // lose none.
@@ -1444,31 +1476,10 @@ func (s *suite) testCompareAndSwapConcurrent(t *testing.T) {
 		if old != nil {
 			mustSet(t, c, key, old, 0)
 		}
-		const n = 100
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var winners []int
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				ok, err := cas.CompareAndSwap(bg, key, old, []byte(strconv.Itoa(i+1)), 0)
-				if err != nil {
-					t.Errorf("concurrent CompareAndSwap: %v", err)
-					return
-				}
-				if ok {
-					mu.Lock()
-					winners = append(winners, i+1)
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		if len(winners) != 1 {
-			t.Fatalf("%d of %d concurrent CompareAndSwaps from %q reported true; want exactly 1", len(winners), n, old)
-		}
-		wantValue(t, c, key, []byte(strconv.Itoa(winners[0])))
+		winner := oneWinner(t, fmt.Sprintf("CompareAndSwaps from %q", old), func(i int) (bool, error) {
+			return cas.CompareAndSwap(bg, key, old, []byte(strconv.Itoa(i)), 0)
+		})
+		wantValue(t, c, key, []byte(strconv.Itoa(winner)))
 	}
 
 	const workers, each = 8, 15
@@ -1523,9 +1534,9 @@ func (s *suite) testCompareAndSwapTTL(t *testing.T) {
 	eventuallyMiss(t, c, "k")
 	wantCAS(t, cas, "k", []byte("v2"), []byte("v3"), 0, false) // expired: gone
 	wantCAS(t, cas, "k", nil, []byte("v3"), 0, true)           // and absent
-	mustSet(t, c, "p", []byte("v1"), 300*time.Millisecond)
+	mustSet(t, c, "p", []byte("v1"), 1500*time.Millisecond) // long enough to swap it in time on a loaded machine
 	wantCAS(t, cas, "p", []byte("v1"), []byte("v2"), 0, true) // 0: no expiry
-	mustSet(t, c, "probe", []byte("x"), 300*time.Millisecond)
+	mustSet(t, c, "probe", []byte("x"), 1500*time.Millisecond) // set after p: expires after p would have
 	eventuallyMiss(t, c, "probe")
 	time.Sleep(time.Second) // past any one-second resolution boundary
 	wantValue(t, c, "p", []byte("v2"))
