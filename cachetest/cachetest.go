@@ -1534,8 +1534,8 @@ func (s *suite) testCompareAndSwapTTL(t *testing.T) {
 	eventuallyMiss(t, c, "k")
 	wantCAS(t, cas, "k", []byte("v2"), []byte("v3"), 0, false) // expired: gone
 	wantCAS(t, cas, "k", nil, []byte("v3"), 0, true)           // and absent
-	mustSet(t, c, "p", []byte("v1"), 1500*time.Millisecond) // long enough to swap it in time on a loaded machine
-	wantCAS(t, cas, "p", []byte("v1"), []byte("v2"), 0, true) // 0: no expiry
+	mustSet(t, c, "p", []byte("v1"), 1500*time.Millisecond)    // long enough to swap it in time on a loaded machine
+	wantCAS(t, cas, "p", []byte("v1"), []byte("v2"), 0, true)  // 0: no expiry
 	mustSet(t, c, "probe", []byte("x"), 1500*time.Millisecond) // set after p: expires after p would have
 	eventuallyMiss(t, c, "probe")
 	time.Sleep(time.Second) // past any one-second resolution boundary

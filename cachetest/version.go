@@ -317,7 +317,7 @@ func (s *suite) testVersionTTL(t *testing.T) {
 
 	mustSet(t, c, "p", []byte("v1"), 1500*time.Millisecond) // long enough to swap it in time on a loaded machine
 	p1 := getVersion(t, v, "p", []byte("v1"))
-	wantSwap(t, v, "p", p1, []byte("v2"), 0, true) // 0: no expiry
+	wantSwap(t, v, "p", p1, []byte("v2"), 0, true)             // 0: no expiry
 	mustSet(t, c, "probe", []byte("x"), 1500*time.Millisecond) // set after p: expires after p would have
 	eventuallyMiss(t, c, "probe")
 	time.Sleep(time.Second) // past any one-second resolution boundary
