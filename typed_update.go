@@ -70,8 +70,9 @@ const (
 //
 // An uncontended Update makes two cache calls, a read and a swap: two
 // round trips on Redis (GET, and a Lua compare-and-swap) and two requests
-// on Memcached (gets, and a meta-protocol set with compare-cas). Each lost
-// attempt makes two more. A tagged value read, or WithTags, adds a read of
+// on Memcached (gets, and a meta-protocol set with compare-cas; three on a
+// memcached that gives no versions, whose CompareAndSwap is a gets and a
+// cas). Each lost attempt makes two more. A tagged value read, or WithTags, adds a read of
 // the tags' stamps each.
 func (t *Typed[V]) Update(ctx context.Context, key string, fn func(old V, found bool) (V, error), opts ...SetOption) (V, error) {
 	var zero V
