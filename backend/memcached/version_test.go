@@ -3,6 +3,7 @@ package memcached
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -943,5 +944,61 @@ func TestVersionCASDisabled(t *testing.T) {
 	}
 	if got, err := c.Get(ctx, "k"); err != nil || string(got) != "v" {
 		t.Fatalf("the key after the refused writes: %q, %v", got, err)
+	}
+}
+
+// TestVersionTLS: over a memcached that serves TLS only, the versioned
+// writes dial their own connections with the client's DialContext (here a
+// TLS dialer), as gomemcache's requests do, and work: the README promises
+// that a TLS dialer applies to them.
+func TestVersionTLS(t *testing.T) {
+	srv, cfg := testserver.StartMemcachedTLS(t)
+	client := casClient(t, srv.Addr())
+	var dials atomic.Int32
+	d := &tls.Dialer{Config: cfg}
+	client.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}
+	c := New(client, &Options{Namespace: "tls"})
+	defer c.Close()
+	ctx := context.Background()
+
+	ver, err := c.AddVersion(ctx, "k", []byte("v1"), time.Minute)
+	if err != nil || ver == 0 {
+		t.Fatalf("AddVersion over TLS = %d, %v", ver, err)
+	}
+	got, gv, err := c.GetVersion(ctx, "k")
+	if err != nil || string(got) != "v1" || gv != ver {
+		t.Fatalf("GetVersion over TLS = %q, %d, %v; want v1, %d", got, gv, err, ver)
+	}
+	nv, ok, err := c.SwapVersion(ctx, "k", ver, []byte("v2"), 0)
+	if err != nil || !ok || nv == ver {
+		t.Fatalf("SwapVersion over TLS = %d, %v, %v", nv, ok, err)
+	}
+	if ok, err := c.DeleteVersion(ctx, "k", ver); err != nil || ok {
+		t.Fatalf("DeleteVersion of a spent version over TLS = %v, %v; want false", ok, err)
+	}
+	if ok, err := c.DeleteVersion(ctx, "k", nv); err != nil || !ok {
+		t.Fatalf("DeleteVersion over TLS = %v, %v; want true", ok, err)
+	}
+	if _, err := c.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after DeleteVersion over TLS: %v; want ErrNotFound", err)
+	}
+	if dials.Load() < 2 {
+		t.Fatalf("%d dials through the client's DialContext; want gomemcache's and the meta connection's", dials.Load())
+	}
+
+	// Without the TLS dialer the same server answers nothing usable: the
+	// versioned write fails, and nothing is stored.
+	plain := New(casClient(t, srv.Addr()), &Options{Namespace: "tls"})
+	defer plain.Close()
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := plain.AddVersion(tctx, "p", []byte("v"), 0); err == nil {
+		t.Fatal("AddVersion over plain TCP to a TLS-only memcached succeeded")
+	}
+	if _, err := c.Get(ctx, "p"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get of the plain client's key: %v; want ErrNotFound", err)
 	}
 }

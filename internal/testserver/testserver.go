@@ -12,7 +12,15 @@ package testserver
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -45,6 +53,7 @@ type Server struct {
 	args []string // with the port filled in
 	port int
 	dir  string
+	tls  *tls.Config // a TLS server's client configuration; nil: plain TCP
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -107,7 +116,78 @@ func isExec(p string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
+// StartMemcachedTLS starts memcached as StartMemcached does, serving TLS
+// only (-Z) with a certificate for 127.0.0.1 made for it, and returns the
+// TLS configuration a client needs to trust it.
+func StartMemcachedTLS(t testing.TB, extra ...string) (*Server, *tls.Config) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := selfSigned(dir)
+	if err != nil {
+		t.Fatalf("testserver: making a certificate: %v", err)
+	}
+	extra = append([]string{"-Z", "-o", "ssl_chain_cert=" + filepath.Join(dir, "cert.pem") + ",ssl_key=" + filepath.Join(dir, "key.pem")}, extra...)
+	bin := binary(t, "memcached", "CACHEKIT_TEST_MEMCACHED_BIN", "memcached", "memcached (Debian package memcached)")
+	s := startTLS(t, "memcached", bin, dir, cfg, func(port int) []string {
+		args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "64", "-c", "4096"}
+		if os.Geteuid() == 0 {
+			args = append(args, "-u", "nobody")
+		}
+		return append(args, extra...)
+	})
+	return s, cfg.Clone()
+}
+
+// selfSigned writes cert.pem and key.pem for 127.0.0.1 into dir (readable
+// by the server's user) and returns a client configuration that trusts it.
+func selfSigned(dir string) (*tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, err
+	}
+	// The server may run as nobody: the key must be readable by it (the
+	// directory is the test's own, and removed afterwards).
+	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	return &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}, nil
+}
+
 func start(t testing.TB, kind, bin, dir string, args func(port int) []string) *Server {
+	t.Helper()
+	return startTLS(t, kind, bin, dir, nil, args)
+}
+
+func startTLS(t testing.TB, kind, bin, dir string, cfg *tls.Config, args func(port int) []string) *Server {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
@@ -115,7 +195,7 @@ func start(t testing.TB, kind, bin, dir string, args func(port int) []string) *S
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{t: t, kind: kind, bin: bin, args: args(port), port: port, dir: dir}
+		s := &Server{t: t, kind: kind, bin: bin, args: args(port), port: port, dir: dir, tls: cfg}
 		if err := s.launch(); err != nil {
 			lastErr = err
 			continue
@@ -180,7 +260,13 @@ func (s *Server) launch() error {
 
 // ready sends one PING (Redis) or version (Memcached) and checks the reply.
 func (s *Server) ready() error {
-	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.Addr(), s.tls)
+	} else {
+		c, err = net.DialTimeout("tcp", s.Addr(), time.Second)
+	}
 	if err != nil {
 		return err
 	}
