@@ -224,28 +224,7 @@ func BenchmarkTypedGetPaired(b *testing.B) {
 			}
 			b.Run("codec="+codec.name+"/path="+tc.path, func(b *testing.B) {
 				b.ReportAllocs()
-				chunk := func(f func()) time.Duration {
-					start := time.Now()
-					for range pairedChunk {
-						f()
-					}
-					return time.Since(start)
-				}
-				var dec, got, ratios []float64
-				for i := 0; i*pairedChunk < b.N; i++ {
-					var d, g time.Duration
-					if i%2 == 0 {
-						d, g = chunk(decode), chunk(get)
-					} else {
-						g, d = chunk(get), chunk(decode)
-					}
-					dec = append(dec, float64(d)/pairedChunk)
-					got = append(got, float64(g)/pairedChunk)
-					ratios = append(ratios, float64(g)/float64(d))
-				}
-				b.ReportMetric(median(dec), "decode-ns/op")
-				b.ReportMetric(median(got), "typed-ns/op")
-				b.ReportMetric(median(ratios), "ratio")
+				runPaired(b, decode, get)
 			})
 		}
 	}
@@ -254,6 +233,35 @@ func BenchmarkTypedGetPaired(b *testing.B) {
 // pairedChunk is how many calls of one path BenchmarkTypedGetPaired times
 // at a time: about a third of a millisecond.
 const pairedChunk = 256
+
+// runPaired times decode and get in alternating chunks of pairedChunk calls
+// (which goes first alternates too) until b.N calls of each, and reports
+// the median per-call time of each and the median of the chunks' ratios
+// get/decode: load from other processes hits both halves of a pair alike.
+func runPaired(b *testing.B, decode, get func()) {
+	chunk := func(f func()) time.Duration {
+		start := time.Now()
+		for range pairedChunk {
+			f()
+		}
+		return time.Since(start)
+	}
+	var dec, got, ratios []float64
+	for i := 0; i*pairedChunk < b.N; i++ {
+		var d, g time.Duration
+		if i%2 == 0 {
+			d, g = chunk(decode), chunk(get)
+		} else {
+			g, d = chunk(get), chunk(decode)
+		}
+		dec = append(dec, float64(d)/pairedChunk)
+		got = append(got, float64(g)/pairedChunk)
+		ratios = append(ratios, float64(g)/float64(d))
+	}
+	b.ReportMetric(median(dec), "decode-ns/op")
+	b.ReportMetric(median(got), "typed-ns/op")
+	b.ReportMetric(median(ratios), "ratio")
+}
 
 // BenchmarkTypedGetPairedZipf is BenchmarkTypedGetPaired over many keys:
 // memCapacity (100k) records, each with its own ID and name, read in the
@@ -310,29 +318,8 @@ func BenchmarkTypedGetPairedZipf(b *testing.B) {
 				sinkRecord = v
 			}
 			b.ReportAllocs()
-			chunk := func(f func()) time.Duration {
-				start := time.Now()
-				for range pairedChunk {
-					f()
-				}
-				return time.Since(start)
-			}
-			var dec, got, ratios []float64
 			b.ResetTimer()
-			for i := 0; i*pairedChunk < b.N; i++ {
-				var d, g time.Duration
-				if i%2 == 0 {
-					d, g = chunk(decode), chunk(get)
-				} else {
-					g, d = chunk(get), chunk(decode)
-				}
-				dec = append(dec, float64(d)/pairedChunk)
-				got = append(got, float64(g)/pairedChunk)
-				ratios = append(ratios, float64(g)/float64(d))
-			}
-			b.ReportMetric(median(dec), "decode-ns/op")
-			b.ReportMetric(median(got), "typed-ns/op")
-			b.ReportMetric(median(ratios), "ratio")
+			runPaired(b, decode, get)
 		})
 	}
 }

@@ -1482,35 +1482,38 @@ func (s *suite) testCompareAndSwapConcurrent(t *testing.T) {
 		wantValue(t, c, key, []byte(strconv.Itoa(winner)))
 	}
 
+	concurrentCount(t, c, "counter", func(int) (bool, error) {
+		old, n, err := readCounter(c.Get(bg, "counter"))
+		if err != nil {
+			return false, err
+		}
+		return cas.CompareAndSwap(bg, "counter", old, []byte(strconv.Itoa(n+1)), 0)
+	})
+}
+
+// concurrentCount has 8 workers add 1 to the decimal counter under key, 15
+// times each, every increment by calls of attempt(worker) until one reports
+// true (an attempt reads the counter and writes it plus one only if nobody
+// wrote it in between). It fails t when an attempt fails, when an increment
+// makes no progress in 1000 attempts, or when the counter does not end at
+// 120: no increment may be lost.
+func concurrentCount(t *testing.T, c cachekit.Cache, key string, attempt func(worker int) (bool, error)) {
+	t.Helper()
 	const workers, each = 8, 15
 	var wg sync.WaitGroup
-	for range workers {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range each {
-				for attempt := 0; ; attempt++ {
-					if attempt > 1000 {
+				for tries := 0; ; tries++ {
+					if tries > 1000 {
 						t.Errorf("an increment made no progress in 1000 attempts")
 						return
 					}
-					cur, err := c.Get(bg, "counter")
-					var old []byte // absent
-					n := 0
-					switch {
-					case err == nil:
-						old = cur
-						if n, err = strconv.Atoi(string(cur)); err != nil {
-							t.Errorf("counter holds %q", cur)
-							return
-						}
-					case !errors.Is(err, cachekit.ErrNotFound):
-						t.Errorf("Get: %v", err)
-						return
-					}
-					ok, err := cas.CompareAndSwap(bg, "counter", old, []byte(strconv.Itoa(n+1)), 0)
+					ok, err := attempt(w)
 					if err != nil {
-						t.Errorf("CompareAndSwap: %v", err)
+						t.Errorf("increment: %v", err)
 						return
 					}
 					if ok {
@@ -1521,7 +1524,23 @@ func (s *suite) testCompareAndSwapConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	wantValue(t, c, "counter", []byte(strconv.Itoa(workers*each)))
+	wantValue(t, c, key, []byte(strconv.Itoa(workers*each)))
+}
+
+// readCounter takes what a read of a decimal counter returned: the bytes
+// read (nil when absent) and the number (0 when absent).
+func readCounter(b []byte, err error) ([]byte, int, error) {
+	switch {
+	case errors.Is(err, cachekit.ErrNotFound):
+		return nil, 0, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return nil, 0, fmt.Errorf("counter holds %q", b)
+	}
+	return b, n, nil
 }
 
 // testCompareAndSwapTTL: a swap sets the TTL it is given, replacing the old

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -345,57 +344,24 @@ func (s *suite) testVersionConcurrent(t *testing.T) {
 		wantValue(t, c, "race", []byte(strconv.Itoa(winner)))
 	}
 
-	const workers, each = 8, 15
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range each {
-				for attempt := 0; ; attempt++ {
-					if attempt > 1000 {
-						t.Errorf("an increment made no progress in 1000 attempts")
-						return
-					}
-					cur, ver, err := v.GetVersion(bg, "counter")
-					n := 0
-					switch {
-					case err == nil:
-						if n, err = strconv.Atoi(string(cur)); err != nil {
-							t.Errorf("counter holds %q", cur)
-							return
-						}
-					case errors.Is(err, cachekit.ErrNotFound):
-						cur = nil
-					default:
-						t.Errorf("GetVersion: %v", err)
-						return
-					}
-					next := []byte(strconv.Itoa(n + 1))
-					var ok bool
-					switch {
-					case cur == nil:
-						_, err = v.AddVersion(bg, "counter", next, 0)
-						ok = err == nil
-						if errors.Is(err, cachekit.ErrExists) {
-							err = nil
-						}
-					case w%2 == 0:
-						_, ok, err = v.SwapVersion(bg, "counter", ver, next, 0)
-					default:
-						ok, err = cas.CompareAndSwap(bg, "counter", cur, next, 0)
-					}
-					if err != nil {
-						t.Errorf("increment: %v", err)
-						return
-					}
-					if ok {
-						break
-					}
-				}
+	concurrentCount(t, c, "counter", func(w int) (bool, error) {
+		b, ver, err := v.GetVersion(bg, "counter")
+		cur, n, err := readCounter(b, err)
+		if err != nil {
+			return false, err
+		}
+		next := []byte(strconv.Itoa(n + 1))
+		switch {
+		case cur == nil:
+			_, err = v.AddVersion(bg, "counter", next, 0)
+			if errors.Is(err, cachekit.ErrExists) {
+				return false, nil
 			}
-		}()
-	}
-	wg.Wait()
-	wantValue(t, c, "counter", []byte(strconv.Itoa(workers*each)))
+			return err == nil, err
+		case w%2 == 0:
+			_, ok, err := v.SwapVersion(bg, "counter", ver, next, 0)
+			return ok, err
+		}
+		return cas.CompareAndSwap(bg, "counter", cur, next, 0)
+	})
 }
