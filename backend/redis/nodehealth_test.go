@@ -182,8 +182,10 @@ func TestClusterBreakerPromotedReplicaTakesOver(t *testing.T) {
 	if _, err := c.Get(ctx, k); !errors.Is(err, cachekit.ErrUnavailable) {
 		t.Fatalf("Get after 3 timeouts = %v; want ErrUnavailable", err)
 	}
-	promote()
+	// Read before the promotion: a reload already on its way (the refused
+	// Get above asked for one) may land right after it and move the slots.
 	before := reloads.Load()
+	promote()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := c.Get(ctx, k)
