@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 	"weak"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -146,6 +147,25 @@ func (g *guard) claim(now time.Time) bool {
 	return g.state.Load() == cmdSending
 }
 
+// claimBounded is claim for a bounded command, which also returns its
+// deadline (read once: the batch's deadline is the earliest of them).
+func (g *guard) claimBounded(now time.Time) (time.Time, bool) {
+	dl := g.deadline()
+	switch g.state.Load() {
+	case cmdQueued:
+	case cmdSending:
+		return dl, true // claimed already
+	default:
+		return dl, false
+	}
+	if g.ctx.Err() == nil && now.Before(dl) {
+		g.state.Store(cmdSending)
+		return dl, true
+	}
+	g.state.Store(cmdDropped)
+	return dl, false
+}
+
 // dropErr is the error a dropped command carries: its context's (which has
 // ended, since only that drops a command), as a notSentError.
 func (g *guard) dropErr() error {
@@ -184,15 +204,18 @@ type guarded interface {
 // command's own; NoRetry keeps the write marking of noRetry* wrappers.
 
 // guardedGet is a GET built for an auto-pipelining cache (see newGet): the
-// wrapper and the command's arguments are one allocation, so that the
-// pipelined path allocates no more than a direct call.
+// command, its guard and its arguments are one allocation, so that the
+// pipelined path allocates less than a direct call. The command is held by
+// value: it is copied once, from the value NewStringCmd returns, before
+// anything else can see it.
 type guardedGet struct {
-	*goredis.StringCmd
+	goredis.StringCmd
 	guard
 	args [2]any
+	key  string // args[1]'s string (see stringAny)
 }
 
-func (c *guardedGet) direct() goredis.Cmder { return c.StringCmd }
+func (c *guardedGet) direct() goredis.Cmder { return &c.StringCmd }
 
 type guardedString struct {
 	*goredis.StringCmd
@@ -253,9 +276,20 @@ func (c *Cache) newGet(ctx context.Context, key string) (*goredis.StringCmd, gor
 		cmd := goredis.NewStringCmd(ctx, "get", key)
 		return cmd, cmd
 	}
-	w := &guardedGet{args: [2]any{"get", key}}
-	w.StringCmd = goredis.NewStringCmd(ctx, w.args[:]...)
-	return w.StringCmd, w
+	w := &guardedGet{key: key}
+	w.args = [2]any{"get", stringAny(&w.key)}
+	w.StringCmd = *goredis.NewStringCmd(ctx, w.args[:]...)
+	return &w.StringCmd, w
+}
+
+// stringAny returns *p as an interface value that refers to *p itself:
+// converting a string to an interface otherwise copies its header to an
+// allocation of its own. *p must never change afterwards (an interface's
+// value is immutable).
+func stringAny(p *string) any {
+	x := any("")
+	(*[2]unsafe.Pointer)(unsafe.Pointer(&x))[1] = unsafe.Pointer(p)
+	return x
 }
 
 // pipelinable reports whether cmd is a command the cache sends through the
@@ -307,8 +341,9 @@ func unguarded(cmd goredis.Cmder) goredis.Cmder {
 
 // guardHook is installed on clients used for auto-pipelining. It drops the
 // cache's pipelined commands whose caller's context has ended before they
-// are written, and marks the others done once their batch has executed.
-// Every other command passes through untouched.
+// are written, and marks the others whose callers wait on the deferred face
+// done once their batch has executed (a bounded caller reads nothing but
+// its command's result). Every other command passes through untouched.
 type guardHook struct{}
 
 func (guardHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
@@ -338,6 +373,7 @@ func (guardHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
 		ours, dropped := 0, 0
+		waited := false    // a command of the cache's whose caller reads its state
 		var route *apRoute // the first of the cache's commands' route
 		var deadline, now time.Time
 		for _, cmd := range cmds {
@@ -345,20 +381,23 @@ func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.P
 			if !ok {
 				continue
 			}
+			g := gc.guardState()
 			if ours == 0 {
 				now = time.Now()
-			}
-			ours++
-			g := gc.guardState()
-			if route == nil {
 				route = g.route
 			}
-			if !g.claim(now) {
-				dropped++
-			} else if g.bounded {
-				if dl := g.deadline(); deadline.IsZero() || dl.Before(deadline) {
+			ours++
+			if g.bounded {
+				if dl, ok := g.claimBounded(now); !ok {
+					dropped++
+				} else if deadline.IsZero() || dl.Before(deadline) {
 					deadline = dl
 				}
+				continue
+			}
+			waited = true
+			if !g.claim(now) {
+				dropped++
 			}
 		}
 		if ours == 0 {
@@ -389,9 +428,14 @@ func (guardHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.P
 			}
 			err = next(ctx, kept)
 		}
-		for _, cmd := range kept {
-			if gc, ok := cmd.(guarded); ok {
-				gc.guardState().state.Store(cmdDone)
+		if waited {
+			// Only a caller on the deferred face reads the state (see
+			// pipelined); the callers of the batch wake when this returns,
+			// so nothing else is done here for bounded commands.
+			for _, cmd := range kept {
+				if gc, ok := cmd.(guarded); ok && !gc.guardState().bounded {
+					gc.guardState().state.Store(cmdDone)
+				}
 			}
 		}
 		return err
@@ -422,8 +466,16 @@ func withBatchDeadline(ctx context.Context, deadline time.Time) context.Context 
 // socket the command is bounded: its caller waits for its batch alone, on
 // the blocking face (see the rules at the top of this file).
 func (c *Cache) guardFor(ctx context.Context, cmd goredis.Cmder, uncancelled bool) guarded {
-	w := guardCmd(ctx, cmd)
-	g := w.guardState()
+	var w guarded
+	var g *guard
+	if get, ok := cmd.(*guardedGet); ok {
+		// The common case, without guardCmd's search of the interfaces.
+		w, g = get, &get.guard
+		g.ctx = ctx
+	} else {
+		w = guardCmd(ctx, cmd)
+		g = w.guardState()
+	}
 	g.route = &c.route
 	if uncancelled && c.ctxAware {
 		if _, ok := ctx.Deadline(); ok {

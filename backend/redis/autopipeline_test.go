@@ -460,6 +460,124 @@ func TestGuardClaim(t *testing.T) {
 	}
 }
 
+// TestGuardClaimBounded: a bounded command is claimed while its deadline
+// lies ahead, never once it has passed (even if its context's timer has not
+// fired yet), and a claim, once made, stands: the command may be on the
+// wire by then.
+func TestGuardClaimBounded(t *testing.T) {
+	now := time.Now()
+	dl := now.Add(time.Second)
+	live := &guard{ctx: pastDeadline{Context: context.Background(), deadline: dl}, bounded: true}
+	if got, ok := live.claimBounded(now); !ok || !got.Equal(dl) {
+		t.Fatalf("a bounded command before its deadline: claimed %v, deadline %v; want claimed, %v", ok, got, dl)
+	}
+	if _, ok := live.claimBounded(dl.Add(time.Millisecond)); !ok {
+		t.Fatal("a claimed command was dropped by a later pass, after its deadline")
+	}
+	late := &guard{ctx: pastDeadline{Context: context.Background(), deadline: now.Add(-time.Millisecond)}, bounded: true}
+	for range 2 {
+		if _, ok := late.claimBounded(now); ok {
+			t.Fatal("a bounded command past its deadline was claimed")
+		}
+	}
+	if !errors.Is(late.dropErr(), context.DeadlineExceeded) {
+		t.Fatalf("dropErr: %v; want DeadlineExceeded", late.dropErr())
+	}
+	ended, cancel := context.WithDeadline(context.Background(), now.Add(time.Hour))
+	cancel()
+	g := &guard{ctx: ended, bounded: true}
+	if _, ok := g.claimBounded(now); ok || !errors.Is(g.dropErr(), context.Canceled) {
+		t.Fatalf("a bounded command whose context ended was claimed (%v)", g.dropErr())
+	}
+}
+
+// TestGuardHookBatch: the guard hook hands the connection only the
+// commands that may still go (a bounded command past its deadline, or one
+// whose context has ended, is dropped unsent with its context's error), gives the
+// batch the earliest deadline of its bounded commands, and marks the
+// commands of callers on the deferred face done once the batch has run.
+func TestGuardHookBatch(t *testing.T) {
+	cl := newClient(t, &goredis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+	c := New(cl, &Options{AutoPipeline: true})
+	if c.ap == nil {
+		t.Fatal("no pipeliner")
+	}
+	now := time.Now()
+	bounded := func(key string, dl time.Time) *guardedGet {
+		_, w := c.newGet(context.Background(), key)
+		return c.guardFor(pastDeadline{Context: context.Background(), deadline: dl}, w, true).(*guardedGet)
+	}
+	early, later := now.Add(time.Minute), now.Add(time.Hour)
+	b1 := bounded("b1", later)
+	b2 := bounded("b2", early)
+	expired := bounded("expired", now.Add(-time.Millisecond))
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, w := c.newGet(ended, "ended")
+	gone := c.guardFor(ended, w, false).(*guardedGet)
+	_, w = c.newGet(context.Background(), "waited")
+	waited := c.guardFor(context.Background(), w, false).(*guardedGet)
+	other := goredis.NewStringCmd(context.Background(), "get", "not-the-cache's")
+	for _, g := range []*guardedGet{b1, b2, expired} {
+		if !g.bounded {
+			t.Fatal("a command of a caller whose context cannot be cancelled is not bounded")
+		}
+	}
+
+	var sent []goredis.Cmder
+	var batchDeadline time.Time
+	hook := guardHook{}.ProcessPipelineHook(func(ctx context.Context, cmds []goredis.Cmder) error {
+		sent = cmds
+		batchDeadline, _ = ctx.Deadline()
+		return nil
+	})
+	batch := []goredis.Cmder{b1, expired, other, gone, b2, waited}
+	if err := hook(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	want := []goredis.Cmder{b1, other, b2, waited}
+	if len(sent) != len(want) {
+		t.Fatalf("%d commands sent; want %d (%v)", len(sent), len(want), sent)
+	}
+	for i := range want {
+		if sent[i] != want[i] {
+			t.Fatalf("command %d sent: %v; want %v", i, sent[i], want[i])
+		}
+	}
+	if !batchDeadline.Equal(early) {
+		t.Fatalf("batch deadline %v; want the earliest bounded one, %v", batchDeadline, early)
+	}
+	if err := expired.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired command: %v; want DeadlineExceeded", err)
+	}
+	if err := gone.Err(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("command whose context ended: %v; want Canceled", err)
+	}
+	if waited.state.Load() != cmdDone {
+		t.Fatal("a deferred-face command was not marked done after its batch")
+	}
+}
+
+// TestGuardedGet: the GET an auto-pipelining cache builds is one allocation
+// (command, guard and arguments together), and carries the command's
+// arguments as go-redis reads them.
+func TestGuardedGet(t *testing.T) {
+	cl := newClient(t, &goredis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true})
+	c := New(cl, &Options{AutoPipeline: true})
+	ctx := context.Background()
+	key := strings.Repeat("k", 40)
+	cmd, sent := c.newGet(ctx, key)
+	if args := cmd.Args(); len(args) != 2 || args[0] != "get" || args[1] != key {
+		t.Fatalf("args %q; want [get %s]", args, key)
+	}
+	if got := unguarded(sent); got != goredis.Cmder(cmd) {
+		t.Fatalf("the direct form of a guarded GET is %T, not its command", got)
+	}
+	if n := testing.AllocsPerRun(100, func() { c.newGet(ctx, key) }); n != 1 {
+		t.Fatalf("newGet makes %v allocations; want 1", n)
+	}
+}
+
 // pastDeadline is a context whose deadline has passed and whose timer has
 // not fired yet.
 type pastDeadline struct {
