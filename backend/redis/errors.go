@@ -127,8 +127,14 @@ func connFailure(err error) bool {
 	return errors.As(err, &ne) || connDropped(err) || errors.Is(err, goredis.ErrPoolTimeout)
 }
 
-// isClientClosed reports whether err is go-redis's "client is closed".
-func isClientClosed(err error) bool { return errors.Is(err, goredis.ErrClosed) }
+// isClientClosed reports whether err says that the client, or the
+// connection a call was using, was closed: go-redis's "client is closed"
+// for a call that had no connection yet, net.ErrClosed for one whose
+// connection Close closed under it. The cache asks only once its Close has
+// begun, so either is its own doing.
+func isClientClosed(err error) bool {
+	return errors.Is(err, goredis.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
 
 // unsent reports whether a failed round trip certainly sent nothing: the
 // dial failed, no connection came free, the client was closed, or the

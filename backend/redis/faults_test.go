@@ -537,3 +537,56 @@ func BenchmarkGetBreakerOpen(b *testing.B) {
 		}
 	})
 }
+
+// TestCloseDuringCalls: calls waiting on a frozen server when Close is
+// called end with an error matching ErrClosed (a write also with
+// ErrUnknownOutcome, since it was on the wire), not with the bare network
+// error that closing their connections causes.
+func TestCloseDuringCalls(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	c, err := cachekit.Open(context.Background(), "redis://"+srv.Addr()+"/0?namespace=closing&timeout=10s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", []byte("v"), 0); err != nil { // the pool has a connection
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	defer srv.Thaw()
+	ops := map[string]func() error{
+		"Get":     func() error { _, err := c.Get(ctx, "k"); return err },
+		"Set":     func() error { return c.Set(ctx, "k", []byte("w"), 0) },
+		"GetMany": func() error { _, err := c.GetMany(ctx, []string{"k", "l"}); return err },
+	}
+	errs := make(map[string]chan error, len(ops))
+	for name, op := range ops {
+		ch := make(chan error, 1)
+		errs[name] = ch
+		go func() { ch <- op() }()
+	}
+	time.Sleep(300 * time.Millisecond) // the calls reach the frozen server
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for name, ch := range errs {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, cachekit.ErrClosed) {
+				t.Errorf("%s in flight during Close: %v; want ErrClosed", name, err)
+			}
+			// On the wire (net.ErrClosed), a write's outcome is unknown;
+			// one that never got a connection (goredis.ErrClosed) was
+			// not sent.
+			if name == "Set" && errors.Is(err, net.ErrClosed) != errors.Is(err, cachekit.ErrUnknownOutcome) {
+				t.Errorf("Set cut by Close: %v; want ErrUnknownOutcome exactly when it was on the wire", err)
+			}
+			var ce *cachekit.Error
+			if !errors.As(err, &ce) || ce.Op != name {
+				t.Errorf("%s: %#v; want a *cachekit.Error naming %s", name, err, name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still waiting 5s after Close", name)
+		}
+	}
+}

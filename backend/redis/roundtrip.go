@@ -179,6 +179,11 @@ func (c *Cache) settle(ctx, bctx context.Context, kind opKind, h *health, err er
 		if h != nil {
 			h.ignored()
 		}
+		if kind == write && !unsent(err) {
+			// Close cut the connection under the write: it may have
+			// been applied.
+			err = &causeError{sentinel: cachekit.ErrUnknownOutcome, err: err}
+		}
 		return &causeError{sentinel: cachekit.ErrClosed, err: err}
 	}
 	err = contextError(bctx, err)
