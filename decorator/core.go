@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -409,35 +410,55 @@ func (c *core[K, V]) encode(ctx context.Context, k K, key string, v V, took time
 	if !c.env {
 		return b, ttl, true
 	}
-	h := header{storedAt: now.UnixNano(), delta: int64(took)}
+	at := now.UnixNano()
+	h := header{storedAt: at, delta: int64(took)}
 	phys := ttl
 	if ttl > 0 {
-		h.expiry = now.Add(ttl).UnixNano()
-		h.staleUntil = h.expiry
 		if c.o.FailSafeMaxStale > 0 {
-			h.staleUntil = now.Add(ttl + c.o.FailSafeMaxStale).UnixNano()
-			phys = ttl + c.o.FailSafeMaxStale
+			phys = addDuration(ttl, c.o.FailSafeMaxStale)
 		}
+		h.expiry, h.staleUntil = after(at, ttl), after(at, phys)
 	}
 	return appendEnvelope(make([]byte, 0, envHeaderLen+len(b)), h, b), phys, true
 }
 
+// after returns the time d after at, both in Unix nanoseconds, saturating
+// at math.MaxInt64: a TTL that reaches past 2262 (the last time UnixNano
+// can represent) is as good as no expiry, never a time in the past.
+func after(at int64, d time.Duration) int64 {
+	if int64(d) > math.MaxInt64-at {
+		return math.MaxInt64
+	}
+	return at + int64(d)
+}
+
+// addDuration returns a+b for non-negative a and b, saturating at the
+// longest Duration.
+func addDuration(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
 // negativeEntry returns the envelope of a remembered "not found".
 func (c *core[K, V]) negativeEntry(took time.Duration, now time.Time) []byte {
-	exp := now.Add(c.o.NegativeTTL).UnixNano()
-	return appendEnvelope(nil, header{flags: flagNegative, storedAt: now.UnixNano(), expiry: exp, staleUntil: exp, delta: int64(took)}, nil)
+	at := now.UnixNano()
+	exp := after(at, c.o.NegativeTTL)
+	return appendEnvelope(nil, header{flags: flagNegative, storedAt: at, expiry: exp, staleUntil: exp, delta: int64(took)}, nil)
 }
 
 // throttled returns prev re-stored by fail-safe: flagged stale, fresh for
 // FailSafeThrottle (never past its stale window), and its physical TTL.
 func (c *core[K, V]) throttled(prev *entry[V], now time.Time) ([]byte, time.Duration, bool) {
 	h := prev.h
-	left := time.Duration(h.staleUntil - now.UnixNano())
+	at := now.UnixNano()
+	left := time.Duration(h.staleUntil - at)
 	if left <= 0 {
 		return nil, 0, false
 	}
 	h.flags |= flagStale
-	h.expiry = min(now.Add(c.o.FailSafeThrottle).UnixNano(), h.staleUntil)
+	h.expiry = min(after(at, c.o.FailSafeThrottle), h.staleUntil)
 	return appendEnvelope(nil, h, prev.raw[envHeaderLen:]), left, true
 }
 
