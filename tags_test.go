@@ -168,4 +168,17 @@ func TestTagsInterop(t *testing.T) {
 	if got, err := raw.Get(ctx, "odd"); err != nil || string(got) != string(odd) {
 		t.Fatalf("Get of raw bytes that look like an envelope = %q, %v", got, err)
 	}
+	// Encode escapes them as Set does: Decode, and Get of the bytes
+	// stored as they are, return them intact.
+	enc, err := raw.Encode(odd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := raw.Decode(enc); err != nil || string(got) != string(odd) {
+		t.Fatalf("Decode(Encode(%q)) = %q, %v", odd, got, err)
+	}
+	_ = mem.Set(ctx, "encoded", enc, 0)
+	if got, err := raw.Get(ctx, "encoded"); err != nil || string(got) != string(odd) {
+		t.Fatalf("Get of Encode's bytes = %q, %v; want %q", got, err, odd)
+	}
 }

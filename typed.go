@@ -298,12 +298,18 @@ func (t *Typed[V]) setOptions(opts []SetOption) setOptions {
 // implements, and Unwrap() Cache returns that cache.
 func (t *Typed[V]) Cache() Cache { return t.c }
 
-// Encode returns the bytes that Set would store for v. An encoding failure
-// is an error for which errors.Is(err, ErrEncode) reports true. Layers built
-// on Typed (the decorator package) use it to wrap values in envelopes of
-// their own.
+// Encode returns the bytes that Set would store for v without tags: the
+// serializer's encoding, escaped in the rare case that it starts like the
+// envelope of a tagged value (possible with serializer.Raw), so that Decode
+// and Get return it intact. An encoding failure is an error for which
+// errors.Is(err, ErrEncode) reports true. Layers built on Typed (the
+// decorator package) use it to wrap values in envelopes of their own.
 func (t *Typed[V]) Encode(v V) ([]byte, error) {
-	return t.encode("Encode", "", v)
+	b, err := t.encode("Encode", "", v)
+	if err != nil {
+		return nil, err
+	}
+	return stored(b, nil, nil), nil
 }
 
 // Decode decodes bytes that Encode produced. Garbage is an error for which

@@ -1,5 +1,8 @@
 package decorator_test
 
+// Edge cases of the decorator found by red-teaming: durations at the limit
+// of time.Duration, and results that look like internal formats.
+
 import (
 	"context"
 	"errors"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/decorator"
+	"github.com/cachekit/cachekit/serializer"
 )
 
 // TestHugeDurations: TTLs that reach past 2262 (the last time Unix
@@ -103,4 +107,43 @@ func TestHugeDurations(t *testing.T) {
 			t.Errorf("fn ran %d times for 3 calls; want once", n)
 		}
 	})
+}
+
+// TestResultsThatLookLikeTagEnvelopes: with serializer.Raw, a result that
+// starts like the envelope of a tagged Typed value comes back from the cache
+// exactly as fn returned it, in the plain and the envelope formats, through
+// Cached, CachedMany and Typed.Get alike.
+func TestResultsThatLookLikeTagEnvelopes(t *testing.T) {
+	const result = "\x00\xffck:tags\x00\x00hello" // an untagged envelope of "hello"
+	for name, o := range map[string]decorator.Options[int]{
+		"plain":     {Name: "f"},
+		"fail-safe": {Name: "f", FailSafeMaxStale: time.Hour},
+	} {
+		t.Run(name, func(t *testing.T) {
+			typed := cachekit.NewTyped[string](newMem(t), &cachekit.TypedOptions{Serializer: serializer.Raw{}})
+			f := decorator.New(typed, func(context.Context, int) (string, error) { return result, nil }, &o)
+			for i := range 2 { // a load, then a hit
+				if v, err := f.Call(bg, 1); err != nil || v != result {
+					t.Fatalf("call %d: %q, %v; want %q", i, v, err, result)
+				}
+				f.Wait()
+			}
+			if name == "plain" {
+				key, _ := f.Key(1)
+				if v, err := typed.Get(bg, key); err != nil || v != result {
+					t.Fatalf("Typed.Get of the decorator's key: %q, %v; want %q", v, err, result)
+				}
+			}
+			o.Name = "m"
+			m := decorator.NewMany(typed, func(_ context.Context, ks []int) (map[int]string, error) {
+				return map[int]string{ks[0]: result}, nil
+			}, &o)
+			for i := range 2 {
+				if got, err := m.Call(bg, []int{1}); err != nil || got[1] != result {
+					t.Fatalf("CachedMany call %d: %q, %v; want %q", i, got[1], err, result)
+				}
+				m.Wait()
+			}
+		})
+	}
 }
