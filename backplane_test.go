@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/backend/memory"
@@ -104,5 +106,96 @@ func TestNamespaceOfLooksThroughWrappers(t *testing.T) {
 	}
 	if got := cachekit.NamespaceOf(cachekit.WithHooks(c)); got != "users" {
 		t.Fatalf("NamespaceOf(WithHooks(users)) = %q", got)
+	}
+}
+
+// stuckBackplane is a Backplane whose Publish blocks until release is
+// closed (or its context ends), as a frozen server's would.
+type stuckBackplane struct {
+	release chan struct{}
+	mu      sync.Mutex
+	got     []cachekit.Invalidation
+}
+
+func (b *stuckBackplane) Publish(ctx context.Context, inv cachekit.Invalidation) error {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.mu.Lock()
+	b.got = append(b.got, inv)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *stuckBackplane) Subscribe(func(cachekit.Invalidation), func(error)) func() { return func() {} }
+func (b *stuckBackplane) Close() error                                              { return nil }
+
+// TestStuckBackplaneDoesNotHoldWrites: a write whose publish hangs returns
+// by its caller's deadline, successfully (the write landed; backplane
+// trouble never fails a write), and the publish goes on in the background,
+// with the keys as they were when the write returned; Wait waits for it.
+func TestStuckBackplaneDoesNotHoldWrites(t *testing.T) {
+	bp := &stuckBackplane{release: make(chan struct{})}
+	var errs []error
+	var errMu sync.Mutex
+	mem := memory.New(nil)
+	defer mem.Close()
+	typed := cachekit.NewTyped[string](mem, &cachekit.TypedOptions{
+		Backplane:    bp,
+		Local:        &cachekit.LocalOptions{},
+		WriteTimeout: time.Minute,
+		OnError: func(_ context.Context, err error) {
+			errMu.Lock()
+			errs = append(errs, err)
+			errMu.Unlock()
+		},
+	})
+	defer typed.Close()
+	for name, write := range map[string]func(context.Context) error{
+		"Set": func(ctx context.Context) error { return typed.Set(ctx, "k", "v") },
+		"Delete": func(ctx context.Context) error {
+			keys := []string{"k", "l"}
+			_, err := typed.Cache().Delete(ctx, keys...)
+			keys[0] = "changed after Delete returned"
+			return err
+		},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		start := time.Now()
+		err := write(ctx)
+		took := time.Since(start)
+		cancel()
+		if err != nil {
+			t.Errorf("%s with a stuck backplane: %v; want success (the write landed)", name, err)
+		}
+		if took > 10*time.Second { // the publish is bounded by a minute: this is the caller's 50ms, loaded
+			t.Errorf("%s took %v with a 50ms deadline; want it back by its deadline", name, took)
+		}
+	}
+	waited := make(chan struct{})
+	go func() { typed.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned while publishes were still running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(bp.release)
+	<-waited
+	bp.mu.Lock()
+	defer bp.mu.Unlock()
+	var keys []string
+	for _, inv := range bp.got {
+		keys = append(keys, inv.Keys...)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{"k", "k", "l"}) {
+		t.Fatalf("published keys %q; want k (Set), then k and l (Delete)", keys)
+	}
+	errMu.Lock()
+	defer errMu.Unlock()
+	if len(errs) > 0 {
+		t.Fatalf("OnError: %v", errs)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,8 +171,11 @@ type coherence struct {
 	// context values but not its cancellation: the write has landed, and
 	// the other processes must hear of it.
 	publishTimeout time.Duration
-	onError        func(context.Context, error)
-	events         Cache // where events go (the Typed's wrapper)
+	// publishes counts the publishes running on goroutines of their own
+	// (see publish); Typed.Wait waits for them.
+	publishes tracker
+	onError   func(context.Context, error)
+	events    Cache // where events go (the Typed's wrapper)
 
 	stopMu sync.Mutex
 	stop   func() // ends the subscription; nil when none or stopped
@@ -237,23 +241,53 @@ func (co *coherence) endTags(tags []string) {
 }
 
 // publish tells the other processes that keys (or, with all, every key)
-// of the namespace changed. Trouble goes to OnError and the hooks.
+// of the namespace changed, after a write that landed. Trouble goes to
+// OnError and the hooks.
+//
+// The publish is not cut short by the end of ctx (the other processes must
+// hear of the write), but the writer does not wait for it past that end: a
+// writer whose ctx can end waits for the publish or for ctx, whichever
+// comes first, and the publish goes on without it, bounded by
+// publishTimeout. A slow or frozen backplane thus never holds a write past
+// its caller's deadline. The in-process backplane delivers at once, and
+// inline, so that its writes stay synchronous.
 func (co *coherence) publish(ctx context.Context, all bool, keys ...string) {
 	if co.bp == nil {
 		return
 	}
+	inv := Invalidation{Namespace: co.ns, All: all, Origin: co.origin}
+	if !all {
+		inv.Keys = keys
+	}
+	if _, inline := co.bp.(*memoryBackplane); inline || ctx.Done() == nil {
+		co.send(ctx, inv)
+		return
+	}
+	inv.Keys = slices.Clone(inv.Keys) // the caller may reuse keys once it returns
+	done := make(chan struct{})
+	co.publishes.add()
+	go func() {
+		defer co.publishes.done()
+		defer close(done)
+		co.send(ctx, inv)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// send publishes inv, with ctx's values but not its cancellation, for at
+// most publishTimeout.
+func (co *coherence) send(ctx context.Context, inv Invalidation) {
 	pctx := context.WithoutCancel(ctx)
 	if co.publishTimeout > 0 {
 		var cancel context.CancelFunc
 		pctx, cancel = context.WithTimeout(pctx, co.publishTimeout)
 		defer cancel()
 	}
-	inv := Invalidation{Namespace: co.ns, Keys: keys, All: all, Origin: co.origin}
-	if all {
-		inv.Keys = nil
-	}
 	if err := co.bp.Publish(pctx, inv); err != nil {
-		co.fail(ctx, fmt.Errorf("cachekit: backplane publish: %w", err))
+		co.fail(context.WithoutCancel(ctx), fmt.Errorf("cachekit: backplane publish: %w", err))
 	}
 }
 

@@ -56,8 +56,11 @@ type TypedOptions struct {
 	// that others' messages name. If the Backplane implements
 	// [BackplaneWatcher], NewTyped calls its Watch with the cache. Backplane
 	// trouble goes to OnError and to hooks as [EventBackplaneError], and
-	// never fails a read or a write. Default: nil, local entries are
-	// bounded by LocalOptions.TTL alone.
+	// never fails a read or a write. Nor does it delay one past its
+	// context: a publish is bounded by WriteTimeout, and when the writer's
+	// context ends first, the write returns and its publish goes on in the
+	// background ([Typed.Wait] waits for it). Default: nil, local entries
+	// are bounded by LocalOptions.TTL alone.
 	Backplane Backplane
 }
 
@@ -226,12 +229,18 @@ func (t *Typed[V]) Close() error {
 // but a load may not watch it). Loads and writes started while Wait waits
 // are waited for too.
 //
+// With a Backplane, Wait also waits for the publishes of writes whose
+// callers' contexts ended before the publish did (see TypedOptions.Backplane).
+//
 // Call Wait before closing the underlying Cache, at shutdown or at the end
 // of a test: a background write that runs after Close fails with ErrClosed
 // (reported to TypedOptions.OnError) and stores nothing.
 func (t *Typed[V]) Wait() {
 	t.loads.Wait()  // a load ends after starting its write,
 	t.writes.wait() // so the writes are all known here
+	if t.co != nil {
+		t.co.publishes.wait()
+	}
 }
 
 // tracker counts running goroutines and waits for them, without the
