@@ -305,6 +305,19 @@ func wrote(err error) bool {
 	return err == nil || errors.Is(err, ErrUnknownOutcome)
 }
 
+// wroteSome is wrote for a write that spans keys or servers (SetMany or
+// Delete of several keys, Clear, the stamps of InvalidateTags): the failure
+// of one part does not undo the others, and the error may tell only of the
+// part that failed (a memcached pool with a server down, a Redis Cluster
+// with a master frozen). So only an error that proves nothing was sent
+// (the call was refused before any I/O) counts as nothing written: an
+// invalidation too many only costs the other processes a miss, one too few
+// leaves them serving what the write removed.
+func wroteSome(err error) bool {
+	return wrote(err) || !(errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrInvalidTTL) ||
+		errors.Is(err, ErrFlushNotAllowed) || errors.Is(err, ErrClosed) || errors.Is(err, ErrEncode))
+}
+
 // receive applies an invalidation from the backplane.
 func (co *coherence) receive(inv Invalidation) {
 	if inv.Origin == co.origin {
@@ -607,7 +620,7 @@ func (w *coherent) Expire(ctx context.Context, key string, ttl time.Duration) (b
 func (w *coherent) Clear(ctx context.Context) error {
 	err := w.c.Clear(ctx)
 	w.co.endAll()
-	if wrote(err) {
+	if wroteSome(err) {
 		w.co.publish(ctx, true)
 	}
 	return err
@@ -619,7 +632,7 @@ func (w *coherent) after(ctx context.Context, err error, keys ...string) {
 		return
 	}
 	w.co.end(keys...)
-	if wrote(err) {
+	if wrote(err) || (len(keys) > 1 && wroteSome(err)) {
 		w.co.publish(ctx, false, keys...)
 	}
 }

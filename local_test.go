@@ -562,3 +562,66 @@ func TestTypedCacheConformance(t *testing.T) {
 		return typed.Cache()
 	}, &cachetest.Options{MaxValueSize: maxValue, UnnamespacedClear: cachetest.UnnamespacedClearRemoves})
 }
+
+// partlyFailing is a cache whose multi-key writes and Clear do their work
+// and then report a failure, as a memcached pool with one server down or a
+// Redis Cluster with a master frozen does for the part it could not reach.
+type partlyFailing struct{ cachekit.Cache }
+
+var errPartDown = fmt.Errorf("server 2 of 3: %w", cachekit.ErrUnavailable)
+
+func (p partlyFailing) SetMany(ctx context.Context, items map[string][]byte, ttl time.Duration) error {
+	if err := p.Cache.SetMany(ctx, items, ttl); err != nil {
+		return err
+	}
+	return errPartDown
+}
+
+func (p partlyFailing) Delete(ctx context.Context, keys ...string) (int, error) {
+	n, err := p.Cache.Delete(ctx, keys...)
+	if err != nil || len(keys) < 2 {
+		return n, err
+	}
+	return n, errPartDown
+}
+
+func (p partlyFailing) Clear(ctx context.Context) error {
+	if err := p.Cache.Clear(ctx); err != nil {
+		return err
+	}
+	return errPartDown
+}
+
+// TestPartialWritesPublish: a write that spans keys or servers and fails
+// in part still publishes its invalidation, so that other local tiers do
+// not keep serving what it removed or replaced.
+func TestPartialWritesPublish(t *testing.T) {
+	mem := memory.New(nil)
+	defer mem.Close()
+	bp := cachekit.NewMemoryBackplane()
+	defer bp.Close()
+	opts := &cachekit.TypedOptions{Local: &cachekit.LocalOptions{TTL: time.Hour}, Backplane: bp}
+	a := cachekit.NewTyped[string](partlyFailing{mem}, opts)
+	b := cachekit.NewTyped[string](partlyFailing{mem}, opts)
+	defer a.Close()
+	defer b.Close()
+	for name, write := range map[string]func() error{
+		"Cache().Clear":  func() error { return a.Cache().Clear(ctx) },
+		"Cache().Delete": func() error { _, err := a.Cache().Delete(ctx, "k", "j"); return err },
+		"SetMany":        func() error { return a.SetMany(ctx, map[string]string{"k": "new", "j": "new"}) },
+		"InvalidateTags": func() error { return a.InvalidateTags(ctx, "t") },
+	} {
+		if err := b.Set(ctx, "k", "old", cachekit.WithTags("t")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := b.Get(ctx, "k"); err != nil || v != "old" { // held in b's local tier
+			t.Fatalf("%s: Get before = %q, %v", name, v, err)
+		}
+		if err := write(); !errors.Is(err, cachekit.ErrUnavailable) {
+			t.Fatalf("%s: %v; want the part's ErrUnavailable", name, err)
+		}
+		if v, err := b.Get(ctx, "k"); err == nil && v == "old" {
+			t.Errorf("%s failed in part: the other Typed still serves %q from its local tier", name, v)
+		}
+	}
+}

@@ -67,8 +67,9 @@ func WithTags(tags ...string) SetOption {
 //
 // Tagged entries are stored in an envelope that starts with bytes neither
 // JSON nor msgpack produce; a plain Cache.Get returns the envelope, and
-// Typed.Decode decodes it. Update reads tagged entries as their values
-// (without checking the stamps) and stores its result untagged.
+// Typed.Decode decodes it. Update checks the stamps as Get does (a value
+// whose tag was invalidated is a miss to its function) and stores its
+// result with the tags that WithTags gives, and only those.
 func (t *Typed[V]) InvalidateTags(ctx context.Context, tags ...string) error {
 	tags = dedupe(tags)
 	if len(tags) == 0 {
@@ -86,7 +87,7 @@ func (t *Typed[V]) InvalidateTags(ctx context.Context, tags ...string) error {
 	err = t.base.SetMany(ctx, items, 0)
 	if co := t.co; co != nil {
 		co.endTags(tags)
-		if wrote(err) {
+		if wroteSome(err) {
 			co.publish(ctx, false, keys...)
 		}
 	}

@@ -193,6 +193,15 @@ func TestTTLMillisecondAccuracy(t *testing.T) {
 	}
 }
 
+// TestTTLNanosecondResolution: the deadline is not rounded to a coarser
+// unit (as Redis's milliseconds or memcached's seconds are): an entry with
+// a 1ns TTL has expired by the next call.
+func TestTTLNanosecondResolution(t *testing.T) {
+	c := newCache(t, nil)
+	mustSet(t, c, "k", []byte("v"), time.Nanosecond)
+	wantMiss(t, c, "k")
+}
+
 // TestExpiryCheckedOnRead moves the cache's clock but not the engine's, so
 // the engine still holds the entries when the cache must treat them as gone.
 func TestExpiryCheckedOnRead(t *testing.T) {
