@@ -48,6 +48,21 @@
 // error for which errors.Is(err, cachekit.ErrUnsupported) reports true,
 // before taking anything; over one without CompareAndSwap, only Extend does.
 //
+// # Failed acquisitions, and Wait
+//
+// An acquisition that fails after its lease may have been stored (an Add
+// whose reply was lost, so that its outcome is unknown, an Increment that
+// failed, a lapsed acquisition) deletes that lease again, if it is still
+// its own, so that the name is not locked until the TTL passes. Acquire
+// and TryAcquire wait for that delete only while their ctx is live: once
+// ctx has ended (typically, its deadline passed while the server was
+// stuck) they return at once, with an error for which errors.Is(err,
+// ctx.Err()) reports true, and the delete goes on in the background, for
+// up to a second (a lease it fails to delete expires after its TTL).
+// [Locker.Wait] returns when every such background delete has ended: call
+// it before closing the cache, and at the end of tests that check for
+// leaked goroutines.
+//
 // # What it guarantees, and what it does not
 //
 // A lock is a lease on one server: one Redis (on a Redis Cluster, the

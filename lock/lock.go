@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +89,8 @@ type Locker struct {
 	maxDelay time.Duration
 	prefix   string
 	noFence  bool
+	// cleanups counts the abandons still running (see Lock.abandon).
+	cleanups tracker
 }
 
 // New returns a Locker that keeps its leases in c. opts may be nil.
@@ -138,7 +141,10 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // Any other error of the cache is returned at once, and then no lease is
 // held: after an Add with an unknown outcome (cachekit.ErrUnknownOutcome)
 // Acquire deletes the lease if it landed, best effort; one it fails to
-// delete expires after the TTL.
+// delete expires after the TTL. That delete never holds Acquire past ctx's
+// end: when ctx ends first (a stuck server, say), Acquire returns at once
+// with ctx's error, and the delete goes on in the background for up to a
+// second ([Locker.Wait] waits for it).
 //
 // Uncontended, Acquire makes two cache calls (Add, Increment; over a
 // [cachekit.Versioner], AddVersion and Increment): two round trips on
@@ -170,7 +176,10 @@ func (l *Locker) Acquire(ctx context.Context, name string) (*Lock, error) {
 // TryAcquire takes the lock on name if it is free, and returns ErrLocked
 // at once if another holder has it. In the rare case that taking the lease
 // and its token took longer than the TTL (see the package doc), it gives
-// the lease up and returns ErrLockLost.
+// the lease up and returns ErrLockLost. Other errors are the cache's, as
+// with Acquire; and as with Acquire, a lease that a failed TryAcquire may
+// have stored is deleted before it returns, or, once ctx has ended, in the
+// background ([Locker.Wait]).
 //
 // TryAcquire makes two cache calls when it gets the lock (Add, Increment;
 // with Options.NoFence, the Add alone) and one when it does not. With
@@ -350,18 +359,84 @@ func (k *Lock) release(ctx context.Context) (bool, error) {
 	return k.l.cad.CompareAndDelete(ctx, k.key, k.value)
 }
 
-// abandon releases a lease whose acquisition failed after its Add,
-// ignoring ctx's cancellation (but not its values) so that a cancelled
-// Acquire does not leave the name locked until the TTL passes. It is best
-// effort: a lease it fails to delete expires after the TTL.
+// abandon releases a lease whose acquisition failed after its Add (the
+// Add may have landed, or did), so that a failed or cancelled acquisition
+// does not leave the name locked until the TTL passes. It is best effort:
+// a lease it fails to delete expires after the TTL.
+//
+// The release runs in a goroutine, with ctx's values but not its
+// cancellation, bounded by abandonTimeout, and counted in the Locker's
+// cleanups (Locker.Wait waits for it). abandon waits for it only while
+// ctx is live: a caller whose ctx ends (the usual reason for an unknown
+// outcome is a stuck server) gets its answer by its deadline, and the
+// release goes on without it. It deletes the lease only if it is still
+// this Lock's (by version or by value, as Release), so a late release
+// never touches the lease of a later holder.
 func (k *Lock) abandon(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
-	defer cancel()
-	_, _ = k.l.cad.CompareAndDelete(ctx, k.key, k.value)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
+	done := make(chan struct{})
+	k.l.cleanups.add()
+	go func() {
+		defer k.l.cleanups.done()
+		defer close(done)
+		defer cancel()
+		_, _ = k.release(rctx)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // abandonTimeout bounds the release of an abandoned acquisition.
 const abandonTimeout = time.Second
+
+// Wait returns when every release that an acquisition left running in the
+// background has ended. Acquire and TryAcquire leave one when the
+// acquisition failed after its lease may have been stored (an Add whose
+// outcome is unknown, a failed Increment) and their ctx ended before the
+// lease was deleted: they return by ctx's deadline, and the release goes
+// on, bounded by one second (a lease it fails to delete expires after its
+// TTL). Releases started while Wait waits are waited for too.
+//
+// Call Wait before closing the cache, at shutdown or at the end of a test:
+// a release that runs after Close fails, and the lease stays until its TTL
+// passes. A Locker has no Close: it owns nothing else.
+func (l *Locker) Wait() { l.cleanups.wait() }
+
+// tracker counts running goroutines and waits for them; unlike a
+// sync.WaitGroup, add may run concurrently with wait.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle *sync.Cond // on mu, made on first use
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.idle != nil {
+		t.idle.Broadcast()
+	}
+	t.mu.Unlock()
+}
+
+func (t *tracker) wait() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for t.n > 0 {
+		if t.idle == nil {
+			t.idle = sync.NewCond(&t.mu)
+		}
+		t.idle.Wait()
+	}
+}
 
 // sleep waits d, or until ctx is done (returning ctx.Err()).
 func sleep(ctx context.Context, d time.Duration) error {

@@ -543,6 +543,7 @@ func TestFailedAcquisitionReleases(t *testing.T) {
 	if _, err := l.Acquire(cctx, "res"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Acquire cancelled during Increment: %v, want Canceled", err)
 	}
+	l.Wait() // the release of a cancelled acquisition's lease may go on after it returned
 	if ok, _ := c.Exists(bg, "lock:res:owner"); ok {
 		t.Fatal("the lease of a cancelled acquisition is still there")
 	}
