@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -151,6 +152,15 @@ func unsent(err error) bool {
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	// A TLS handshake that failed (an untrusted certificate, a refusal by
+	// the server, a peer that does not speak TLS) ends the dial: no
+	// command was written.
+	var cve *tls.CertificateVerificationError
+	var ae tls.AlertError
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &cve) || errors.As(err, &ae) || errors.As(err, &rhe) {
 		return true
 	}
 	return errors.Is(err, goredis.ErrPoolTimeout) || errors.Is(err, goredis.ErrClosed)

@@ -2,8 +2,11 @@ package redis
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -587,6 +590,32 @@ func TestCloseDuringCalls(t *testing.T) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s still waiting 5s after Close", name)
+		}
+	}
+}
+
+// TestFailedTLSHandshakeSentNothing: a write to a server whose certificate
+// the client does not trust fails with the certificate error, and not with
+// ErrUnknownOutcome: the handshake failed before any command was written.
+func TestFailedTLSHandshakeSentNothing(t *testing.T) {
+	peer := httptest.NewTLSServer(http.NotFoundHandler()) // a TLS peer with a certificate nobody trusts
+	defer peer.Close()
+	c, err := cachekit.Open(context.Background(), "rediss://"+peer.Listener.Addr().String()+"/0?namespace=tls&breaker_threshold=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for name, write := range map[string]func() error{
+		"Set":       func() error { return c.Set(context.Background(), "k", []byte("v"), 0) },
+		"Increment": func() error { _, err := c.Increment(context.Background(), "n", 1); return err },
+	} {
+		err := write()
+		var cve *tls.CertificateVerificationError
+		if !errors.As(err, &cve) {
+			t.Errorf("%s against an untrusted certificate: %v; want the certificate error", name, err)
+		}
+		if errors.Is(err, cachekit.ErrUnknownOutcome) {
+			t.Errorf("%s: %v; a failed handshake sent nothing, so the outcome is known", name, err)
 		}
 	}
 }
