@@ -3,6 +3,7 @@ package memcached
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/cachekit/cachekit/internal/testpeer"
 	"net"
 	"os"
@@ -245,4 +246,15 @@ func TestTooLargeBeforeIO(t *testing.T) {
 	if err := clientError(errors.New(`memcache: unexpected response line from "set": "SERVER_ERROR object too large for cache\r\n"`)); !errors.Is(err, cachekit.ErrTooLarge) {
 		t.Fatalf("the server's too-large reply maps to %v", err)
 	}
+}
+
+// TestNewNilClient: New refuses a nil client at once, with a message that
+// names it, rather than failing on first use.
+func TestNewNilClient(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "nil client") {
+			t.Fatalf("New(nil, nil) recovered %v; want a panic naming the nil client", r)
+		}
+	}()
+	New(nil, nil)
 }

@@ -135,7 +135,12 @@ type Options struct {
 // generations. Set client.DialContext
 // to [LivenessDialer] so that writes can be retried safely on a fresh
 // connection after a server restart (reads are retried either way).
+//
+// New panics if client is nil.
 func New(client *memcache.Client, opts *Options) *Cache {
+	if client == nil {
+		panic("memcached.New: nil client")
+	}
 	if opts == nil {
 		opts = &Options{}
 	}
