@@ -14,7 +14,10 @@ import (
 // context must honour it: when ctx is done before the operation completes, the
 // method must return an error for which errors.Is(err, ctx.Err()) reports true
 // (context.Canceled or context.DeadlineExceeded), including when the deadline
-// fires inside the backend's client.
+// fires inside the backend's client. (One exception, which the Redis backend
+// documents: a request already sent when its context is cancelled, rather
+// than reaching its deadline, runs until its reply or the backend's own
+// timeout, and reports its own outcome.)
 //
 // Keys are arbitrary non-empty strings of at most [MaxKeySize] bytes; a backend
 // that cannot store some keys natively (Memcached and spaces, say) must encode

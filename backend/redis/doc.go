@@ -169,8 +169,15 @@
 // you pass to [New].
 //
 // A cancellation (as opposed to a deadline) is seen before any I/O and while
-// waiting for a pooled connection; with a ContextTimeoutEnabled client, a
-// command already on the wire then finishes or times out first.
+// waiting for a pooled connection. With a ContextTimeoutEnabled client, a
+// command already on the wire when its context is cancelled is not
+// interrupted (go-redis puts only deadlines on the socket): the call returns
+// when the reply arrives, with the command's own outcome (a value read, a
+// write applied), or when the cache's Timeout fires, with an error wrapping
+// context.DeadlineExceeded (and, for a write, cachekit.ErrUnknownOutcome).
+// So a cancelled call waits at most Timeout (1s by default) for a server
+// that stopped answering; callers that must return at once on cancellation
+// should also give their context a deadline, which is put on the socket.
 //
 // # Failures
 //
