@@ -174,7 +174,8 @@
 // interrupted (go-redis puts only deadlines on the socket): the call returns
 // when the reply arrives, with the command's own outcome (a value read, a
 // write applied), or when the cache's Timeout fires, with an error wrapping
-// context.DeadlineExceeded (and, for a write, cachekit.ErrUnknownOutcome).
+// the context's error, context.Canceled (and, for a write,
+// cachekit.ErrUnknownOutcome).
 // So a cancelled call waits at most Timeout (1s by default) for a server
 // that stopped answering; callers that must return at once on cancellation
 // should also give their context a deadline, which is put on the socket.
