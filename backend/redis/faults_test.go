@@ -619,3 +619,46 @@ func TestFailedTLSHandshakeSentNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelOnTheWire checks what the package documentation says of a
+// command already sent when its context is cancelled: it is not
+// interrupted; it reports its own outcome if the reply comes, and the
+// context's error (a write also ErrUnknownOutcome) at the cache's Timeout.
+func TestCancelOnTheWire(t *testing.T) {
+	srv := testserver.StartRedis(t)
+	open := func(timeout string) cachekit.Cache {
+		c, err := cachekit.Open(context.Background(), "redis://"+srv.Addr()+"/0?namespace=wire&breaker_threshold=0&timeout="+timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if err := c.Set(context.Background(), "k", []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	cancelSoon := func() context.Context {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		return ctx
+	}
+
+	// The reply comes after the cancellation: the call reports it.
+	c := open("10s")
+	srv.Freeze()
+	time.AfterFunc(300*time.Millisecond, srv.Thaw)
+	if v, err := c.Get(cancelSoon(), "k"); err != nil || string(v) != "v" {
+		t.Fatalf("Get answered after its cancellation: %q, %v; want the value", v, err)
+	}
+
+	// No reply: the Timeout ends the call, with the context's error.
+	c = open("300ms")
+	srv.Freeze()
+	defer srv.Thaw()
+	if _, err := c.Get(cancelSoon(), "k"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Get cancelled on the wire, no reply: %v; want context.Canceled", err)
+	}
+	if err := c.Set(cancelSoon(), "k", []byte("w"), 0); !errors.Is(err, context.Canceled) || !errors.Is(err, cachekit.ErrUnknownOutcome) {
+		t.Errorf("Set cancelled on the wire, no reply: %v; want context.Canceled and ErrUnknownOutcome", err)
+	}
+}
