@@ -326,6 +326,14 @@ func TestCompareAndSwapErrors(t *testing.T) {
 	if v, _ := c.Get(ctx, "k"); string(v) != "v" {
 		t.Fatalf("a refused swap changed the value to %q", v)
 	}
+	// A plain Set the server refuses for its size removes the key's value
+	// (memcached's doing; the package documentation says so).
+	if err := big.Set(ctx, "k", make([]byte, 2<<20), 0); !errors.Is(err, cachekit.ErrTooLarge) {
+		t.Fatalf("Set refused by the server: %v; want ErrTooLarge", err)
+	}
+	if _, err := c.Get(ctx, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("after a Set the server refused: %v; want the key empty, as documented", err)
+	}
 	c.Close()
 	_, err = c.CompareAndSwap(ctx, "k", []byte("v"), []byte("w"), 0)
 	check("after Close", err, cachekit.ErrClosed)

@@ -256,7 +256,11 @@
 // Values larger than Options.MaxValueSize (default 1 MiB - 512 bytes, what
 // memcached's default -I 1m holds with any key) are ErrTooLarge before
 // anything is sent; a server that refuses a value as too large for its item
-// size is reported as ErrTooLarge too, and the client stays usable.
+// size is reported as ErrTooLarge too, and the client stays usable. But
+// memcached removes the key's current item when it refuses to store a new
+// one, so such a Set, SetMany or Add leaves the key empty: keep
+// MaxValueSize (max_value_size) within the servers' -I, as the default is
+// for memcached's default -I 1m.
 //
 // # Contexts
 //
