@@ -16,7 +16,9 @@
 // Hits and misses count keys read: a Get is one hit or one miss, an Exists
 // that reports true or false is one hit or one miss, and a GetMany adds one
 // hit per requested key it found and one miss per requested key it did not
-// (a key requested twice counts twice). The totals (Snapshot.Hits, Misses
+// (a key requested twice counts twice). The stamps that a Typed reads to
+// check tags (keys with cachekit.TagKeyPrefix) are not counted: the value's
+// own read is. The totals (Snapshot.Hits, Misses
 // and HitRatio) count what the reader got: a value the cache found but the
 // layer above could not decode (a cachekit.EventDecodeError, after a
 // serializer change, say) or whose tag was invalidated (EventTagMiss) is a
@@ -62,6 +64,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -204,14 +207,43 @@ func (s *Stats) count(op *cachekit.Op) {
 	o := op.Outcome()
 	c.calls[o].Add(1)
 	if op.Kind() == cachekit.OpGetMany && o == cachekit.OutcomeOK {
-		h := op.Hits()
+		h, m := valueKeys(op)
 		if h > 0 {
 			c.keyHits.Add(uint64(h))
 		}
-		if m := len(op.Keys) - h; m > 0 {
+		if m > 0 {
 			c.keyMisses.Add(uint64(m))
 		}
 	}
+}
+
+// valueKeys returns how many of the keys a GetMany read were found and not
+// found, leaving out the stamps that a Typed reads to check tags (keys with
+// cachekit.TagKeyPrefix): they are its bookkeeping, not values a caller
+// asked for, and the caller's outcome is already counted on the value's key
+// (with EventTagMiss when a stamp turns a hit into a miss).
+func valueKeys(op *cachekit.Op) (hits, misses int) {
+	stamps := 0
+	for _, k := range op.Keys {
+		if strings.HasPrefix(k, cachekit.TagKeyPrefix) {
+			stamps++
+		}
+	}
+	if stamps == 0 {
+		hits = op.Hits()
+		return hits, len(op.Keys) - hits
+	}
+	for _, k := range op.Keys {
+		if strings.HasPrefix(k, cachekit.TagKeyPrefix) {
+			continue
+		}
+		if _, ok := op.Values[k]; ok {
+			hits++
+		} else {
+			misses++
+		}
+	}
+	return hits, misses
 }
 
 // The events Stats counts by kind; the last counts every other kind.

@@ -476,3 +476,40 @@ func TestLocalHitsAndTagMisses(t *testing.T) {
 			s.TagMisses, s.Hits, s.Misses, s.Get, s.GetMany)
 	}
 }
+
+// TestTagStampsAreNotCounted: the stamps that a Typed reads to check the
+// tags of a value (keys with cachekit.TagKeyPrefix) are not hits or misses;
+// the totals count what the caller got.
+func TestTagStampsAreNotCounted(t *testing.T) {
+	st := stats.New(nil)
+	m := memory.New(nil)
+	defer m.Close()
+	typed := cachekit.NewTyped[string](cachekit.WithHooks(m, st), nil)
+	want := func(what string, hits, misses uint64) {
+		t.Helper()
+		if s := st.Snapshot(); s.Hits != hits || s.Misses != misses {
+			t.Errorf("%s: Hits %d, Misses %d; want %d, %d", what, s.Hits, s.Misses, hits, misses)
+		}
+		st.Reset()
+	}
+	if err := typed.Set(bg, "k", "v", cachekit.WithTags("t")); err != nil { // reads the new tag's stamp
+		t.Fatal(err)
+	}
+	want("Set with a new tag", 0, 0)
+	if v, err := typed.Get(bg, "k"); err != nil || v != "v" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	want("Get of a tagged value", 1, 0)
+	if err := typed.InvalidateTags(bg, "t"); err != nil {
+		t.Fatal(err)
+	}
+	st.Reset()
+	if _, err := typed.Get(bg, "k"); !errors.Is(err, cachekit.ErrNotFound) {
+		t.Fatalf("Get after InvalidateTags: %v; want a miss", err)
+	}
+	want("Get of a value whose tag was invalidated", 0, 1)
+	if _, err := typed.GetMany(bg, []string{"k", "none"}); err != nil {
+		t.Fatal(err)
+	}
+	want("GetMany of an invalidated value and a missing key", 0, 2)
+}
