@@ -3,6 +3,8 @@ package serializer
 import (
 	"encoding"
 	"encoding/json"
+	"math"
+	"math/bits"
 	"reflect"
 	"strconv"
 	"strings"
@@ -29,17 +31,55 @@ import (
 // The estimate errs high (the tests check it against measured
 // allocations), and it only matters for input whose allocations would
 // pass a megabyte: for ordinary values, which take tens of bytes of heap
-// or less per byte of encoding, the walk never rejects.
+// or less per byte of encoding, the walk never rejects. Values that take
+// far more memory than their encoding (slices of structs with large fields
+// that are not encoded) can exceed the budget as legitimately as hostile
+// input does, and nothing in the bytes tells them apart: so Marshal runs
+// the same walk on its own output (checkEncodedCost) and refuses what
+// Unmarshal would, and the AllocFactor and AllocSlack fields raise the
+// budget for callers who store such values.
 
-// AllocFactor and AllocSlack define the budget of a decode: Unmarshal of
-// n bytes may allocate at most about AllocFactor*n + AllocSlack bytes, and
-// input that would make it allocate more is refused before decoding.
+// AllocFactor and AllocSlack define the default budget of a decode:
+// Unmarshal of n bytes may allocate at most about AllocFactor*n + AllocSlack
+// bytes, and input that would make it allocate more is refused before
+// decoding (and Marshal refuses to produce it). The AllocFactor and
+// AllocSlack fields of JSON and MsgPack override them for one serializer.
 const (
 	AllocFactor = 64
 	AllocSlack  = 1 << 20
 )
 
-func allocBudget(n int) uint64 { return AllocFactor*uint64(n) + AllocSlack }
+// allocLimits is the decode budget of one serializer, its defaults applied.
+type allocLimits struct{ factor, slack uint64 }
+
+// limitsOf returns the budget that the AllocFactor and AllocSlack fields of
+// a serializer set: zero or negative means the package default.
+func limitsOf(factor, slack int) allocLimits {
+	l := allocLimits{AllocFactor, AllocSlack}
+	if factor > 0 {
+		l.factor = uint64(factor)
+	}
+	if slack > 0 {
+		l.slack = uint64(slack)
+	}
+	return l
+}
+
+// budget returns what decoding n bytes may allocate, saturating rather
+// than overflowing for huge limits.
+func (l allocLimits) budget(n int) uint64 {
+	hi, lo := bits.Mul64(l.factor, uint64(n))
+	sum, carry := bits.Add64(lo, l.slack, 0)
+	if hi != 0 || carry != 0 {
+		return math.MaxUint64
+	}
+	return sum
+}
+
+// defaultLimits is the budget of a serializer whose fields are zero.
+var defaultLimits = allocLimits{AllocFactor, AllocSlack}
+
+func allocBudget(n int) uint64 { return defaultLimits.budget(n) }
 
 // shapeKind is how a destination type decodes, for the purpose of cost.
 type shapeKind uint8
@@ -61,6 +101,7 @@ type shape struct {
 	kind    shapeKind
 	perByte uint64 // the most one byte of input can cost in this shape
 	size    uint64 // shSlice, shPtr: element size; shMap: key plus value size
+	ptrs    bool   // shSlice: the element holds pointers (which sizes its arrays)
 	elem    *shape // shSlice, shArray, shPtr: the element; shMap: the value
 	key     *shape // shMap
 	fields  map[string]*shape
@@ -102,7 +143,23 @@ func shapeOf(v any, format int) *shape {
 	if t == nil || t.Kind() != reflect.Pointer {
 		return anyShape
 	}
-	t = t.Elem()
+	return shapeOfType(t.Elem(), format)
+}
+
+// valueShape returns the shape of the type of v (v is what Marshal was
+// given): the destination that Unmarshal of its encoding is handed a
+// pointer to, as Typed[V] does. A nil v decodes into an interface.
+func valueShape(v any, format int) *shape {
+	t := reflect.TypeOf(v)
+	if t == nil {
+		return anyShape
+	}
+	return shapeOfType(t, format)
+}
+
+// shapeOfType returns the shape of destination type t, built once per type
+// and format.
+func shapeOfType(t reflect.Type, format int) *shape {
 	if m := lastShape[format].Load(); m != nil && m.t == t {
 		return m.s // the usual case: one type decoded over and over
 	}
@@ -139,9 +196,16 @@ func (s *shape) headerCost() uint64 {
 }
 
 // mayExceed reports whether decoding n bytes into s could possibly
-// allocate more than the budget, so that the input must be walked.
-func (s *shape) mayExceed(n int) bool {
-	return uint64(n)*s.perByte > AllocSlack
+// allocate more than the default budget, so that the input must be walked.
+func (s *shape) mayExceed(n int) bool { return s.mayExceedSlack(n, AllocSlack) }
+
+// mayExceedSlack reports whether decoding n bytes into s could possibly
+// allocate more than slack bytes (and so more than any budget with that
+// slack), so that the input must be walked. It is one multiplication: Marshal
+// and Unmarshal of small values pay nothing more for the walk.
+func (s *shape) mayExceedSlack(n int, slack uint64) bool {
+	hi, lo := bits.Mul64(uint64(n), s.perByte)
+	return hi != 0 || lo > slack
 }
 
 // customDecoded reports whether t (or *t) decodes itself: its decoding
@@ -180,6 +244,7 @@ func buildShape(t reflect.Type, format int, seen map[reflect.Type]*shape) *shape
 			break
 		}
 		s.kind, s.size, s.elem = shSlice, uint64(t.Elem().Size()), buildShape(t.Elem(), format, seen)
+		s.ptrs = hasPointers(t.Elem())
 	case reflect.Array:
 		s.kind, s.elem = shArray, buildShape(t.Elem(), format, seen)
 	case reflect.Map:
@@ -235,12 +300,132 @@ func addFields(s *shape, t reflect.Type, format int, seen map[reflect.Type]*shap
 }
 
 // heap returns about what the allocator takes for an object of n bytes:
-// n plus its size-class rounding (at most an eighth), and at least 16.
+// n plus its size-class rounding (about an eighth), and at least 16. It
+// is also used for aggregates of many objects (a large map's tables), for
+// which the eighth is the margin; objCost is exact for one object.
 func heap(n uint64) uint64 {
 	if n == 0 {
 		return 0
 	}
 	return max(n+n/8, 16)
+}
+
+// objCost returns what the allocator takes for one object of n bytes (with
+// pointers if ptrs): exactly its block (allocSize) when it is larger than
+// 32 KiB, where whole 8 KiB pages are counted rather than heap's eighth
+// more; and the larger of the two below, where heap's margin is kept. The
+// arrays of a slice of large elements, which dominate its cost, are then
+// counted at their real size.
+func objCost(n uint64, ptrs bool) uint64 {
+	a := allocSize(n, ptrs)
+	if n > maxSmallAlloc-mallocHeader {
+		return a
+	}
+	return max(a, heap(n))
+}
+
+// The Go allocator's constants (runtime/sizeclasses.go, runtime/malloc.go,
+// unchanged since Go 1.22), on 64-bit platforms.
+const (
+	maxSmallAlloc = 32768   // the largest size class
+	allocPage     = 8192    // large objects take whole pages
+	mallocHeader  = 8       // added to small objects with pointers...
+	headerAbove   = 8 * 64  // ...larger than this
+	maxAllocCost  = 1 << 62 // a saturated estimate: more than any budget of real input
+)
+
+// sizeClasses are the allocator's small object sizes.
+var sizeClasses = [...]uint16{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208,
+	224, 240, 256, 288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152,
+	1280, 1408, 1536, 1792, 2048, 2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528,
+	6784, 6912, 8192, 9472, 9728, 10240, 10880, 12288, 13568, 14336, 16384, 18432, 19072, 20480,
+	21760, 24576, 27264, 28672, 32768}
+
+func pageRound(n uint64) uint64 { return (n + allocPage - 1) &^ (allocPage - 1) }
+
+// allocSize returns the block the allocator takes for an object of n bytes
+// (with pointers if ptrs): the size class of n, plus the header that objects
+// with pointers larger than 512 bytes carry, or whole pages above 32 KiB.
+// It is what runtime.roundupsize, which growslice sizes arrays with, adds
+// the header back to.
+func allocSize(n uint64, ptrs bool) uint64 {
+	if n == 0 {
+		return 0
+	}
+	if n > maxSmallAlloc-mallocHeader {
+		return pageRound(n)
+	}
+	if ptrs && n > headerAbove {
+		n += mallocHeader
+	}
+	lo, hi := 0, len(sizeClasses)-1
+	for lo < hi {
+		m := (lo + hi) / 2
+		if uint64(sizeClasses[m]) >= n {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return uint64(sizeClasses[lo])
+}
+
+// growCost returns what appending n elements of size bytes one at a time
+// to an empty slice allocates in all, as encoding/json does (reflect's
+// Value.Grow(1) whenever the slice is full) and as append does: every array
+// along the way, each as growslice sizes it. Its capacity policy
+// (runtime.nextslicecap, since Go 1.20) doubles below 256 elements and then
+// adds a quarter plus 192; each array is rounded up to its size class or to
+// whole pages, and the rounding becomes capacity. Summing the exact
+// sequence is both an upper bound and tight: for 300 elements of 2 KiB it
+// is 626 elements' worth, where a flat "five times the last array" counted
+// 1688; and that flat rule undercounted slices of millions of elements by
+// up to a tenth, as their last array can be a quarter longer than they are.
+func growCost(n, size uint64, ptrs bool) uint64 {
+	if n == 0 || size == 0 {
+		return 0
+	}
+	var total, c uint64
+	for c < n {
+		next := 2 * c
+		switch {
+		case c == 0:
+			next = 1
+		case c >= 256:
+			next = c + (c+3*256)/4
+		}
+		if next > maxAllocCost/size {
+			return maxAllocCost
+		}
+		b := next * size
+		total += objCost(b, ptrs)
+		a := allocSize(b, ptrs)
+		if ptrs && b > headerAbove && b <= maxSmallAlloc-mallocHeader {
+			a -= mallocHeader // the header is not capacity
+		}
+		c = a / size
+	}
+	return total
+}
+
+// hasPointers reports whether values of type t hold pointers, which
+// decides how the allocator sizes arrays of them.
+func hasPointers(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Array:
+		return t.Len() > 0 && hasPointers(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if hasPointers(t.Field(i).Type) {
+				return true
+			}
+		}
+		return false
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.String, reflect.Interface,
+		reflect.Chan, reflect.Func, reflect.UnsafePointer:
+		return true
+	}
+	return false
 }
 
 // mapCost returns what a map of n entries with slot bytes per entry
@@ -279,9 +464,13 @@ type mpCost struct {
 
 // msgpackCost returns an upper estimate of what decoding data into v
 // allocates.
-func msgpackCost(data []byte, v any) uint64 {
+func msgpackCost(data []byte, v any) uint64 { return msgpackShapeCost(data, shapeOf(v, fmtMsgpack)) }
+
+// msgpackShapeCost returns an upper estimate of what decoding data into a
+// destination of shape s allocates.
+func msgpackShapeCost(data []byte, s *shape) uint64 {
 	w := mpCost{data: data}
-	w.value(shapeOf(v, fmtMsgpack))
+	w.value(s)
 	return w.cost
 }
 
@@ -392,7 +581,7 @@ func (w *mpCost) value(s *shape) {
 		if kind == 'a' {
 			// growSliceValue: a slice of n, then possibly a copy; and
 			// the reflect.Value it builds it in.
-			w.cost += 2*heap(n*s.size) + typedSlice
+			w.cost += 2*objCost(n*s.size, s.ptrs) + typedSlice
 			for range n {
 				w.value(s.elem)
 			}
@@ -486,9 +675,13 @@ type jsonCost struct {
 
 // jsonCostOf returns an upper estimate of what decoding data into v with
 // encoding/json allocates.
-func jsonCostOf(data []byte, v any) uint64 {
+func jsonCostOf(data []byte, v any) uint64 { return jsonShapeCost(data, shapeOf(v, fmtJSON)) }
+
+// jsonShapeCost returns an upper estimate of what decoding data into a
+// destination of shape s with encoding/json allocates.
+func jsonShapeCost(data []byte, s *shape) uint64 {
 	w := jsonCost{data: data}
-	w.value(shapeOf(v, fmtJSON))
+	w.value(s)
 	return w.cost
 }
 
@@ -554,11 +747,12 @@ func (w *jsonCost) value(s *shape) {
 		w.pos++
 		elem := anyShape
 		var slot uint64 = anySlot
+		ptrs := true
 		switch s.kind {
 		case shAny:
 			w.cost += boxedSlice
 		case shSlice:
-			elem, slot = s.elem, s.size
+			elem, slot, ptrs = s.elem, s.size, s.ptrs
 		case shArray:
 			elem, slot = s.elem, 0
 		}
@@ -586,11 +780,14 @@ func (w *jsonCost) value(s *shape) {
 			}
 			n++
 		}
-		// Slices grow by appending, by a quarter at a time once large
-		// (append) or by half (reflect, in encoding/json): all the
-		// arrays along the way add up to about five times the last.
+		// Slices grow one element at a time (append into an interface,
+		// reflect's Grow(1) into a typed slice), and every array along
+		// the way is garbage but allocated: growCost adds them up. (The
+		// elements of a slice of a type that JSON does not fill, such as
+		// a struct with unexported or `json:"-"` fields, take their whole
+		// size in each array all the same.)
 		if slot > 0 {
-			w.cost += 5*heap(n*slot) + 64
+			w.cost += growCost(n, slot, ptrs) + 64
 		}
 	case '{':
 		w.pos++
@@ -675,7 +872,42 @@ func (w *jsonCost) value(s *shape) {
 	}
 }
 
-func formatAlloc(cost uint64, n int) string {
+// formatAlloc describes a decode over budget: what it would allocate for n
+// bytes, which limits it exceeds and how to raise them.
+func formatAlloc(cost uint64, n int, l allocLimits) string {
 	return "decoding would allocate about " + strconv.FormatUint(cost, 10) + " bytes for " +
-		strconv.Itoa(n) + " bytes of input, more than " + strconv.Itoa(AllocFactor) + " times its size plus 1 MiB"
+		strconv.Itoa(n) + " bytes of input, more than AllocFactor (" + strconv.FormatUint(l.factor, 10) +
+		") times its size plus AllocSlack (" + strconv.FormatUint(l.slack, 10) + " bytes)"
+}
+
+// checkEncodedCost is Marshal's side of the budget: it returns an error
+// matching ErrLimitExceeded if decoding out, the encoding of v, into a
+// value of v's type would exceed l, since Unmarshal with the same settings
+// would then refuse it. It runs the very estimate Unmarshal runs (same
+// shape, same bytes, same budget), so what it accepts Unmarshal accepts;
+// and like Unmarshal it skips the walk when the encoding is too short to
+// exceed the slack, so small values pay one multiplication for it.
+//
+// The destination is v's dynamic type, as in Typed[V] for a concrete V.
+// Decoding into an interface (a Typed[any]) allocates differently, and
+// Marshal cannot know that it will happen.
+func checkEncodedCost(format int, out []byte, v any, l allocLimits) error {
+	s := valueShape(v, format)
+	if !s.mayExceedSlack(len(out), l.slack) {
+		return nil
+	}
+	name, cost := "msgpack", uint64(0)
+	if format == fmtJSON {
+		name, cost = "json", jsonShapeCost(out, s)
+	} else {
+		cost = msgpackShapeCost(out, s)
+	}
+	if cost <= l.budget(len(out)) {
+		return nil
+	}
+	return limitOnEncode(name, "decoding the "+strconv.Itoa(len(out))+"-byte encoding of a "+
+		reflect.TypeOf(v).String()+" would allocate about "+strconv.FormatUint(cost, 10)+
+		" bytes, more than AllocFactor ("+strconv.FormatUint(l.factor, 10)+") times its size plus AllocSlack ("+
+		strconv.FormatUint(l.slack, 10)+" bytes), so Unmarshal would refuse it; "+
+		"to store such values, raise the serializer's AllocFactor or AllocSlack field, for writers and readers alike")
 }

@@ -26,12 +26,18 @@ const DefaultMaxDepth = 512
 var ErrMalformed = errors.New("serializer: malformed input")
 
 // ErrLimitExceeded reports that a value is nested deeper than MaxDepth, is
-// larger than MaxSize, or (when decoding) would make the decoder allocate
-// more than AllocFactor times its size plus AllocSlack.
+// larger than MaxSize, or would make the decoder allocate more than
+// AllocFactor times its size plus AllocSlack (the fields of JSON and
+// MsgPack, or the package defaults when they are zero).
 //
 // Unmarshal returns it together with ErrMalformed, so errors.Is matches both.
 // Marshal returns it alone: JSON and MsgPack refuse to produce bytes that
-// their own Unmarshal, with the same settings, would reject.
+// their own Unmarshal, with the same settings, would reject when decoding
+// into a value of the type Marshal was given. A value can need more than
+// the default allocation budget when it takes much more memory than its
+// encoding (a slice of structs with large fields that are not encoded);
+// its error names AllocFactor and AllocSlack, which must then be raised
+// for its writers and readers alike.
 var ErrLimitExceeded = errors.New("serializer: limit exceeded")
 
 // ErrUnsupportedType reports a value or destination whose type the

@@ -79,6 +79,34 @@ func ExampleMsgPack_hostileInput() {
 	// true true
 }
 
+// Entry takes 4 KiB of memory but encodes to a few bytes: its buffer is
+// not encoded.
+type Entry struct {
+	ID  int
+	buf [4096]byte
+}
+
+func ExampleMsgPack_allocLimits() {
+	entries := make([]Entry, 1000) // 4 MB in memory, 5 KB encoded
+
+	// Decoding would allocate far more than 64 times the encoding plus
+	// 1 MiB, which Unmarshal refuses; so Marshal refuses too.
+	_, err := serializer.MsgPack{}.Marshal(entries)
+	fmt.Println(errors.Is(err, serializer.ErrLimitExceeded))
+
+	// Raising the budget (for the writers and the readers) stores them.
+	s := serializer.MsgPack{AllocSlack: 16 << 20}
+	b, err := s.Marshal(entries)
+	if err != nil {
+		panic(err)
+	}
+	var back []Entry
+	fmt.Println(s.Unmarshal(b, &back), len(back))
+	// Output:
+	// true
+	// <nil> 1000
+}
+
 func ExampleRaw() {
 	s := serializer.Raw{}
 

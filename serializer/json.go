@@ -33,12 +33,20 @@ import (
 // Before decoding, Unmarshal rejects input larger than MaxSize, input
 // nested deeper than MaxDepth, and input whose decoding into v's type would
 // allocate more than AllocFactor (64) times its size plus AllocSlack
-// (1 MiB): a walk over the bytes estimates what encoding/json will allocate
-// (each [] or {} in an interface is a slice or map of its own, and slices
-// grow by appending, about five times their final size in all). Then
-// encoding/json rejects anything that is not exactly one well-formed JSON
-// value. All of these are reported as ErrMalformed (the limits also as
-// ErrLimitExceeded), and v is left untouched.
+// (1 MiB), both adjustable with the fields of the same names: a walk over
+// the bytes estimates what encoding/json will allocate (each [] or {} in an
+// interface is a slice or map of its own, and a slice grows one element at
+// a time, every array along the way counted). Then encoding/json rejects
+// anything that is not exactly one well-formed JSON value. All of these are
+// reported as ErrMalformed (the limits also as ErrLimitExceeded), and v is
+// left untouched.
+//
+// Marshal runs the same estimate on its output, for a destination of v's
+// type, and refuses with ErrLimitExceeded what Unmarshal would refuse: a
+// slice of elements that are much larger in memory than in JSON (large
+// unexported or `json:"-"` fields, large arrays) can exceed the budget with
+// a few thousand elements. Raise AllocFactor or AllocSlack, on writers and
+// readers alike, to store such values.
 type JSON struct {
 	// MaxDepth is the deepest nesting of arrays and objects that Unmarshal
 	// accepts and Marshal produces. Zero or negative means DefaultMaxDepth
@@ -49,6 +57,26 @@ type JSON struct {
 	// Marshal produces. Zero or negative means no limit beyond the input
 	// itself.
 	MaxSize int
+
+	// AllocFactor and AllocSlack bound what Unmarshal may allocate: about
+	// AllocFactor times the size of its input plus AllocSlack bytes, as
+	// estimated from the input and the destination's type. Input over the
+	// budget is refused, and Marshal refuses to produce it. Zero or
+	// negative means the package's AllocFactor (64) and AllocSlack (1 MiB).
+	//
+	// Ordinary values stay far below the defaults. Raise them for values
+	// that take much more memory than their encoding: elements with large
+	// fields that are not encoded (unexported, or tagged "-") or large
+	// arrays, whose every element costs its whole size in memory however
+	// few bytes it encodes to. For example, a []T of 1000 elements where T
+	// holds a [2048]byte scratch buffer and two small encoded fields
+	// encodes to about 14-22 KB but decodes into arrays of several
+	// megabytes. Set the same limits wherever the values are read: a
+	// reader with lower limits refuses what a writer with higher ones
+	// stored. The budget is what protects readers from hostile input, so
+	// raise it by what such values need, not without bound.
+	AllocFactor int
+	AllocSlack  int
 }
 
 func (j JSON) maxDepth() int {
@@ -63,8 +91,11 @@ func (j JSON) maxDepth() int {
 // It fails, rather than losing data, on values JSON cannot hold: NaN and ±Inf
 // (a *json.UnsupportedValueError), and channels, functions and complex
 // numbers (matching ErrUnsupportedType). It fails with ErrLimitExceeded if the
-// encoding is larger than MaxSize or nests deeper than MaxDepth, since
-// Unmarshal would refuse it.
+// encoding is larger than MaxSize, nests deeper than MaxDepth, or would make
+// Unmarshal into a value of v's type allocate more than the AllocFactor and
+// AllocSlack budget, since Unmarshal would refuse it. (That estimate is for
+// a destination of v's type; decoding into an interface instead, as a
+// Typed[any] does, allocates differently, which Marshal cannot see.)
 func (j JSON) Marshal(v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -80,6 +111,9 @@ func (j JSON) Marshal(v any) ([]byte, error) {
 	}
 	if jsonTooDeep(b, j.maxDepth()) >= 0 {
 		return nil, limitOnEncode("json", "value nests deeper than MaxDepth "+strconv.Itoa(j.maxDepth()))
+	}
+	if err := checkEncodedCost(fmtJSON, b, v, limitsOf(j.AllocFactor, j.AllocSlack)); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
@@ -101,9 +135,10 @@ func (j JSON) Unmarshal(data []byte, v any) error {
 	if off := jsonTooDeep(data, maxDepth); off >= 0 {
 		return limitOnDecode("json", "nested deeper than MaxDepth "+strconv.Itoa(maxDepth)+" at offset "+strconv.Itoa(off))
 	}
-	if sh := shapeOf(v, fmtJSON); sh.mayExceed(len(data)) {
-		if cost := jsonCostOf(data, v); cost > allocBudget(len(data)) {
-			return limitOnDecode("json", formatAlloc(cost, len(data)))
+	l := limitsOf(j.AllocFactor, j.AllocSlack)
+	if sh := shapeOf(v, fmtJSON); sh.mayExceedSlack(len(data), l.slack) {
+		if cost := jsonShapeCost(data, sh); cost > l.budget(len(data)) {
+			return limitOnDecode("json", formatAlloc(cost, len(data), l))
 		}
 	}
 	if err := json.Unmarshal(data, v); err != nil {

@@ -54,9 +54,18 @@ import (
 // what decoding will allocate (slices, maps, strings, boxed values,
 // pointees), and refuses input whose estimate exceeds AllocFactor (64)
 // times len(data) plus AllocSlack (1 MiB), with an error matching
-// ErrLimitExceeded and ErrMalformed. Ordinary values allocate a few times
-// their encoding and are never refused; input under a few kilobytes is
-// not even walked, as it cannot exceed AllocSlack.
+// ErrLimitExceeded and ErrMalformed; the fields of the same names adjust
+// both. Ordinary values allocate a few times their encoding and are never
+// refused; input under a few kilobytes is not even walked, as it cannot
+// exceed AllocSlack.
+//
+// A value can still be much larger in memory than its encoding: each
+// element of a slice takes its whole size in the slice's array, including
+// fields that are not encoded (unexported, or tagged "-") and large arrays.
+// Marshal runs the same estimate on its output, for a destination of v's
+// type, and refuses with ErrLimitExceeded a value that Unmarshal would
+// refuse, rather than writing bytes no reader can decode. Raise AllocFactor
+// or AllocSlack, on writers and readers alike, to store such values.
 //
 // Unlike JSON, Marshal does not detect cyclic data structures: msgpack v5
 // recurses through a cycle until the goroutine stack overflows, so do not
@@ -72,6 +81,26 @@ type MsgPack struct {
 	// itself: the checks already bound allocation by the input's size
 	// (AllocFactor), so MaxSize is for callers who want a tighter bound.
 	MaxSize int
+
+	// AllocFactor and AllocSlack bound what Unmarshal may allocate: about
+	// AllocFactor times the size of its input plus AllocSlack bytes, as
+	// estimated from the input and the destination's type. Input over the
+	// budget is refused, and Marshal refuses to produce it. Zero or
+	// negative means the package's AllocFactor (64) and AllocSlack (1 MiB).
+	//
+	// Ordinary values stay far below the defaults. Raise them for values
+	// that take much more memory than their encoding: elements with large
+	// fields that are not encoded (unexported, or tagged "-") or large
+	// arrays, whose every element costs its whole size in memory however
+	// few bytes it encodes to. For example, a []T of 1000 elements where T
+	// holds a [2048]byte scratch buffer and two small encoded fields
+	// encodes to about 14-22 KB but decodes into arrays of several
+	// megabytes. Set the same limits wherever the values are read: a
+	// reader with lower limits refuses what a writer with higher ones
+	// stored. The budget is what protects readers from hostile input, so
+	// raise it by what such values need, not without bound.
+	AllocFactor int
+	AllocSlack  int
 }
 
 // pooledBufferLimit is the largest buffer (and the largest input a decoder
@@ -108,8 +137,12 @@ func (m MsgPack) maxDepth() int {
 
 // Marshal returns the MessagePack encoding of v.
 //
-// It fails with ErrLimitExceeded if the encoding is larger than MaxSize or
-// nests deeper than MaxDepth, since Unmarshal would refuse it.
+// It fails with ErrLimitExceeded if the encoding is larger than MaxSize,
+// nests deeper than MaxDepth, or would make Unmarshal into a value of v's
+// type allocate more than the AllocFactor and AllocSlack budget, since
+// Unmarshal would refuse it. (That estimate is for a destination of v's
+// type; decoding into an interface instead, as a Typed[any] does,
+// allocates differently, which Marshal cannot see.)
 func (m MsgPack) Marshal(v any) ([]byte, error) {
 	e := msgpackEncoders.Get().(*msgpackEncoder)
 	e.buf.Reset()
@@ -142,6 +175,9 @@ func (m MsgPack) Marshal(v any) ([]byte, error) {
 			return nil, limitOnEncode("msgpack", "value nests deeper than MaxDepth "+strconv.Itoa(m.maxDepth()))
 		}
 		return nil, fmt.Errorf("serializer: msgpack: encoder produced input its decoder rejects: %w", err)
+	}
+	if err := checkEncodedCost(fmtMsgpack, out, v, limitsOf(m.AllocFactor, m.AllocSlack)); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -183,10 +219,11 @@ func (m MsgPack) Unmarshal(data []byte, v any) (err error) {
 		return err
 	}
 
-	if sh := shapeOf(v, fmtMsgpack); sh.mayExceed(len(data)) {
-		if cost := msgpackCost(data, v); cost > allocBudget(len(data)) {
+	l := limitsOf(m.AllocFactor, m.AllocSlack)
+	if sh := shapeOf(v, fmtMsgpack); sh.mayExceedSlack(len(data), l.slack) {
+		if cost := msgpackShapeCost(data, sh); cost > l.budget(len(data)) {
 			msgpackDecoders.Put(d)
-			return limitOnDecode("msgpack", formatAlloc(cost, len(data)))
+			return limitOnDecode("msgpack", formatAlloc(cost, len(data), l))
 		}
 	}
 
