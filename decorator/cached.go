@@ -165,6 +165,12 @@ func (f *Func[K, V]) load(ctx context.Context, k K, key string, prev entry[V]) (
 		case errors.As(err, &pe): // a bug in this package: fn's panics are recovered in call
 			return zero, panicError(key, pe.Value)
 		case errors.Is(err, flight.ErrGoexit): // fn called runtime.Goexit
+			if prev.state == stStale && f.o.FailSafeMaxStale > 0 {
+				// A load that never returned failed, as a panicking one
+				// does: fail-safe serves the stale value.
+				f.emit(ctx, cachekit.EventStaleServed, key, nil, 0)
+				return prev.v, nil
+			}
 			return zero, &cachekit.Error{Op: "Cached", Key: key, Err: errGoexit}
 		case ctx.Err() != nil:
 			return zero, ctxError(key, ctx.Err())

@@ -1,12 +1,14 @@
 package decorator_test
 
 // Edge cases of the decorator found by red-teaming: durations at the limit
-// of time.Duration, and results that look like internal formats.
+// of time.Duration, results that look like internal formats, and fn calling
+// runtime.Goexit under fail-safe.
 
 import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,5 +147,29 @@ func TestResultsThatLookLikeTagEnvelopes(t *testing.T) {
 				m.Wait()
 			}
 		})
+	}
+}
+
+// TestGoexitServesStale: with fail-safe, fn calling runtime.Goexit is a
+// failure like a panic: the caller gets the stale value.
+func TestGoexitServesStale(t *testing.T) {
+	var calls atomic.Int32
+	f := decorator.New(cachekit.NewTyped[int](newMem(t), nil), func(_ context.Context, k int) (int, error) {
+		if calls.Add(1) > 1 {
+			runtime.Goexit()
+		}
+		return 2 * k, nil
+	}, &decorator.Options[int]{Name: "f", TTL: 20 * time.Millisecond, FailSafeMaxStale: time.Hour})
+	if v, err := f.Call(bg, 21); err != nil || v != 42 {
+		t.Fatalf("Call: %v, %v", v, err)
+	}
+	f.Wait()
+	time.Sleep(50 * time.Millisecond) // the value is stale
+	if v, err := f.Call(bg, 21); err != nil || v != 42 {
+		t.Fatalf("Call with fn calling Goexit: %v, %v; want the stale 42", v, err)
+	}
+	f.Wait()
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("fn ran %d times; want 2", n)
 	}
 }

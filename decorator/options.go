@@ -105,7 +105,8 @@ type Options[K comparable] struct {
 
 	// FailSafeMaxStale, when positive, turns on fail-safe: a value is kept
 	// for FailSafeMaxStale past its TTL, and when fn fails (an error other
-	// than NegativeError, or a panic) while such a stale value exists, the
+	// than NegativeError, a panic, or a call of runtime.Goexit) while such a
+	// stale value exists, the
 	// stale value is returned instead of the error. A context error that fn
 	// returns because every caller has gone is not a failure: the callers'
 	// own ctx errors are returned and nothing is re-stored. Values stored
