@@ -45,6 +45,23 @@ func openStuck(t *testing.T, s stuckServer) (*testserver.Server, cachekit.Cache)
 	return srv, c
 }
 
+// waitAfterThaw calls wait while srv is frozen, checks that it does not
+// return until srv is thawed (the release it waits for cannot end before
+// the server answers, or before its one-second bound), then thaws srv and
+// waits for wait to return.
+func waitAfterThaw(t *testing.T, srv *testserver.Server, wait func()) {
+	t.Helper()
+	waited := make(chan struct{})
+	go func() { wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Error("Wait returned while the server was frozen: it did not wait for the release of the abandoned lease")
+	case <-time.After(100 * time.Millisecond):
+	}
+	srv.Thaw()
+	<-waited
+}
+
 // checkFreed checks that the lease of name is gone (the abandoned
 // acquisition's release ran) and that the name can be taken again.
 func checkFreed(t *testing.T, c cachekit.Cache, l *lock.Locker, name string) {
@@ -65,7 +82,7 @@ func checkFreed(t *testing.T, c cachekit.Cache, l *lock.Locker, name string) {
 // deadline with its error, although the Add whose outcome they do not know
 // may land later; the release of that lease goes on in the background,
 // does its work once the server answers again, and Locker.Wait waits for
-// it.
+// it (it does not return while the server is still frozen).
 func TestStuckServerAcquire(t *testing.T) {
 	for _, s := range stuckServers {
 		t.Run(s.name, func(t *testing.T) {
@@ -82,7 +99,6 @@ func TestStuckServerAcquire(t *testing.T) {
 				k, err := op.call(ctx, name)
 				took := time.Since(start)
 				cancel()
-				srv.Thaw()
 				if k != nil || !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("%s on a frozen server: %v, %v; want no lock and DeadlineExceeded", op.name, k, err)
 				}
@@ -92,7 +108,7 @@ func TestStuckServerAcquire(t *testing.T) {
 				if took > stuckBound {
 					t.Errorf("%s with a 100ms deadline on a frozen server returned after %v, want less than %v", op.name, took, stuckBound)
 				}
-				l.Wait()
+				waitAfterThaw(t, srv, l.Wait)
 				checkFreed(t, c, l, name)
 			}
 		})
@@ -142,14 +158,13 @@ func TestStuckServerIncrement(t *testing.T) {
 			start := time.Now()
 			k, err := l.TryAcquire(ctx, "res")
 			took := time.Since(start)
-			srv.Thaw()
 			if k != nil || !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("TryAcquire frozen during its Increment: %v, %v; want no lock and DeadlineExceeded", k, err)
 			}
 			if took > stuckBound {
 				t.Errorf("TryAcquire with a 100ms deadline, frozen during its Increment, returned after %v, want less than %v", took, stuckBound)
 			}
-			l.Wait()
+			waitAfterThaw(t, srv, l.Wait)
 			checkFreed(t, c, lock.New(c, nil), "res")
 		})
 	}
