@@ -105,6 +105,7 @@ func TestStuckServerAcquire(t *testing.T) {
 				if !errors.Is(err, cachekit.ErrUnknownOutcome) {
 					t.Errorf("%s on a frozen server: %v; want ErrUnknownOutcome (the Add was sent)", op.name, err)
 				}
+				t.Logf("%s returned after %v: %v", op.name, took, err)
 				if took > stuckBound {
 					t.Errorf("%s with a 100ms deadline on a frozen server returned after %v, want less than %v", op.name, took, stuckBound)
 				}
@@ -161,6 +162,7 @@ func TestStuckServerIncrement(t *testing.T) {
 			if k != nil || !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("TryAcquire frozen during its Increment: %v, %v; want no lock and DeadlineExceeded", k, err)
 			}
+			t.Logf("TryAcquire returned after %v: %v", took, err)
 			if took > stuckBound {
 				t.Errorf("TryAcquire with a 100ms deadline, frozen during its Increment, returned after %v, want less than %v", took, stuckBound)
 			}
