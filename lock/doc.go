@@ -56,9 +56,11 @@
 // its own, so that the name is not locked until the TTL passes. Acquire
 // and TryAcquire wait for that delete only while their ctx is live: once
 // ctx has ended (typically, its deadline passed while the server was
-// stuck) they return at once, with an error for which errors.Is(err,
-// ctx.Err()) reports true, and the delete goes on in the background, for
-// up to a second (a lease it fails to delete expires after its TTL).
+// stuck) they return at once, with the cache's error (on a backend that
+// honours ctx, one for which errors.Is(err, ctx.Err()) reports true, and
+// cachekit.ErrUnknownOutcome when the Add's reply was lost), and the
+// delete goes on in the background, for up to a second (a lease it fails
+// to delete expires after its TTL).
 // [Locker.Wait] returns when every such background delete has ended: call
 // it before closing the cache, and at the end of tests that check for
 // leaked goroutines.

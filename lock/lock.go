@@ -143,8 +143,9 @@ func New(c cachekit.Cache, opts *Options) *Locker {
 // Acquire deletes the lease if it landed, best effort; one it fails to
 // delete expires after the TTL. That delete never holds Acquire past ctx's
 // end: when ctx ends first (a stuck server, say), Acquire returns at once
-// with ctx's error, and the delete goes on in the background for up to a
-// second ([Locker.Wait] waits for it).
+// with the Add's error (which reports ctx's, on a backend that honours
+// ctx), and the delete goes on in the background for up to a second
+// ([Locker.Wait] waits for it).
 //
 // Uncontended, Acquire makes two cache calls (Add, Increment; over a
 // [cachekit.Versioner], AddVersion and Increment): two round trips on
