@@ -446,7 +446,9 @@ func (f *Func[K, V]) Refresh(ctx context.Context, k K) (V, error) {
 // Wait blocks until the background work started so far has ended: the
 // cache writes of loaded values (and lease releases), early refreshes, runs
 // of fn that every caller has left, and with SoftTimeout or HardTimeout,
-// runs of fn that outlived their callers. Each write is bounded by
+// runs of fn that outlived their callers, and with Lease, the releases of
+// leases whose acquisition failed after they may have been stored (see
+// lock.Locker.Wait). Each write is bounded by
 // CacheTimeout or, without it, by the backend's own timeout and at most
 // BackgroundTimeout; each run of fn by BackgroundTimeout (when fn honours
 // its ctx).
@@ -461,5 +463,10 @@ func (f *Func[K, V]) Wait() {
 	for range 2 {
 		f.loads.Wait()
 		f.wait()
+	}
+	if f.leases != nil {
+		// The releases of leases that loads failed to take (their Add's
+		// outcome unknown) and left running: each ends within a second.
+		f.leases.wait()
 	}
 }

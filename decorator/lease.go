@@ -19,6 +19,10 @@ type leaser interface {
 	// tryAcquire takes the lease called name, or returns lock.ErrLocked
 	// when another process holds it.
 	tryAcquire(ctx context.Context, name string) (heldLease, error)
+	// wait returns when the background work of the leaser has ended: the
+	// releases of leases whose acquisition failed after they may have
+	// been stored (lock.Locker.Wait).
+	wait()
 }
 
 // heldLease is a lease this process won.
@@ -45,6 +49,8 @@ func newLeaser(c cachekit.Cache, prefix string, ttl time.Duration) leaser {
 
 // lockLeaser is a leaser on a lock.Locker.
 type lockLeaser struct{ l *lock.Locker }
+
+func (l lockLeaser) wait() { l.l.Wait() }
 
 func (l lockLeaser) tryAcquire(ctx context.Context, name string) (heldLease, error) {
 	k, err := l.l.TryAcquire(ctx, name)

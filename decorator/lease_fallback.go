@@ -46,6 +46,9 @@ func (l *fallbackLeaser) notice(key string) error {
 		cachekit.ErrUnsupported, l.c)}
 }
 
+// wait returns at once: a fallbackLeaser runs nothing in the background.
+func (l *fallbackLeaser) wait() {}
+
 func (l *fallbackLeaser) tryAcquire(ctx context.Context, name string) (heldLease, error) {
 	h := &fallbackLease{l: l, name: name, key: l.prefix + name + leaseSuffix, value: []byte(rand.Text()), at: time.Now()}
 	if err := l.c.Add(ctx, h.key, h.value, l.ttl); err != nil {
