@@ -86,7 +86,9 @@ func (f *Func[K, V]) acquire(ctx context.Context, key string, prev *entry[V], m 
 			// The value may have been stored between our read and our
 			// tryAcquire, by a holder that released just before.
 			if o, ok := f.found(ctx, key, prev, false); ok {
-				f.release(ctx, hold)
+				// The caller has its value: the release must not
+				// hold it up (a stuck cache, say).
+				f.goBackground(func() { f.release(ctx, hold) })
 				return nil, o, true
 			}
 			return hold, outcome[V]{}, false
