@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -684,100 +683,5 @@ func TestAutoPipelineLoneCallerGoesDirect(t *testing.T) {
 		if !d {
 			t.Fatalf("call %d of a lone caller after the burst went through the pipeliner", 2*apAloneBatches+i)
 		}
-	}
-}
-
-// TestGetPiped: Get's path for a caller whose context cannot end, on an
-// auto-pipelining cache in piped mode, sends the GET through the pipeliner
-// and returns what Get returns; in every other case it declines without
-// sending anything, so that Get takes its general path.
-func TestGetPiped(t *testing.T) {
-	srv := testserver.StartRedis(t)
-	cl := realClient(t, srv.Addr(), &goredis.Options{ContextTimeoutEnabled: true})
-	c := apCache(cl, Options{Namespace: "gp"}, false)
-	counter := &commandCounter{}
-	cl.AddHook(counter)
-	h := &valueHook{}
-	cl.AddHook(h)
-	ctx := context.Background()
-	if err := c.Set(ctx, "k", []byte("v"), 0); err != nil {
-		t.Fatal(err)
-	}
-	declines := func(name string, c *Cache, ctx context.Context, key string) {
-		t.Helper()
-		sent := counter.n.Load()
-		if _, ok, err := c.getPiped(ctx, key); ok || err != nil {
-			t.Errorf("%s: getPiped took the call (%v)", name, err)
-		}
-		if counter.n.Load() != sent {
-			t.Errorf("%s: getPiped declined after sending a command", name)
-		}
-	}
-	declines("a lone caller (direct mode)", c, ctx, "k")
-
-	for _, ctx := range []context.Context{ctx, context.WithValue(ctx, ctxKey{}, "v")} {
-		c.route.pipe.Store(true) // as concurrent callers leave it
-		h.take()
-		b, ok, err := c.getPiped(ctx, "k")
-		if !ok || err != nil || string(b) != "v" {
-			t.Fatalf("getPiped(k) = %q, %v, %v; want v", b, ok, err)
-		}
-		if d := h.take(); len(d) != 1 || d[0] {
-			t.Fatalf("getPiped's GET reached the client with the caller's context (%v), not through the pipeliner", d)
-		}
-	}
-	c.route.pipe.Store(true)
-	_, ok, err := c.getPiped(ctx, "missing")
-	var ce *cachekit.Error
-	if !ok || !errors.Is(err, cachekit.ErrNotFound) || !errors.As(err, &ce) || ce.Op != "Get" || ce.Key != "missing" {
-		t.Fatalf("getPiped(missing) = %v, %v; want Get's ErrNotFound", ok, err)
-	}
-
-	cancellable, cancel := context.WithCancel(ctx)
-	defer cancel()
-	declines("a context that can be cancelled", c, cancellable, "k")
-	withDeadline, cancel2 := context.WithTimeout(ctx, time.Minute)
-	defer cancel2()
-	declines("a context with a deadline", c, withDeadline, "k")
-	declines("an invalid key", c, ctx, "")
-
-	piped := func(cl goredis.UniversalClient, opts Options) *Cache {
-		c := apCache(cl, opts, false)
-		c.route.pipe.Store(true)
-		return c
-	}
-	closed := piped(cl, Options{Namespace: "gp"})
-	if err := closed.Close(); err != nil {
-		t.Fatal(err)
-	}
-	declines("a closed cache", closed, ctx, "k")
-	failed := piped(cl, Options{Namespace: "gp", BreakerThreshold: 5})
-	failed.health.failed(io.EOF)
-	declines("a breaker that has counted a failure", failed, ctx, "k")
-	declines("a cache without a timeout", piped(cl, Options{Namespace: "gp", Timeout: -1}), ctx, "k")
-	unaware := realClient(t, srv.Addr(), nil)
-	unaware.AddHook(counter)
-	declines("a client without ContextTimeoutEnabled", piped(unaware, Options{Namespace: "gp"}), ctx, "k")
-}
-
-// TestGetPipedTimeout: getPiped's GET ends by the cache's Timeout, not the
-// client's read timeout, and reports the context's error.
-func TestGetPipedTimeout(t *testing.T) {
-	hole := testpeer.NewBlackhole(t)
-	const readTimeout = 30 * time.Second
-	cl := newClient(t, &goredis.Options{Addr: hole.Addr(), ContextTimeoutEnabled: true, ReadTimeout: readTimeout})
-	c := apCache(cl, Options{Timeout: 50 * time.Millisecond, BreakerThreshold: -1}, false)
-	c.route.pipe.Store(true)
-	start := time.Now()
-	_, ok, err := c.getPiped(context.Background(), "k")
-	if took := time.Since(start); took >= readTimeout/2 {
-		t.Fatalf("getPiped took %v: the batch did not get the cache's 50ms timeout", took)
-	}
-	if !ok || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("getPiped = %v, %v; want DeadlineExceeded", ok, err)
-	}
-	var ns *notSentError
-	if errors.As(err, &ns) {
-		t.Fatalf("%v: the cache's own marker leaked", err)
 	}
 }
