@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+
+	"github.com/cachekit/cachekit/internal/tracker"
 )
 
 // LocalOptions configures the local tier of a [Typed] cache
@@ -173,7 +175,7 @@ type coherence struct {
 	publishTimeout time.Duration
 	// publishes counts the publishes running on goroutines of their own
 	// (see publish); Typed.Wait waits for them.
-	publishes tracker
+	publishes tracker.Tracker
 	onError   func(context.Context, error)
 	events    Cache // where events go (the Typed's wrapper)
 
@@ -265,9 +267,9 @@ func (co *coherence) publish(ctx context.Context, all bool, keys ...string) {
 	}
 	inv.Keys = slices.Clone(inv.Keys) // the caller may reuse keys once it returns
 	done := make(chan struct{})
-	co.publishes.add()
+	co.publishes.Add()
 	go func() {
-		defer co.publishes.done()
+		defer co.publishes.Done()
 		defer close(done)
 		co.send(ctx, inv)
 	}()

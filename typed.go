@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cachekit/cachekit/internal/flight"
+	"github.com/cachekit/cachekit/internal/tracker"
 	"github.com/cachekit/cachekit/serializer"
 )
 
@@ -127,8 +128,8 @@ type Typed[V any] struct {
 	gens     [genStripes]atomic.Uint64
 	recentMu sync.Mutex
 	recent   map[string]*recentLoad[V]
-	pending  atomic.Int32 // writes not ended: when 0, settle has nothing to do
-	writes   tracker      // background writes
+	pending  atomic.Int32    // writes not ended: when 0, settle has nothing to do
+	writes   tracker.Tracker // background writes
 }
 
 // genStripes is the number of load generations a Typed keeps: keys share
@@ -237,43 +238,9 @@ func (t *Typed[V]) Close() error {
 // (reported to TypedOptions.OnError) and stores nothing.
 func (t *Typed[V]) Wait() {
 	t.loads.Wait()  // a load ends after starting its write,
-	t.writes.wait() // so the writes are all known here
+	t.writes.Wait() // so the writes are all known here
 	if t.co != nil {
-		t.co.publishes.wait()
-	}
-}
-
-// tracker counts running goroutines and waits for them, without the
-// ordering rules of sync.WaitGroup: add may run concurrently with wait.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle *sync.Cond
-}
-
-func (k *tracker) add() {
-	k.mu.Lock()
-	k.n++
-	k.mu.Unlock()
-}
-
-func (k *tracker) done() {
-	k.mu.Lock()
-	k.n--
-	if k.n == 0 && k.idle != nil {
-		k.idle.Broadcast()
-	}
-	k.mu.Unlock()
-}
-
-func (k *tracker) wait() {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	for k.n > 0 {
-		if k.idle == nil {
-			k.idle = sync.NewCond(&k.mu)
-		}
-		k.idle.Wait()
+		t.co.publishes.Wait()
 	}
 }
 
@@ -865,7 +832,7 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 	t.recent[key] = rl
 	t.recentMu.Unlock()
 	gen.Add(1)
-	t.writes.add()
+	t.writes.Add()
 	go t.write(context.WithoutCancel(lctx), key, v, b, stored(b, tags, stamps), setOptions{ttl: o.ttl, tags: tags}, rl, gen)
 	return v, nil
 }
@@ -873,7 +840,7 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 // write stores a loaded value in the background, then forgets it in recent.
 // b is the encoded value, sb the bytes stored (b, or its envelope).
 func (t *Typed[V]) write(ctx context.Context, key string, v V, b, sb []byte, o setOptions, rl *recentLoad[V], gen *atomic.Uint64) {
-	defer t.writes.done()
+	defer t.writes.Done()
 	if t.writeTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.writeTimeout)

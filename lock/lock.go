@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cachekit/cachekit"
+	"github.com/cachekit/cachekit/internal/tracker"
 )
 
 var (
@@ -90,7 +90,7 @@ type Locker struct {
 	prefix   string
 	noFence  bool
 	// cleanups counts the abandons still running (see Lock.abandon).
-	cleanups tracker
+	cleanups tracker.Tracker
 }
 
 // New returns a Locker that keeps its leases in c. opts may be nil.
@@ -376,9 +376,9 @@ func (k *Lock) release(ctx context.Context) (bool, error) {
 func (k *Lock) abandon(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
 	done := make(chan struct{})
-	k.l.cleanups.add()
+	k.l.cleanups.Add()
 	go func() {
-		defer k.l.cleanups.done()
+		defer k.l.cleanups.Done()
 		defer close(done)
 		defer cancel()
 		_, _ = k.release(rctx)
@@ -403,41 +403,7 @@ const abandonTimeout = time.Second
 // Call Wait before closing the cache, at shutdown or at the end of a test:
 // a release that runs after Close fails, and the lease stays until its TTL
 // passes. A Locker has no Close: it owns nothing else.
-func (l *Locker) Wait() { l.cleanups.wait() }
-
-// tracker counts running goroutines and waits for them; unlike a
-// sync.WaitGroup, add may run concurrently with wait.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle *sync.Cond // on mu, made on first use
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
-		t.idle.Broadcast()
-	}
-	t.mu.Unlock()
-}
-
-func (t *tracker) wait() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for t.n > 0 {
-		if t.idle == nil {
-			t.idle = sync.NewCond(&t.mu)
-		}
-		t.idle.Wait()
-	}
-}
+func (l *Locker) Wait() { l.cleanups.Wait() }
 
 // sleep waits d, or until ctx is done (returning ctx.Err()).
 func sleep(ctx context.Context, d time.Duration) error {
