@@ -266,17 +266,7 @@ func (co *coherence) publish(ctx context.Context, all bool, keys ...string) {
 		return
 	}
 	inv.Keys = slices.Clone(inv.Keys) // the caller may reuse keys once it returns
-	done := make(chan struct{})
-	co.publishes.Add()
-	go func() {
-		defer co.publishes.Done()
-		defer close(done)
-		co.send(ctx, inv)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	co.publishes.Run(ctx, func() { co.send(ctx, inv) })
 }
 
 // send publishes inv, with ctx's values but not its cancellation, for at

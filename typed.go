@@ -832,15 +832,14 @@ func (t *Typed[V]) load(lctx context.Context, key string, load func(context.Cont
 	t.recent[key] = rl
 	t.recentMu.Unlock()
 	gen.Add(1)
-	t.writes.Add()
-	go t.write(context.WithoutCancel(lctx), key, v, b, stored(b, tags, stamps), setOptions{ttl: o.ttl, tags: tags}, rl, gen)
+	wctx, sb := context.WithoutCancel(lctx), stored(b, tags, stamps)
+	t.writes.Go(func() { t.write(wctx, key, v, b, sb, setOptions{ttl: o.ttl, tags: tags}, rl, gen) })
 	return v, nil
 }
 
 // write stores a loaded value in the background, then forgets it in recent.
 // b is the encoded value, sb the bytes stored (b, or its envelope).
 func (t *Typed[V]) write(ctx context.Context, key string, v V, b, sb []byte, o setOptions, rl *recentLoad[V], gen *atomic.Uint64) {
-	defer t.writes.Done()
 	if t.writeTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, t.writeTimeout)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cachekit/cachekit"
 	"github.com/cachekit/cachekit/internal/flight"
+	"github.com/cachekit/cachekit/internal/tracker"
 )
 
 // ErrHardTimeout is reported (inside a *cachekit.Error) when a caller has
@@ -102,9 +103,7 @@ type core[K comparable, V any] struct {
 	seed    maphash.Seed
 	stripes [nStripes]stripe[V]
 
-	bgMu   sync.Mutex
-	bgCond sync.Cond
-	bgN    int
+	bg tracker.Tracker // background work (goBackground)
 
 	// ended counts the writes that have ended, and recent holds the key
 	// hashes of the last ones, so that a load can tell whether a write of
@@ -143,7 +142,6 @@ func (c *core[K, V]) init(typed *cachekit.Typed[V], fn any, opts *Options[K]) {
 		}
 	}
 	c.seed = maphash.MakeSeed()
-	c.bgCond.L = &c.bgMu
 }
 
 // noCancel is the cancel function of a context that was not derived.
@@ -639,31 +637,10 @@ func (c *core[K, V]) save(ctx context.Context, p *pendingWrite[V], epoch uint64,
 }
 
 // goBackground runs f in a goroutine counted by wait.
-func (c *core[K, V]) goBackground(f func()) {
-	c.bgMu.Lock()
-	c.bgN++
-	c.bgMu.Unlock()
-	go func() {
-		defer func() {
-			c.bgMu.Lock()
-			c.bgN--
-			if c.bgN == 0 {
-				c.bgCond.Broadcast()
-			}
-			c.bgMu.Unlock()
-		}()
-		f()
-	}()
-}
+func (c *core[K, V]) goBackground(f func()) { c.bg.Go(f) }
 
 // wait blocks until no background work is running.
-func (c *core[K, V]) wait() {
-	c.bgMu.Lock()
-	for c.bgN > 0 {
-		c.bgCond.Wait()
-	}
-	c.bgMu.Unlock()
-}
+func (c *core[K, V]) wait() { c.bg.Wait() }
 
 // panicError turns a recovered panic into the error every waiter gets.
 func panicError(key string, r any) error {

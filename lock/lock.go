@@ -374,19 +374,11 @@ func (k *Lock) release(ctx context.Context) (bool, error) {
 // this Lock's (by version or by value, as Release), so a late release
 // never touches the lease of a later holder.
 func (k *Lock) abandon(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
-	done := make(chan struct{})
-	k.l.cleanups.Add()
-	go func() {
-		defer k.l.cleanups.Done()
-		defer close(done)
+	k.l.cleanups.Run(ctx, func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abandonTimeout)
 		defer cancel()
 		_, _ = k.release(rctx)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	})
 }
 
 // abandonTimeout bounds the release of an abandoned acquisition.

@@ -1,11 +1,14 @@
-// Package tracker counts goroutines running in the background, so that a
-// Wait method can return once they have all ended.
+// Package tracker runs goroutines in the background and counts them, so
+// that a Wait method can return once they have all ended.
 package tracker
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
-// Tracker counts running goroutines and waits for them. Unlike a
-// sync.WaitGroup, Add may run concurrently with Wait: a goroutine started
+// Tracker counts the goroutines it runs and waits for them. Unlike a
+// sync.WaitGroup, Go may run concurrently with Wait: a goroutine started
 // while Wait waits is waited for too. The zero value is ready to use.
 type Tracker struct {
 	mu   sync.Mutex
@@ -13,15 +16,32 @@ type Tracker struct {
 	idle *sync.Cond // on mu, made on first use
 }
 
-// Add counts one more running goroutine.
-func (t *Tracker) Add() {
+// Go runs f on a goroutine of its own, counted until f returns.
+func (t *Tracker) Go(f func()) {
 	t.mu.Lock()
 	t.n++
 	t.mu.Unlock()
+	go func() {
+		defer t.done()
+		f()
+	}()
 }
 
-// Done counts one goroutine fewer.
-func (t *Tracker) Done() {
+// Run runs f as Go does and waits for it to return, but only while ctx is
+// live: when ctx ends first, Run returns and f goes on in the background.
+func (t *Tracker) Run(ctx context.Context, f func()) {
+	done := make(chan struct{})
+	t.Go(func() {
+		defer close(done)
+		f()
+	})
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func (t *Tracker) done() {
 	t.mu.Lock()
 	t.n--
 	if t.n == 0 && t.idle != nil {
@@ -30,7 +50,7 @@ func (t *Tracker) Done() {
 	t.mu.Unlock()
 }
 
-// Wait returns when no goroutine is counted.
+// Wait returns when no goroutine that Go or Run started is running.
 func (t *Tracker) Wait() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
